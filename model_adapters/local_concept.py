@@ -1,0 +1,213 @@
+"""The embedded concept writer: headline, script, image prompt and caption lines.
+
+No language model ships with the project, so the local writer composes copy
+from phrase banks per language, chosen by a seeded RNG: the same request
+gives the same concept, another seed another one. The script is sized to the
+variant's target duration at the speaking rate of the local voice, and no
+sentence containing a banned term is ever used.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import textwrap
+
+from model_adapters.types import AdapterInfo, ConceptRequest, ConceptResult, Price
+
+# Speaking rate of the local voice (espeak at ~165 wpm), in words per second.
+WORDS_PER_SECOND = 2.6
+CAPTION_LINE_CHARS = 42
+
+_SCENES = [
+    "a sunlit studio with soft shadows",
+    "a calm city morning seen through tall windows",
+    "an open landscape at golden hour",
+    "a minimal tabletop set with layered paper shapes",
+    "a night street glowing with reflections",
+    "a bright kitchen with morning haze",
+]
+
+_PHRASES: dict[str, dict[str, list[str]]] = {
+    "en": {
+        "headline": [
+            "Meet {product}",
+            "{product}, made for {audience}",
+            "Your day, upgraded by {product}",
+            "Say hello to {product}",
+            "{product}: ready when you are",
+        ],
+        "open": [
+            "This is {product}, built for {audience}.",
+            "Meet {product}, made with {audience} in mind.",
+            "Here is {product}, the one {audience} have been waiting for.",
+        ],
+        "body": [
+            "It fits into your day without asking for attention.",
+            "Every detail is tuned to feel {tone}.",
+            "Set it up in minutes and forget the manual.",
+            "It works the way you already do.",
+            "Small choices add up, and this one adds up fast.",
+            "It is designed to last, and built to be repaired.",
+            "Quiet when you want calm, bold when you need it.",
+            "Thoughtful materials, honest design, nothing extra.",
+            "It keeps up on busy days and slows down on easy ones.",
+            "People who try it tend to keep it.",
+            "It looks good on a desk and better in your hands.",
+            "Less setup, fewer steps, more of what matters.",
+        ],
+        "close": [
+            "{product}. Try it today.",
+            "Find {product} near you.",
+            "{product}. Made for {audience}.",
+        ],
+    },
+    "de": {
+        "headline": ["Das ist {product}", "{product} für {audience}", "Bereit für {product}?", "Hallo, {product}"],
+        "open": [
+            "Das ist {product}, gemacht für {audience}.",
+            "Hier kommt {product}, gedacht für {audience}.",
+        ],
+        "body": [
+            "Es passt in deinen Tag, ohne Aufmerksamkeit zu verlangen.",
+            "Jedes Detail ist darauf abgestimmt, {tone} zu wirken.",
+            "In wenigen Minuten eingerichtet, ganz ohne Handbuch.",
+            "Es funktioniert so, wie du ohnehin arbeitest.",
+            "Gebaut, um lange zu halten, und gemacht, um repariert zu werden.",
+            "Ruhig, wenn du Ruhe willst, kraftvoll, wenn du es brauchst.",
+            "Ehrliche Materialien, klares Design, nichts Überflüssiges.",
+            "Wer es einmal ausprobiert, behält es meistens.",
+            "Weniger Einrichtung, weniger Schritte, mehr von dem, was zählt.",
+        ],
+        "close": ["{product}. Probier es heute aus.", "{product}. Gemacht für {audience}."],
+    },
+    "fr": {
+        "headline": ["Voici {product}", "{product}, pour {audience}", "Dites bonjour à {product}"],
+        "open": ["Voici {product}, conçu pour {audience}.", "Découvrez {product}, pensé pour {audience}."],
+        "body": [
+            "Il trouve sa place dans votre journée sans rien demander.",
+            "Chaque détail est réglé pour paraître {tone}.",
+            "Installé en quelques minutes, sans manuel.",
+            "Il fonctionne comme vous travaillez déjà.",
+            "Conçu pour durer, et fait pour être réparé.",
+            "Calme quand vous voulez du calme, audacieux quand il le faut.",
+            "Des matériaux honnêtes, un design clair, rien de superflu.",
+            "Ceux qui l'essaient le gardent.",
+        ],
+        "close": ["{product}. Essayez-le dès aujourd'hui.", "{product}. Fait pour {audience}."],
+    },
+    "es": {
+        "headline": ["Conoce {product}", "{product}, para {audience}", "Hola, {product}"],
+        "open": ["Esto es {product}, hecho para {audience}.", "Conoce {product}, pensado para {audience}."],
+        "body": [
+            "Encaja en tu día sin pedir atención.",
+            "Cada detalle está pensado para sentirse {tone}.",
+            "Se configura en minutos, sin manual.",
+            "Funciona como tú ya trabajas.",
+            "Diseñado para durar y hecho para repararse.",
+            "Tranquilo cuando quieres calma, audaz cuando lo necesitas.",
+            "Materiales honestos, diseño claro, nada de más.",
+            "Quien lo prueba, se lo queda.",
+        ],
+        "close": ["{product}. Pruébalo hoy.", "{product}. Hecho para {audience}."],
+    },
+}
+
+
+def language_of(locale: str) -> str:
+    language = locale.split("-")[0].lower()
+    if language not in _PHRASES:
+        raise ValueError(f"the local concept writer has no phrases for locale {locale!r}")
+    return language
+
+
+def _contains_banned(text: str, banned: tuple[str, ...]) -> str | None:
+    lowered = text.lower()
+    for term in banned:
+        if re.search(rf"(?<!\w){re.escape(term.lower())}(?!\w)", lowered):
+            return term
+    return None
+
+
+def concept_word_budget(duration_s: float) -> int:
+    """Words that fill `duration_s` at the local voice's speaking rate."""
+    return max(6, round(duration_s * WORDS_PER_SECOND))
+
+
+def caption_lines(script: str, width: int = CAPTION_LINE_CHARS) -> tuple[str, ...]:
+    lines: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+", script.strip()):
+        lines.extend(textwrap.wrap(sentence, width=width, break_long_words=True))
+    return tuple(lines)
+
+
+class LocalConceptWriter:
+    """Deterministic copywriter for the embedded default (no model, no network)."""
+
+    def __init__(self, adapter_id: str = "local-concept", max_concurrency: int = 8):
+        self.info = AdapterInfo(
+            adapter_id=adapter_id,
+            task="concept",
+            provider="local",
+            model="phrase-bank",
+            model_version="1",
+            price=Price(),
+            capabilities=frozenset(f"locale:{lang}" for lang in _PHRASES),
+            max_concurrency=max_concurrency,
+        )
+
+    async def write(self, request: ConceptRequest) -> ConceptResult:
+        return self.write_sync(request)
+
+    def write_sync(self, request: ConceptRequest) -> ConceptResult:
+        bank = _PHRASES[language_of(request.locale)]
+        rng = random.Random(f"{request.seed}:{request.campaign_id}:{request.variant_id}")
+        fields = {"product": request.product, "audience": request.audience, "tone": request.tone.lower()}
+        banned = request.banned_terms
+
+        hit = _contains_banned(" ".join(fields.values()), banned)
+        if hit:
+            raise ValueError(f"banned term {hit!r} appears in the brief's product, audience or tone")
+
+        def allowed(options: list[str]) -> list[str]:
+            filled = [option.format(**fields) for option in options]
+            kept = [text for text in filled if not _contains_banned(text, banned)]
+            if not kept:
+                raise ValueError("every phrase option contains a banned term; relax banned_terms")
+            return kept
+
+        headline = rng.choice(allowed(bank["headline"]))
+        opening = rng.choice(allowed(bank["open"]))
+        closing = rng.choice(allowed(bank["close"]))
+        body = allowed(bank["body"])
+        rng.shuffle(body)
+
+        target_words = concept_word_budget(request.duration_s)
+        sentences = [opening]
+        words = len(opening.split()) + len(closing.split())
+        for sentence in body:
+            if words + len(sentence.split()) > target_words:
+                continue
+            sentences.append(sentence)
+            words += len(sentence.split())
+        sentences.append(closing)
+        script = " ".join(sentences)
+
+        # Image prompts are English whatever the locale: the embedding model is English.
+        scene = rng.choice(allowed(_SCENES))
+        palette_words = ", ".join(request.palette)
+        image_prompt = (
+            f"{request.product} for {request.audience}, {scene}, {request.tone.lower()} mood, "
+            f"brand palette {palette_words}, clean composition, no text"
+        )
+        return ConceptResult(
+            headline=headline,
+            script=script,
+            image_prompt=image_prompt,
+            caption_lines=caption_lines(script),
+            input_tokens=0,
+            output_tokens=0,
+        )
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,60 @@
+"""Adapter kinds a routing config may name, and how to build each one.
+
+Adapter modules are imported only when an adapter is built, so loading
+definitions (and validating a routing config) never imports torch, PyAV or
+espeak.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from model_adapters.types import Task
+
+# The coroutine an adapter of each task exposes, and the byte inputs it takes
+# after the request.
+TASK_METHODS: dict[Task, str] = {
+    "concept": "write",
+    "image": "generate",
+    "refine": "refine",
+    "voice": "synthesize",
+    "video": "compose",
+}
+
+
+@dataclass(frozen=True)
+class AdapterKind:
+    name: str
+    task: Task
+    target: str  # "module:Class"
+    # Bump when the adapter's output for an equal request changes: it feeds the
+    # code version of the assets that use it.
+    version: str
+    local: bool = True
+
+    def build(self, **kwargs: Any) -> Any:
+        module_name, class_name = self.target.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**kwargs)
+
+
+ADAPTER_KINDS: dict[str, AdapterKind] = {
+    kind.name: kind
+    for kind in (
+        AdapterKind("local-concept", "concept", "model_adapters.local_concept:LocalConceptWriter", "1"),
+        AdapterKind("local-procedural-image", "image", "model_adapters.local_image:ProceduralImageGenerator", "1"),
+        AdapterKind("local-torch-refiner", "refine", "model_adapters.local_refine:TorchRefiner", "1"),
+        AdapterKind("local-espeak", "voice", "model_adapters.local_voice:EspeakVoiceAdapter", "1"),
+        AdapterKind("local-pyav", "video", "model_adapters.local_video:PyAVCompositor", "1"),
+    )
+}
+
+
+def adapter_kind(name: str) -> AdapterKind:
+    try:
+        return ADAPTER_KINDS[name]
+    except KeyError:
+        known = ", ".join(sorted(ADAPTER_KINDS))
+        raise ValueError(f"unknown adapter {name!r}; known adapters: {known}") from None

@@ -1,0 +1,202 @@
+"""Requests, results and adapter descriptions shared by every model family.
+
+Plain pydantic and dataclasses: no Dagster here, so adapters can be used and
+tested alone. Requests are pydantic models so they have a canonical JSON form
+(the request hash and, later, the cache key are computed from it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Task = Literal["concept", "image", "refine", "voice", "video"]
+TASKS: tuple[Task, ...] = ("concept", "image", "refine", "voice", "video")
+
+AspectRatio = Literal["9:16", "1:1", "16:9"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_json(model: BaseModel) -> str:
+    """One byte-stable JSON form of a request: sorted keys, no whitespace."""
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def request_hash(model: BaseModel) -> str:
+    return hashlib.sha256(canonical_json(model).encode()).hexdigest()
+
+
+class Price(StrictModel):
+    """What one call costs; every unit a provider might bill by, zero if unused."""
+
+    per_input_token: float = 0.0
+    per_output_token: float = 0.0
+    per_image: float = 0.0
+    per_1k_characters: float = 0.0
+    per_output_second: float = 0.0
+
+
+class AdapterInfo(StrictModel):
+    adapter_id: str
+    task: Task
+    provider: str
+    model: str
+    model_version: str
+    price: Price = Price()
+    capabilities: frozenset[str] = frozenset()
+    max_concurrency: int = 1
+
+
+# --- concept -----------------------------------------------------------------
+
+
+class ConceptRequest(StrictModel):
+    campaign_id: str
+    variant_id: str
+    product: str
+    audience: str
+    tone: str
+    palette: tuple[str, ...]
+    banned_terms: tuple[str, ...] = ()
+    locale: str
+    aspect_ratio: AspectRatio
+    duration_s: float
+    seed: int
+
+
+class ConceptResult(StrictModel):
+    headline: str
+    script: str
+    image_prompt: str
+    caption_lines: tuple[str, ...]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+# --- images ------------------------------------------------------------------
+
+
+class ImageRequest(StrictModel):
+    prompt: str
+    width: int = Field(gt=0, le=8192)
+    height: int = Field(gt=0, le=8192)
+    palette: tuple[str, ...]
+    seed: int
+
+
+class RefineRequest(StrictModel):
+    """A draft image is referenced by its sha256; the bytes travel beside it."""
+
+    source_sha256: str
+    min_short_side: int = Field(gt=0, le=8192)
+    aspect_ratio: AspectRatio
+    palette: tuple[str, ...]
+    headline: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    png: bytes
+    width: int
+    height: int
+
+
+# --- voice -------------------------------------------------------------------
+
+
+class VoiceRequest(StrictModel):
+    text: str
+    locale: str
+    voice: str
+    target_lufs: float = -16.0
+    true_peak_dbtp: float = -1.0
+
+
+class WordTiming(StrictModel):
+    word: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class VoiceResult:
+    wav: bytes
+    sample_rate: int
+    duration_s: float
+    words: tuple[WordTiming, ...]
+    loudness_lufs: float
+    true_peak_dbtp: float
+    characters: int = 0
+
+
+# --- video -------------------------------------------------------------------
+
+
+class CaptionCue(StrictModel):
+    start_s: float
+    end_s: float
+    lines: tuple[str, ...]
+
+
+class VideoRequest(StrictModel):
+    image_sha256: str
+    audio_sha256: str
+    audio_duration_s: float
+    cues: tuple[CaptionCue, ...]
+    width: int
+    height: int
+    fps: int = 30
+    tail_s: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    mp4: bytes
+    width: int
+    height: int
+    fps: int
+    duration_s: float
+    video_duration_s: float
+    audio_duration_s: float
+    extras: dict = field(default_factory=dict)
+
+
+# --- protocols ---------------------------------------------------------------
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    info: AdapterInfo
+
+    async def aclose(self) -> None: ...
+
+
+class AdapterError(Exception):
+    """Raised by an adapter; `retryable` tells the router whether to try again."""
+
+    def __init__(self, message: str, *, provider: str, retryable: bool = False):
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+
+
+_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
+
+
+def frame_size(aspect_ratio: AspectRatio, short_side: int) -> tuple[int, int]:
+    """(width, height) with the given short side, the exact ratio, even numbers
+    (H.264 with yuv420p needs even dimensions)."""
+    w_ratio, h_ratio = _RATIOS[aspect_ratio]
+    short = short_side - short_side % 2
+    long_side = short * max(w_ratio, h_ratio) // min(w_ratio, h_ratio)
+    long_side -= long_side % 2
+    return (short, long_side) if w_ratio <= h_ratio else (long_side, short)

@@ -1,0 +1,220 @@
+"""The campaign brief: what a creative-ops engineer writes, validated strictly.
+
+A brief is YAML, read with a safe loader, validated by pydantic v2 in strict
+mode with unknown fields rejected. Errors name the file and the field path
+(`variants[2].locale`), so a bad brief is fixed in one look.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+from model_adapters.types import AspectRatio
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+HexColour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+
+# Locales the embedded default can write and voice, with their default espeak voices.
+# Kept here (not imported from the voice adapter) so validating a brief never
+# loads a native library; tests check the two stay in step.
+SUPPORTED_LOCALES: dict[str, str] = {
+    "en-US": "en-us",
+    "en-GB": "en-gb",
+    "de-DE": "de",
+    "fr-FR": "fr-fr",
+    "es-ES": "es",
+}
+
+PARTITION_SEPARATOR = "."
+MAX_BRIEF_BYTES = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Variant(_Strict):
+    id: Slug
+    locale: str
+    voice: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_+-]{0,40}$")] = "default"
+    aspect_ratio: AspectRatio
+    duration_s: float = Field(ge=3, le=120)
+    tier: Literal["draft", "standard", "premium"] = "standard"
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: object) -> object:
+        # YAML writes `15` as an int; strict mode would refuse it for a float.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        if value not in SUPPORTED_LOCALES:
+            known = ", ".join(sorted(SUPPORTED_LOCALES))
+            raise ValueError(f"unknown locale {value!r}; supported: {known}")
+        return value
+
+
+class Brief(_Strict):
+    campaign_id: Slug
+    product: ShortText
+    audience: ShortText
+    tone: ShortText
+    palette: tuple[HexColour, ...] = Field(min_length=1, max_length=8)
+    banned_terms: tuple[Annotated[str, StringConstraints(min_length=1, max_length=80)], ...] = ()
+    budget_usd: float = Field(ge=0)
+    variants: tuple[Variant, ...] = Field(min_length=1, max_length=256)
+
+    @field_validator("budget_usd", mode="before")
+    @classmethod
+    def _int_budget(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    @field_validator("palette", "banned_terms", "variants", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        # YAML gives lists; strict mode only accepts tuples for tuple fields.
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _unique_variant_ids(self) -> "Brief":
+        seen: set[str] = set()
+        for index, variant in enumerate(self.variants):
+            if variant.id in seen:
+                raise ValueError(f"variants[{index}].id: duplicated variant id {variant.id!r}")
+            seen.add(variant.id)
+        return self
+
+    def partition_key(self, variant_id: str) -> str:
+        return partition_key(self.campaign_id, variant_id)
+
+    def partition_keys(self) -> list[str]:
+        return [self.partition_key(v.id) for v in self.variants]
+
+    def variant(self, variant_id: str) -> Variant:
+        for v in self.variants:
+            if v.id == variant_id:
+                return v
+        raise KeyError(f"campaign {self.campaign_id!r} has no variant {variant_id!r}")
+
+    def variant_fingerprint(self, variant_id: str) -> str:
+        """Hash of everything that shapes one variant's outputs (campaign fields + that variant)."""
+        shared = self.model_dump(mode="json", exclude={"variants"})
+        payload = {"campaign": shared, "variant": self.variant(variant_id).model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def partition_key(campaign_id: str, variant_id: str) -> str:
+    return f"{campaign_id}{PARTITION_SEPARATOR}{variant_id}"
+
+
+def split_partition_key(key: str) -> tuple[str, str]:
+    campaign_id, sep, variant_id = key.partition(PARTITION_SEPARATOR)
+    if not sep or not re.match(SLUG_PATTERN, campaign_id) or not re.match(SLUG_PATTERN, variant_id):
+        raise ValueError(f"partition key {key!r} is not '<campaign>.<variant>' with slug ids")
+    return campaign_id, variant_id
+
+
+class BriefError(ValueError):
+    """A brief that cannot be used; the message names the file and the field."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(brief)"
+
+
+def _describe(error: ValidationError) -> list[str]:
+    items = error.errors()
+    # A list whose items failed also reports itself "too short" (the failed
+    # items are not counted); the item errors already say what is wrong.
+    failed_item_parents = {item["loc"][:-2] for item in items if len(item["loc"]) >= 2 and isinstance(item["loc"][-2], int)}
+    failed_item_parents |= {item["loc"][:-1] for item in items if item["loc"] and isinstance(item["loc"][-1], int)}
+    problems = []
+    for item in items:
+        if item["type"] == "too_short" and item["loc"] in failed_item_parents:
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{_field_path(item['loc'])}: {message}")
+    return problems
+
+
+class _NoAliasSafeLoader(yaml.SafeLoader):
+    """A safe loader that refuses anchors/aliases: briefs never need them and
+    they are the vehicle of 'billion laughs' expansion."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed in briefs", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_brief(text: str | bytes, source: str = "<brief>") -> Brief:
+    if isinstance(text, bytes):
+        if len(text) > MAX_BRIEF_BYTES:
+            raise BriefError(source, [f"file is {len(text)} bytes; the limit is {MAX_BRIEF_BYTES}"])
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BriefError(source, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasSafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise BriefError(source, [f"invalid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise BriefError(source, ["(brief): expected a mapping of fields at the top level"])
+    try:
+        return Brief.model_validate(data)
+    except ValidationError as exc:
+        raise BriefError(source, _describe(exc)) from None
+
+
+def read_brief_bytes(path: str | Path) -> bytes:
+    """A brief file's bytes, refusing oversized or unreadable files with the file named."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BRIEF_BYTES:
+            raise BriefError(str(path), [f"file is {size} bytes; the limit is {MAX_BRIEF_BYTES}"])
+        return path.read_bytes()
+    except OSError as exc:
+        raise BriefError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+
+
+def load_brief(path: str | Path) -> Brief:
+    return parse_brief(read_brief_bytes(path), str(path))
+
+
+BRIEF_SUFFIXES = (".yaml", ".yml")
+
+
+def brief_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in BRIEF_SUFFIXES and p.is_file())

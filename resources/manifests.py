@@ -1,0 +1,129 @@
+"""The small JSON manifests that are the assets' values.
+
+Bytes live in the artifact store; a manifest says where (URI + sha256), what
+(media type, size, dimensions or duration) and how it was made (provenance).
+Every manifest carries a `manifest_type` so one JSON loader reads them all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from model_adapters.types import AspectRatio, CaptionCue, WordTiming
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provenance(_Manifest):
+    task: str
+    provider: str
+    adapter_id: str
+    model: str
+    model_version: str
+    seed: int | None = None
+    request_hash: str
+    latency_s: float
+    cost_usd: float = 0.0
+    attempts: int = 1
+    cache_hit: bool = False
+
+
+class ArtifactRef(_Manifest):
+    uri: str
+    sha256: str
+    media_type: str
+    size_bytes: int
+
+
+class VariantBriefDoc(_Manifest):
+    manifest_type: Literal["brief"] = "brief"
+    partition_key: str
+    campaign_id: str
+    variant_id: str
+    brief_path: str
+    brief_sha256: str
+    fingerprint: str
+    product: str
+    audience: str
+    tone: str
+    palette: tuple[str, ...]
+    banned_terms: tuple[str, ...]
+    budget_usd: float
+    locale: str
+    voice: str
+    aspect_ratio: AspectRatio
+    duration_s: float
+    tier: str
+    seed: int
+
+
+class ConceptDoc(_Manifest):
+    manifest_type: Literal["concept"] = "concept"
+    partition_key: str
+    headline: str
+    script: str
+    image_prompt: str
+    caption_lines: tuple[str, ...]
+    word_count: int
+    provenance: Provenance
+
+
+class ImageArtifact(_Manifest):
+    manifest_type: Literal["image"] = "image"
+    partition_key: str
+    artifact: ArtifactRef
+    width: int
+    height: int
+    aspect_ratio: AspectRatio
+    provenance: Provenance
+
+
+class AudioArtifact(_Manifest):
+    manifest_type: Literal["audio"] = "audio"
+    partition_key: str
+    artifact: ArtifactRef
+    duration_s: float
+    sample_rate: int
+    loudness_lufs: float
+    true_peak_dbtp: float
+    words: tuple[WordTiming, ...]
+    provenance: Provenance
+
+
+class CaptionTrack(_Manifest):
+    manifest_type: Literal["captions"] = "captions"
+    partition_key: str
+    vtt: ArtifactRef
+    srt: ArtifactRef
+    cues: tuple[CaptionCue, ...]
+    source_audio_sha256: str
+
+
+class VideoArtifact(_Manifest):
+    manifest_type: Literal["video"] = "video"
+    partition_key: str
+    artifact: ArtifactRef
+    captions_vtt: ArtifactRef
+    width: int
+    height: int
+    fps: int
+    duration_s: float
+    video_duration_s: float
+    audio_duration_s: float
+    drift_s: float
+    provenance: Provenance
+
+
+Manifest = Annotated[
+    Union[VariantBriefDoc, ConceptDoc, ImageArtifact, AudioArtifact, CaptionTrack, VideoArtifact],
+    Field(discriminator="manifest_type"),
+]
+MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)
+
+
+def manifest_from_json(text: str | bytes) -> Manifest:
+    return MANIFEST_ADAPTER.validate_json(text)

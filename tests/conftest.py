@@ -1,0 +1,35 @@
+"""Shared fixtures: every test writes under its own temporary STUDIO_HOME."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_BRIEFS = PROJECT_ROOT / "briefs"
+
+
+@pytest.fixture
+def studio_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "studio"
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    (home / "dagster").mkdir(parents=True)
+    return home
+
+
+@pytest.fixture
+def briefs_folder(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "briefs"
+    folder.mkdir()
+    monkeypatch.setenv("STUDIO_BRIEFS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def sample_briefs(briefs_folder) -> Path:
+    for path in SAMPLE_BRIEFS.glob("*.yaml"):
+        shutil.copy(path, briefs_folder / path.name)
+    return briefs_folder
