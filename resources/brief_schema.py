@@ -23,16 +23,9 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 HexColour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 
-# Locales the embedded default can write and voice, with their default espeak voices.
-# Kept here (not imported from the voice adapter) so validating a brief never
-# loads a native library; tests check the two stay in step.
-SUPPORTED_LOCALES: dict[str, str] = {
-    "en-US": "en-us",
-    "en-GB": "en-gb",
-    "de-DE": "de",
-    "fr-FR": "fr-fr",
-    "es-ES": "es",
-}
+# Locales the embedded default can both write (concept phrase banks) and voice
+# (espeak-ng); tests check both adapters cover every one of them.
+SUPPORTED_LOCALES: tuple[str, ...] = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES")
 
 PARTITION_SEPARATOR = "."
 MAX_BRIEF_BYTES = 1_000_000
@@ -65,6 +58,15 @@ class Variant(_Strict):
             known = ", ".join(sorted(SUPPORTED_LOCALES))
             raise ValueError(f"unknown locale {value!r}; supported: {known}")
         return value
+
+    @model_validator(mode="after")
+    def _known_voice(self) -> "Variant":
+        # Checked against the voices espeak-ng ships, so a typo fails the brief,
+        # not the voiceover step. Imported here: parsing a brief stays light.
+        from model_adapters.local_voice import resolve_voice
+
+        resolve_voice(self.locale, self.voice)
+        return self
 
 
 class Brief(_Strict):
