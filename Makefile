@@ -27,8 +27,7 @@ demo: install
 	$(BIN)/python -m orchestration.demo
 
 ui: install
-	mkdir -p "$(DAGSTER_HOME)"
-	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp config/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/python -m orchestration.instance
 	$(BIN)/dagster dev --workspace workspace.yaml --host 127.0.0.1 --port 3000
 
 test: install

@@ -9,10 +9,10 @@ instance in `$DAGSTER_HOME`, so the runs show up in `make ui` afterwards.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
+import warnings
 from collections import defaultdict
 
 import dagster as dg
@@ -20,6 +20,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from assets.partitions import variant_partitions
 from orchestration.definitions import build_definitions
+from orchestration.instance import local_instance
 from orchestration.jobs import produce_campaign_job
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
@@ -43,20 +44,15 @@ def contiguous_ranges(keys: list[str], ordered_partitions: list[str]) -> list[tu
     return ranges
 
 
-def prepare_instance() -> dg.DagsterInstance:
-    home = dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--campaign", action="append", help="only this campaign id (repeatable)")
     args = parser.parse_args(argv)
 
+    # Dagster flags single-run backfill policies as beta on every asset; once is in the README.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     started = time.perf_counter()
-    instance = prepare_instance()
+    instance = local_instance()
     definitions = build_definitions()
     job = definitions.resolve_job_def(produce_campaign_job.name)
 
