@@ -51,6 +51,10 @@ def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
         resources=build_resources(routing, path),
         jobs=[produce_campaign_job],
         sensors=[brief_sensor],
+        # Steps run in the run's own process: a subprocess per step would
+        # re-import torch and reload models for each stage (seconds each on
+        # 2 cores). Parallelism comes from variants within a step instead.
+        executor=dg.in_process_executor,
     )
 
 
