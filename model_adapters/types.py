@@ -181,12 +181,62 @@ class ModelAdapter(Protocol):
 
 
 class AdapterError(Exception):
-    """Raised by an adapter; `retryable` tells the router whether to try again."""
+    """Raised by an adapter. The router reads the class and fields to decide:
+    retry the same provider, cool it down, or fall back to the next one.
 
-    def __init__(self, message: str, *, provider: str, retryable: bool = False):
+    Messages must never contain secrets (API keys, auth headers)."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        retryable: bool | None = None,
+    ):
         super().__init__(message)
         self.provider = provider
-        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class RetryableError(AdapterError):
+    """408, 409, 5xx, timeouts, connection errors, malformed bodies: try again."""
+
+    retryable = True
+
+
+class RateLimited(RetryableError):
+    """429: try again after `retry_after_s`; the provider cools down meanwhile."""
+
+
+class ProviderTimeout(RetryableError):
+    pass
+
+
+class MalformedResponse(RetryableError):
+    """The provider answered, but the body or media does not parse: never stored."""
+
+
+class AuthError(AdapterError):
+    """401/403: not retried; the provider cools down and the route falls back."""
+
+
+class ContentPolicyError(AdapterError):
+    """The provider refused the content: not retried on this provider."""
+
+
+class UnsupportedInput(AdapterError):
+    """This provider cannot do this request (language, size, ...): fall back."""
+
+
+class FatalProviderError(AdapterError):
+    """Any other 4xx: not retried."""
 
 
 _RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}

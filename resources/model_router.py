@@ -41,6 +41,8 @@ class ProviderResource(dg.ConfigurableResource):
     timeout_s: float = 120.0
     max_concurrency: int = 1
     price: dict[str, float] = Field(default_factory=dict)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_config(cls, provider_id: str, routing: RoutingConfig) -> "ProviderResource":
@@ -54,6 +56,9 @@ class ProviderResource(dg.ConfigurableResource):
             timeout_s=provider.timeout_s,
             max_concurrency=provider.max_concurrency,
             price={k: v for k, v in provider.price.model_dump().items() if v},
+            allowed_hosts=list(provider.allowed_hosts),
+            # Dagster config wants one value type; adapters parse what they need.
+            options={k: str(v) for k, v in provider.options.items()},
         )
 
     @property
@@ -64,7 +69,14 @@ class ProviderResource(dg.ConfigurableResource):
         kind = adapter_kind(self.adapter)
         kwargs: dict[str, Any] = {"adapter_id": self.provider_id, "max_concurrency": self.max_concurrency}
         if not kind.local:
-            kwargs.update(model=self.model, base_url=self.base_url, api_key_env=self.api_key_env, timeout_s=self.timeout_s)
+            kwargs.update(
+                model=self.model,
+                base_url=self.base_url,
+                api_key_env=self.api_key_env,
+                timeout_s=self.timeout_s,
+                allowed_hosts=tuple(self.allowed_hosts),
+                options=dict(self.options),
+            )
         return kind.build(**kwargs)
 
 

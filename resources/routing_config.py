@@ -41,6 +41,10 @@ class ProviderConfig(_Strict):
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
     max_concurrency: int = Field(default=1, ge=1, le=256)
     price: Price = Price()
+    # Hosts, besides base_url's, that media URLs returned by this provider may point to.
+    allowed_hosts: tuple[str, ...] = ()
+    # Adapter-specific settings (e.g. a ComfyUI workflow file, an output format).
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("adapter")
     @classmethod
@@ -93,6 +97,7 @@ class RoutingConfig(_Strict):
                     "adapter_version": adapter_kind(provider.adapter).version,
                     "model": provider.model,
                     "base_url": provider.base_url,
+                    "options": provider.options,
                 }
             )
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
