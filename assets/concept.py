@@ -6,8 +6,9 @@ import dagster as dg
 
 from assets.common import variant_asset_kwargs
 from assets.metadata import provenance_metadata
-from assets.partition_runner import run_routed_partitions
+from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import ConceptRequest, ConceptResult
+from resources.artifact_store import ArtifactStore
 from resources.manifests import ConceptDoc, VariantBriefDoc
 from resources.model_router import ModelRouter
 
@@ -32,7 +33,12 @@ def build_concept_asset(code_version: str) -> dg.AssetsDefinition:
             code_version=code_version,
         ),
     )
-    def concept(context: dg.AssetExecutionContext, router: ModelRouter, brief: dict[str, VariantBriefDoc]) -> dict[str, ConceptDoc]:
+    def concept(
+        context: dg.AssetExecutionContext,
+        router: ModelRouter,
+        artifacts: ArtifactStore,
+        brief: dict[str, VariantBriefDoc],
+    ) -> dict[str, ConceptDoc]:
         async def work(session, partition_key: str):
             spec = brief[partition_key]
             request = ConceptRequest(
@@ -48,7 +54,7 @@ def build_concept_asset(code_version: str) -> dg.AssetsDefinition:
                 duration_s=spec.duration_s,
                 seed=spec.seed,
             )
-            routed = await session.call("concept", request, seed=spec.seed)
+            routed = await session.call("concept", request, seed=spec.seed, variant=variant_context(spec))
             result: ConceptResult = routed.value
             # Whatever model wrote it, banned terms never flow on.
             hits = banned_terms_in(
@@ -75,6 +81,6 @@ def build_concept_asset(code_version: str) -> dg.AssetsDefinition:
             }
             return doc, metadata
 
-        return run_routed_partitions(context, router, work)
+        return run_routed_partitions(context, router, artifacts, work)
 
     return concept

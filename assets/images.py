@@ -7,7 +7,7 @@ from PIL import Image
 
 from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, image_thumbnail_markdown, provenance_metadata
-from assets.partition_runner import run_routed_partitions
+from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
 from resources.artifact_store import ArtifactStore
 from resources.manifests import ConceptDoc, ImageArtifact, VariantBriefDoc
@@ -72,7 +72,7 @@ def build_draft_image_asset(code_version: str) -> dg.AssetsDefinition:
             spec, idea = brief[partition_key], concept[partition_key]
             width, height = frame_size(spec.aspect_ratio, config.short_side)
             request = ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=spec.palette, seed=spec.seed)
-            routed = await session.call("image", request, seed=spec.seed)
+            routed = await session.call("image", request, seed=spec.seed, variant=variant_context(spec))
             png = checked_png(routed.value, routed.provenance.adapter_id, (width, height))
             manifest = ImageArtifact(
                 partition_key=partition_key,
@@ -84,7 +84,7 @@ def build_draft_image_asset(code_version: str) -> dg.AssetsDefinition:
             )
             return manifest, {**_image_metadata(png, manifest, idea.image_prompt), "prompt": idea.image_prompt}
 
-        return run_routed_partitions(context, router, work)
+        return run_routed_partitions(context, router, artifacts, work)
 
     return draft_image
 
@@ -118,7 +118,8 @@ def build_refined_image_asset(code_version: str) -> dg.AssetsDefinition:
                 headline=idea.headline,
                 seed=spec.seed,
             )
-            routed = await session.call("refine", request, artifacts.get(draft.artifact), seed=spec.seed)
+            source_png = artifacts.get(draft.artifact)
+            routed = await session.call("refine", request, source_png, seed=spec.seed, variant=variant_context(spec))
             result = routed.value
             if min(result.width, result.height) < config.min_short_side:
                 raise ValueError(
@@ -138,6 +139,6 @@ def build_refined_image_asset(code_version: str) -> dg.AssetsDefinition:
             )
             return manifest, {**_image_metadata(png, manifest, idea.headline), "headline": idea.headline}
 
-        return run_routed_partitions(context, router, work)
+        return run_routed_partitions(context, router, artifacts, work)
 
     return refined_image

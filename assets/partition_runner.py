@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from resources.model_router import ModelRouter, RouterSession
+from resources.manifests import VariantBriefDoc
+from resources.model_router import ModelRouter, RouterSession, VariantContext
 
 M = TypeVar("M")
 
@@ -32,12 +33,15 @@ def run_partitions(context: dg.AssetExecutionContext, work: StageWork[M]) -> dic
     return _collect(context, keys, asyncio.run(run_all()))
 
 
-def run_routed_partitions(context: dg.AssetExecutionContext, router: ModelRouter, work: RoutedStageWork[M]) -> dict[str, M]:
-    """Like `run_partitions`, with one router session shared by every variant of the step."""
+def run_routed_partitions(
+    context: dg.AssetExecutionContext, router: ModelRouter, artifacts: Any, work: RoutedStageWork[M]
+) -> dict[str, M]:
+    """Like `run_partitions`, with one router session shared by every variant of the step
+    (its response cache keeps media in `artifacts`)."""
     keys = list(context.partition_keys)
 
     async def run_all() -> list[Any]:
-        async with router.session() as session:
+        async with router.session(store=artifacts) as session:
             return await asyncio.gather(*(work(session, key) for key in keys), return_exceptions=True)
 
     return _collect(context, keys, asyncio.run(run_all()))
@@ -66,3 +70,8 @@ def _collect(context: dg.AssetExecutionContext, keys: list[str], outcomes: list[
             metadata={"failed_partitions": sorted(failures), "succeeded_partitions": sorted(manifests)},
         )
     return manifests
+
+
+def variant_context(spec: VariantBriefDoc) -> VariantContext:
+    """What the router needs to know about a variant: route rules and the campaign budget."""
+    return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
-from assets.partition_runner import run_routed_partitions
+from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VideoRequest, VideoResult, frame_size
 from resources.artifact_store import ArtifactStore
 from resources.manifests import AudioArtifact, CaptionTrack, ImageArtifact, VariantBriefDoc, VideoArtifact
@@ -52,7 +52,12 @@ def build_synced_video_asset(code_version: str) -> dg.AssetsDefinition:
                 seed=spec.seed,
             )
             routed = await session.call(
-                "video", request, artifacts.get(still.artifact), artifacts.get(audio.artifact), seed=spec.seed
+                "video",
+                request,
+                artifacts.get(still.artifact),
+                artifacts.get(audio.artifact),
+                seed=spec.seed,
+                variant=variant_context(spec),
             )
             result: VideoResult = routed.value
             drift = abs(result.video_duration_s - result.audio_duration_s)
@@ -83,6 +88,6 @@ def build_synced_video_asset(code_version: str) -> dg.AssetsDefinition:
             }
             return manifest, metadata
 
-        return run_routed_partitions(context, router, work)
+        return run_routed_partitions(context, router, artifacts, work)
 
     return synced_video

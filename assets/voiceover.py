@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
-from assets.partition_runner import run_routed_partitions
+from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VoiceRequest, VoiceResult
 from resources.artifact_store import ArtifactStore
 from resources.manifests import AudioArtifact, ConceptDoc, VariantBriefDoc
@@ -46,7 +46,7 @@ def build_voiceover_asset(code_version: str) -> dg.AssetsDefinition:
         async def work(session, partition_key: str):
             spec, idea = brief[partition_key], concept[partition_key]
             request = VoiceRequest(text=idea.script, locale=spec.locale, voice=spec.voice)
-            routed = await session.call("voice", request, seed=spec.seed)
+            routed = await session.call("voice", request, seed=spec.seed, variant=variant_context(spec))
             result: VoiceResult = routed.value
             wav = checked_wav(result, routed.provenance.adapter_id)
             manifest = AudioArtifact(
@@ -71,6 +71,6 @@ def build_voiceover_asset(code_version: str) -> dg.AssetsDefinition:
             }
             return manifest, metadata
 
-        return run_routed_partitions(context, router, work)
+        return run_routed_partitions(context, router, artifacts, work)
 
     return voiceover

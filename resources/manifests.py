@@ -28,8 +28,11 @@ class Provenance(_Manifest):
     request_hash: str
     latency_s: float
     cost_usd: float = 0.0
-    attempts: int = 1
+    attempts: int = 1  # provider calls made, all providers together (0 on a cache hit)
     cache_hit: bool = False
+    waited_s: float = 0.0  # backoff, Retry-After and cooldown waits
+    fallbacks: tuple[str, ...] = ()  # providers given up on before the one that answered
+    errors: tuple[str, ...] = ()  # each failed attempt: provider, error class, status
 
 
 class ArtifactRef(_Manifest):

@@ -7,25 +7,31 @@ the first provider that answers, and returns the result with its provenance.
 
 Adapters hold asyncio primitives and clients bound to one event loop, so a
 step opens a `RouterSession` inside its loop and closes it at the end.
-Policies (retries, cooldowns, budgets, caching) plug into `RouterSession.call`.
+Policies (retries, cooldowns, budgets, caching) live in resources/policies/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
 from model_adapters.registry import TASK_METHODS, adapter_kind
-from model_adapters.types import AdapterError, Price, Task, request_hash
-from resources.manifests import Provenance
-from resources.routing_config import RoutingConfig
+from model_adapters.types import AdapterError, Price, Task, canonical_json, request_hash
+from resources.manifests import ArtifactRef, Provenance
+from resources.policies.budget import BudgetLedger, CampaignBudget
+from resources.policies.cache import FilesystemResponseCache, cache_key, decode_result, encode_result
+from resources.policies.cooldown import PROCESS_COOLDOWNS, CooldownTracker
+from resources.policies.retry import RetryPolicy
+from resources.routing_config import RoutingConfig, TaskRoute
+from resources.settings import studio_home
 
 T = TypeVar("T")
 
@@ -80,18 +86,24 @@ class ProviderResource(dg.ConfigurableResource):
         return kind.build(**kwargs)
 
 
-def estimate_cost(price: Price, task: Task, request: Any, result: Any) -> float:
-    """Cost of a finished call from the provider's price table."""
+def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) -> float:
+    """A call's cost from the provider's price table: before the call (`result`
+    None) an estimate from the request, after it the actual from the result."""
     if task == "concept":
-        return price.per_input_token * getattr(result, "input_tokens", 0) + price.per_output_token * getattr(
-            result, "output_tokens", 0
-        )
+        if result is not None:
+            input_tokens, output_tokens = result.input_tokens, result.output_tokens
+        else:
+            # ~4 characters a token for the prompt; the script's words plus JSON overhead.
+            input_tokens = len(canonical_json(request)) // 4 + 200
+            output_tokens = int(request.duration_s * 4) + 150
+        return price.per_input_token * input_tokens + price.per_output_token * output_tokens
     if task in ("image", "refine"):
         return price.per_image
     if task == "voice":
         return price.per_1k_characters * len(request.text) / 1000.0
     if task == "video":
-        return price.per_output_second * getattr(result, "duration_s", 0.0)
+        seconds = result.duration_s if result is not None else request.audio_duration_s + request.tail_s
+        return price.per_output_second * seconds
     return 0.0
 
 
@@ -101,18 +113,61 @@ class Routed(Generic[T]):
     provenance: Provenance
 
 
+@dataclass(frozen=True)
+class VariantContext:
+    """What route rules and budgets look at."""
+
+    campaign_id: str
+    budget_usd: float | None = None
+    tier: str | None = None
+    locale: str | None = None
+
+
 class NoProviderSucceeded(RuntimeError):
     pass
 
 
-class RouterSession:
-    """The router inside one event loop: adapters, per-provider limits, the route walk."""
+@dataclass
+class _Attempts:
+    count: int = 0
+    waited_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
 
-    def __init__(self, routes: dict[str, list[str]], providers: dict[str, ProviderResource]):
-        self._routes = routes
+
+class RouterSession:
+    """The router inside one event loop: adapters, per-provider limits and the policies.
+
+    For each call: the cache first; then the route (chosen by the variant's
+    tier/locale rules) in order, skipping providers in cooldown or lacking
+    the locale; for each provider a budget reservation, the call under its
+    concurrency limit, and retries with backoff while the error is
+    retryable; then the next provider.
+    """
+
+    def __init__(
+        self,
+        task_routes: dict[str, TaskRoute],
+        providers: dict[str, "ProviderResource"],
+        *,
+        retry: RetryPolicy,
+        cooldowns: CooldownTracker,
+        ledger: BudgetLedger | None,
+        cache: FilesystemResponseCache | None,
+        store: Any = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self._task_routes = task_routes
         self._providers = providers
+        self._retry = retry
+        self._cooldowns = cooldowns
+        self._ledger = ledger
+        self._cache = cache if store is not None else None
+        self._store = store
+        self._sleep = sleep
         self._adapters: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self.calls_made = 0  # provider calls, for tests and reports
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -121,60 +176,191 @@ class RouterSession:
             self._limits[provider_id] = asyncio.Semaphore(provider.max_concurrency)
         return self._adapters[provider_id]
 
-    def adapter_for(self, task: Task) -> Any:
-        """The primary adapter of a task's route (for its declared info)."""
-        return self._adapter(self._routes[task][0])
+    def route_for(self, task: Task, variant: VariantContext | None) -> tuple[str, ...]:
+        task_route = self._task_routes[task]
+        return task_route.choose(variant.tier if variant else None, variant.locale if variant else None)
 
-    async def call(self, task: Task, request: Any, *blobs: bytes, seed: int | None = None) -> Routed[Any]:
-        errors: list[str] = []
-        for provider_id in self._routes[task]:
+    def _cache_identity(self, provider_id: str, adapter: Any) -> dict[str, Any]:
+        provider = self._providers[provider_id]
+        return {
+            "provider": provider_id,
+            "adapter": provider.adapter,
+            "adapter_version": adapter_kind(provider.adapter).version,
+            "model": adapter.info.model,
+            "model_version": adapter.info.model_version,
+            "options": dict(sorted(provider.options.items())),
+        }
+
+    def _cached(self, task: Task, key: str) -> Any | None:
+        entry = self._cache.read(key)
+        if entry is None:
+            return None
+        try:
+            return decode_result(task, entry["result"], lambda ref: self._store.get(ArtifactRef.model_validate(ref)))
+        except (FileNotFoundError, ValueError, KeyError):
+            return None  # an entry whose media is gone or damaged is a miss
+
+    def _remember(self, task: Task, key: str, value: Any, provider_id: str) -> None:
+        def put_blob(data: bytes, extension: str) -> dict:
+            return self._store.put(data, extension=extension, media_type=_MEDIA_TYPES[extension]).model_dump()
+
+        self._cache.write(key, {"task": task, "provider": provider_id, "result": encode_result(value, put_blob)})
+
+    @staticmethod
+    def _lacks_locale(adapter: Any, variant: VariantContext | None) -> bool:
+        locales = {c.removeprefix("locale:") for c in adapter.info.capabilities if c.startswith("locale:")}
+        if not locales or variant is None or variant.locale is None:
+            return False
+        return variant.locale not in locales and variant.locale.split("-")[0] not in locales
+
+    async def call(
+        self, task: Task, request: Any, *blobs: bytes, seed: int | None = None, variant: VariantContext | None = None
+    ) -> Routed[Any]:
+        route = self.route_for(task, variant)
+        keys = {}
+        if self._cache is not None:
+            for provider_id in route:
+                adapter = self._adapter(provider_id)
+                keys[provider_id] = cache_key(self._cache_identity(provider_id, adapter), request, blobs)
+                value = self._cached(task, keys[provider_id])
+                if value is not None:
+                    return Routed(value, self._provenance(task, provider_id, request, seed, 0.0, 0.0, _Attempts(), cache_hit=True))
+
+        attempts = _Attempts()
+        for index, provider_id in enumerate(route):
             adapter = self._adapter(provider_id)
-            method = getattr(adapter, TASK_METHODS[task])
+            if self._lacks_locale(adapter, variant):
+                attempts.fallbacks.append(provider_id)
+                attempts.errors.append(f"{provider_id}: no voice for locale {variant.locale}")
+                continue
+            wait = self._cooldowns.remaining_s(provider_id)
+            if wait > 0:
+                if index < len(route) - 1 or wait > self._retry.retry_after_cap_s:
+                    attempts.fallbacks.append(provider_id)
+                    attempts.errors.append(f"{provider_id}: cooling down for {wait:.1f}s")
+                    continue
+                await self._sleep(wait)  # the last option: wait it out
+                attempts.waited_s += wait
+            routed = await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
+            if routed is not None:
+                if self._cache is not None:
+                    self._remember(task, keys[provider_id], routed.value, provider_id)
+                return routed
+            attempts.fallbacks.append(provider_id)
+        raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
+
+    async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
+        method = getattr(adapter, TASK_METHODS[task])
+        price = adapter.info.price
+        attempt = 0
+        while True:
+            attempt += 1
+            token = None
+            if self._ledger is not None and variant is not None and variant.budget_usd is not None:
+                budget = CampaignBudget(variant.campaign_id, variant.budget_usd)
+                token = self._ledger.reserve(budget, estimate_cost(price, task, request))
             started = time.perf_counter()
+            attempts.count += 1
+            self.calls_made += 1
             try:
                 async with self._limits[provider_id]:
                     value = await method(request, *blobs)
             except AdapterError as exc:
-                errors.append(f"{provider_id}: {exc}")
+                if token:
+                    self._ledger.settle(variant.campaign_id, token, None)
+                self._cooldowns.record_failure(provider_id, exc)
+                status = f" {exc.status}" if exc.status else ""
+                attempts.errors.append(f"{provider_id}: {type(exc).__name__}{status}: {exc}")
+                if not self._retry.should_retry(exc, attempt):
+                    return None
+                delay = self._retry.delay_s(exc, attempt)
+                await self._sleep(delay)
+                attempts.waited_s += delay
                 continue
+            except BaseException:
+                if token:
+                    self._ledger.settle(variant.campaign_id, token, None)
+                raise
             latency = time.perf_counter() - started
-            info = adapter.info
-            provenance = Provenance(
-                task=task,
-                provider=info.provider,
-                adapter_id=info.adapter_id,
-                model=info.model,
-                model_version=info.model_version,
-                seed=seed,
-                request_hash=request_hash(request),
-                latency_s=round(latency, 4),
-                cost_usd=estimate_cost(info.price, task, request, value),
-                attempts=len(errors) + 1,
-            )
-            return Routed(value=value, provenance=provenance)
-        raise NoProviderSucceeded(f"every provider for {task!r} failed: " + "; ".join(errors))
+            cost = estimate_cost(price, task, request, value)
+            if token:
+                self._ledger.settle(variant.campaign_id, token, cost)
+            self._cooldowns.record_success(provider_id)
+            return Routed(value, self._provenance(task, provider_id, request, seed, latency, cost, attempts))
+
+    def _provenance(self, task, provider_id, request, seed, latency, cost, attempts: _Attempts, cache_hit=False) -> Provenance:
+        info = self._adapter(provider_id).info
+        return Provenance(
+            task=task,
+            provider=info.provider,
+            adapter_id=info.adapter_id,
+            model=info.model,
+            model_version=info.model_version,
+            seed=seed,
+            request_hash=request_hash(request),
+            latency_s=round(latency, 4),
+            cost_usd=round(cost, 6),
+            attempts=attempts.count,
+            cache_hit=cache_hit,
+            waited_s=round(attempts.waited_s, 3),
+            fallbacks=tuple(attempts.fallbacks),
+            errors=tuple(attempts.errors),
+        )
 
     async def aclose(self) -> None:
         for adapter in self._adapters.values():
             await adapter.aclose()
 
 
+_MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".mp4": "video/mp4"}
+
+
 class ModelRouter(dg.ConfigurableResource):
     """Routes each task to its providers, in the order the routing config gives."""
 
     routing_config_path: str
-    routes: dict[str, list[str]]
+    routing_json: str  # the validated routing config, so runs use exactly what the definitions loaded
     providers: dict[str, ProviderResource]
+    cache_root: str = ""  # default $STUDIO_HOME/cache
+    ledger_root: str = ""  # default $STUDIO_HOME/ledger
 
     @classmethod
     def from_config(cls, routing: RoutingConfig, path: str) -> "ModelRouter":
         providers = {pid: ProviderResource.from_config(pid, routing) for pid in routing.providers}
-        routes = {task: list(route.route) for task, route in routing.tasks.items()}
-        return cls(routing_config_path=path, routes=routes, providers=providers)
+        return cls(routing_config_path=path, routing_json=routing.model_dump_json(), providers=providers)
+
+    @property
+    def routing(self) -> RoutingConfig:
+        return RoutingConfig.model_validate_json(self.routing_json)
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        return {task: list(route.route) for task, route in self.routing.tasks.items()}
+
+    def ledger(self) -> BudgetLedger:
+        return BudgetLedger(Path(self.ledger_root) if self.ledger_root else studio_home() / "ledger")
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[RouterSession]:
-        session = RouterSession(self.routes, self.providers)
+    async def session(self, store: Any = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[RouterSession]:
+        """`store` (the artifact store) enables the response cache: cached media lives beside the artifacts."""
+        routing = self.routing
+        retry = RetryPolicy(**routing.defaults.retry.model_dump())
+        cooldown = routing.defaults.cooldown
+        PROCESS_COOLDOWNS.default_s, PROCESS_COOLDOWNS.auth_s = cooldown.default_s, cooldown.auth_s
+        PROCESS_COOLDOWNS.failures_to_trip = cooldown.failures_to_trip
+        cache = None
+        if routing.defaults.cache:
+            cache = FilesystemResponseCache(Path(self.cache_root) if self.cache_root else studio_home() / "cache")
+        session = RouterSession(
+            routing.tasks,
+            self.providers,
+            retry=retry,
+            cooldowns=PROCESS_COOLDOWNS,
+            ledger=self.ledger(),
+            cache=cache,
+            store=store,
+            sleep=sleep,
+        )
         try:
             yield session
         finally:

@@ -53,12 +53,56 @@ class ProviderConfig(_Strict):
         return value
 
 
+class RouteRule(_Strict):
+    """Use `route` instead of the task's default when the variant matches every condition given."""
+
+    tier: str | None = None
+    locale: str | None = None
+    route: tuple[ProviderId, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> "RouteRule":
+        if self.tier is None and self.locale is None:
+            raise ValueError("a rule needs a condition: tier and/or locale")
+        return self
+
+    def matches(self, tier: str | None, locale: str | None) -> bool:
+        return (self.tier is None or self.tier == tier) and (self.locale is None or self.locale == locale)
+
+
 class TaskRoute(_Strict):
     route: tuple[ProviderId, ...] = Field(min_length=1)
+    rules: tuple[RouteRule, ...] = ()
+
+    def choose(self, tier: str | None, locale: str | None) -> tuple[str, ...]:
+        for rule in self.rules:
+            if rule.matches(tier, locale):
+                return rule.route
+        return self.route
+
+
+class RetryDefaults(_Strict):
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    base_delay_s: float = Field(default=0.5, ge=0, le=60)
+    max_delay_s: float = Field(default=20.0, ge=0, le=600)
+    retry_after_cap_s: float = Field(default=60.0, ge=0, le=3600)
+
+
+class CooldownDefaults(_Strict):
+    default_s: float = Field(default=30.0, ge=0, le=3600)
+    auth_s: float = Field(default=300.0, ge=0, le=86400)
+    failures_to_trip: int = Field(default=3, ge=1, le=100)
+
+
+class RoutingDefaults(_Strict):
+    retry: RetryDefaults = RetryDefaults()
+    cooldown: CooldownDefaults = CooldownDefaults()
+    cache: bool = True
 
 
 class RoutingConfig(_Strict):
     version: int = Field(default=1, ge=1, le=1)
+    defaults: RoutingDefaults = RoutingDefaults()
     providers: dict[ProviderId, ProviderConfig] = Field(min_length=1)
     tasks: dict[Task, TaskRoute]
 
@@ -68,38 +112,50 @@ class RoutingConfig(_Strict):
         if missing:
             raise ValueError(f"tasks: no route for {', '.join(missing)}")
         for task, task_route in self.tasks.items():
-            for index, provider_id in enumerate(task_route.route):
-                where = f"tasks.{task}.route[{index}]"
-                if provider_id not in self.providers:
-                    raise ValueError(f"{where}: unknown provider {provider_id!r}")
-                kind = adapter_kind(self.providers[provider_id].adapter)
-                if kind.task != task:
-                    raise ValueError(
-                        f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, "
-                        f"which does the {kind.task!r} task, not {task!r}"
-                    )
+            routes = [(f"tasks.{task}.route", task_route.route)]
+            routes += [(f"tasks.{task}.rules[{i}].route", rule.route) for i, rule in enumerate(task_route.rules)]
+            for where_route, route in routes:
+                for index, provider_id in enumerate(route):
+                    where = f"{where_route}[{index}]"
+                    if provider_id not in self.providers:
+                        raise ValueError(f"{where}: unknown provider {provider_id!r}")
+                    kind = adapter_kind(self.providers[provider_id].adapter)
+                    if kind.task != task:
+                        raise ValueError(
+                            f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, "
+                            f"which does the {kind.task!r} task, not {task!r}"
+                        )
         return self
 
     def route(self, task: Task) -> tuple[str, ...]:
         return self.tasks[task].route
 
     def task_identity(self, task: Task) -> str:
-        """A short, stable hash of what decides a task's output: the route's
-        providers, adapters, adapter versions, models and endpoints (not
-        concurrency, timeouts, prices or keys). It is the asset's code version."""
-        parts = []
-        for provider_id in self.route(task):
-            provider = self.providers[provider_id]
-            parts.append(
-                {
-                    "provider": provider_id,
-                    "adapter": provider.adapter,
-                    "adapter_version": adapter_kind(provider.adapter).version,
-                    "model": provider.model,
-                    "base_url": provider.base_url,
-                    "options": provider.options,
-                }
-            )
+        """A short, stable hash of what decides a task's output: the routes'
+        providers, adapters, adapter versions, models, endpoints and options
+        (not concurrency, timeouts, prices or keys). It is the asset's code version."""
+        task_route = self.tasks[task]
+
+        def describe(route: tuple[str, ...]) -> list[dict]:
+            described = []
+            for provider_id in route:
+                provider = self.providers[provider_id]
+                described.append(
+                    {
+                        "provider": provider_id,
+                        "adapter": provider.adapter,
+                        "adapter_version": adapter_kind(provider.adapter).version,
+                        "model": provider.model,
+                        "base_url": provider.base_url,
+                        "options": provider.options,
+                    }
+                )
+            return described
+
+        parts = {
+            "route": describe(task_route.route),
+            "rules": [{"tier": r.tier, "locale": r.locale, "route": describe(r.route)} for r in task_route.rules],
+        }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,188 @@
+"""Each router policy alone: retries, Retry-After, fallback, cooldown, concurrency, budget, cache, rules."""
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from model_adapters import registry
+from model_adapters.types import AdapterInfo, FatalProviderError, ImageRequest, ImageResult, Price, RateLimited, RetryableError
+from resources.artifact_store import ArtifactStore
+from resources.model_router import ModelRouter, NoProviderSucceeded, VariantContext
+from resources.policies.budget import BudgetExceeded
+from resources.policies.cooldown import PROCESS_COOLDOWNS
+from resources.routing_config import parse_routing_config
+
+# Scripted outcomes per provider id: a list of exceptions to raise before answering.
+SCRIPTS: dict[str, list[Exception]] = defaultdict(list)
+CALLS: dict[str, int] = defaultdict(int)
+IN_FLIGHT = {"now": 0, "max": 0}
+
+
+class FakeImages:
+    def __init__(self, adapter_id: str, max_concurrency: int = 1):
+        caps = frozenset({"locale:en"}) if adapter_id.endswith("-en") else frozenset()
+        self.info = AdapterInfo(
+            adapter_id=adapter_id, task="image", provider="fake", model="fake-img", model_version="1",
+            price=Price(per_image=1.0), capabilities=caps, max_concurrency=max_concurrency,
+        )
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        CALLS[self.info.adapter_id] += 1
+        IN_FLIGHT["now"] += 1
+        IN_FLIGHT["max"] = max(IN_FLIGHT["max"], IN_FLIGHT["now"])
+        try:
+            await asyncio.sleep(0.01)
+            script = SCRIPTS[self.info.adapter_id]
+            if script:
+                raise script.pop(0)
+            return ImageResult(png=f"png-{self.info.adapter_id}-{request.prompt}".encode(), width=request.width, height=request.height)
+        finally:
+            IN_FLIGHT["now"] -= 1
+
+    async def aclose(self):
+        pass
+
+
+CONFIG = """
+defaults:
+  retry: {max_attempts: 3, base_delay_s: 0.5, max_delay_s: 4, retry_after_cap_s: 10}
+  cooldown: {default_s: 30, failures_to_trip: 3}
+providers:
+  primary: {adapter: fake-image, max_concurrency: 2, price: {per_image: 1.0}}
+  backup: {adapter: fake-image, max_concurrency: 2}
+  premium: {adapter: fake-image}
+  voice-en: {adapter: fake-image}
+  concept: {adapter: local-concept}
+  refine: {adapter: local-torch-refiner}
+  voice: {adapter: local-espeak}
+  video: {adapter: local-pyav}
+tasks:
+  image:
+    route: [primary, backup]
+    rules:
+      - {tier: premium, route: [premium, primary]}
+      - {locale: de-DE, route: [voice-en, backup]}
+  concept: {route: [concept]}
+  refine: {route: [refine]}
+  voice: {route: [voice]}
+  video: {route: [video]}
+"""
+
+
+@pytest.fixture(autouse=True)
+def fake_kind(monkeypatch):
+    monkeypatch.setitem(registry.ADAPTER_KINDS, "fake-image", registry.AdapterKind("fake-image", "image", f"{__name__}:FakeImages", "1"))
+    SCRIPTS.clear()
+    CALLS.clear()
+    IN_FLIGHT.update(now=0, max=0)
+    PROCESS_COOLDOWNS.reset()
+    yield
+    PROCESS_COOLDOWNS.reset()
+
+
+@pytest.fixture
+def router(studio_home) -> ModelRouter:
+    return ModelRouter.from_config(parse_routing_config(CONFIG), "test")
+
+
+def request(prompt="p") -> ImageRequest:
+    return ImageRequest(prompt=prompt, width=8, height=8, palette=("#000000",), seed=1)
+
+
+def run(router, *calls, waits=None, store=True, variant=None):
+    """Run calls on one session with a recording sleep (no real waiting)."""
+
+    async def fake_sleep(seconds):
+        if waits is not None:
+            waits.append(seconds)
+
+    async def main():
+        async with router.session(store=ArtifactStore() if store else None, sleep=fake_sleep) as session:
+            return await asyncio.gather(*(session.call("image", r, variant=variant) for r in calls), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_retryable_errors_are_retried_with_backoff(router):
+    SCRIPTS["primary"] = [RetryableError("503", provider="primary", status=503), RetryableError("502", provider="primary", status=502)]
+    waits = []
+    (routed,) = run(router, request(), waits=waits)
+    assert routed.provenance.adapter_id == "primary" and routed.provenance.attempts == 3
+    assert len(waits) == 2 and 0 <= waits[0] <= 0.5 and 0 <= waits[1] <= 1.0
+    assert routed.provenance.errors[0].startswith("primary: RetryableError 503")
+
+
+def test_retry_after_is_honoured(router):
+    SCRIPTS["primary"] = [RateLimited("slow down", provider="primary", status=429, retry_after_s=2.5)]
+    waits = []
+    (routed,) = run(router, request(), waits=waits)
+    assert waits == [2.5] and routed.provenance.adapter_id == "primary" and routed.provenance.waited_s == 2.5
+
+
+def test_non_retryable_error_falls_back_at_once(router):
+    SCRIPTS["primary"] = [FatalProviderError("bad request", provider="primary", status=400)]
+    (routed,) = run(router, request())
+    assert CALLS["primary"] == 1 and routed.provenance.adapter_id == "backup"
+    assert routed.provenance.fallbacks == ("primary",)
+
+
+def test_provider_down_falls_back_and_cools_down(router):
+    SCRIPTS["primary"] = [RetryableError("down", provider="primary", status=503) for _ in range(10)]
+    (first,) = run(router, request("a"))
+    assert first.provenance.adapter_id == "backup" and CALLS["primary"] == 3
+    # Three failures in a row trip the cooldown: the next call skips primary without calling it.
+    (second,) = run(router, request("b"))
+    assert CALLS["primary"] == 3 and second.provenance.adapter_id == "backup"
+    assert "primary: cooling down" in second.provenance.errors[0]
+
+
+def test_everything_failing_names_every_provider(router):
+    SCRIPTS["primary"] = [FatalProviderError("nope", provider="primary", status=400)]
+    SCRIPTS["backup"] = [FatalProviderError("nope too", provider="backup", status=404)]
+    (error,) = run(router, request())
+    assert isinstance(error, NoProviderSucceeded)
+    assert "primary: FatalProviderError 400: nope" in str(error) and "backup: FatalProviderError 404" in str(error)
+
+
+def test_concurrency_limit_holds_across_variants(router):
+    results = run(router, *(request(str(i)) for i in range(12)))
+    assert all(r.provenance.adapter_id == "primary" for r in results)
+    assert IN_FLIGHT["max"] == 2
+
+
+def test_budget_stops_before_overspending(router):
+    variant = VariantContext(campaign_id="camp", budget_usd=3.0)
+    results = run(router, *(request(str(i)) for i in range(6)), variant=variant)
+    spent = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, BudgetExceeded)]
+    assert len(spent) == 3 and len(refused) == 3
+    assert "campaign 'camp' budget exceeded" in str(refused[0]) and "limit $3.00" in str(refused[0])
+    assert router.ledger().totals("camp") == {"campaign_id": "camp", "spent_usd": 3.0, "calls": 3}
+    assert sum(r.provenance.cost_usd for r in spent) == 3.0
+
+
+def test_cache_hits_make_no_calls_across_sessions(router):
+    (first,) = run(router, request("same"))
+    assert CALLS["primary"] == 1 and not first.provenance.cache_hit
+    (second,) = run(router, request("same"))
+    assert CALLS["primary"] == 1
+    assert second.provenance.cache_hit and second.provenance.cost_usd == 0 and second.provenance.attempts == 0
+    assert second.value == first.value
+    (other,) = run(router, request("different"))
+    assert CALLS["primary"] == 2 and not other.provenance.cache_hit
+
+
+def test_cache_hit_is_free_for_the_budget(router):
+    variant = VariantContext(campaign_id="camp", budget_usd=1.0)
+    run(router, request("x"), variant=variant)
+    (again,) = run(router, request("x"), variant=variant)
+    assert again.provenance.cache_hit and router.ledger().totals("camp")["spent_usd"] == 1.0
+
+
+def test_rules_pick_routes_by_tier_and_locale_capability(router):
+    (premium,) = run(router, request("t"), variant=VariantContext(campaign_id="c", tier="premium"))
+    assert premium.provenance.adapter_id == "premium"
+    # voice-en only declares English: a German variant skips it.
+    (german,) = run(router, request("l"), variant=VariantContext(campaign_id="c", locale="de-DE"))
+    assert german.provenance.adapter_id == "backup" and CALLS["voice-en"] == 0
