@@ -48,6 +48,17 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind("local-torch-refiner", "refine", "model_adapters.local_refine:TorchRefiner", "1"),
         AdapterKind("local-espeak", "voice", "model_adapters.local_voice:EspeakVoiceAdapter", "1"),
         AdapterKind("local-pyav", "video", "model_adapters.local_video:PyAVCompositor", "1"),
+        # HTTP providers (model_adapters.http): built with model, base_url,
+        # api_key_env, timeout_s, allowed_hosts and options.
+        AdapterKind("openai-chat", "concept", "model_adapters.http.openai_compat:OpenAIChatConcept", "1", local=False),
+        AdapterKind("openai-images", "image", "model_adapters.http.openai_compat:OpenAIImages", "1", local=False),
+        AdapterKind("openai-speech", "voice", "model_adapters.http.openai_compat:OpenAISpeech", "1", local=False),
+        AdapterKind("replicate-images", "image", "model_adapters.http.queue:ReplicateImages", "1", local=False),
+        AdapterKind("fal-images", "image", "model_adapters.http.queue:FalImages", "1", local=False),
+        AdapterKind("gmi-images", "image", "model_adapters.http.queue:GmiImages", "1", local=False),
+        AdapterKind("comfyui-images", "image", "model_adapters.http.comfyui:ComfyUIImages", "1", local=False),
+        AdapterKind("comfyui-refine", "refine", "model_adapters.http.comfyui:ComfyUIRefine", "1", local=False),
+        AdapterKind("elevenlabs-speech", "voice", "model_adapters.http.elevenlabs:ElevenLabsSpeech", "1", local=False),
     )
 }
 

@@ -82,6 +82,7 @@ class ProviderResource(dg.ConfigurableResource):
                 timeout_s=self.timeout_s,
                 allowed_hosts=tuple(self.allowed_hosts),
                 options=dict(self.options),
+                price=Price(**self.price),
             )
         return kind.build(**kwargs)
 

@@ -1,0 +1,21 @@
+"""HTTP model adapters: providers reached over the network.
+
+One module per API shape:
+
+- `openai_compat`: OpenAI-compatible chat (concept), images and audio/speech
+  (covers OpenAI, vLLM, Ollama, GMI Cloud's serving API and others);
+- `queue`: submit-then-poll image queues (Replicate, fal, GMI request queue);
+- `comfyui`: a ComfyUI server (`/prompt`, `/history`, `/view`, `/upload/image`);
+- `elevenlabs`: ElevenLabs text-to-speech with character timestamps.
+
+`base` holds what they share: the lazily created `httpx.AsyncClient`, the
+HTTP status -> typed `AdapterError` mapping, the media URL allow-list and the
+media decoders. Adapters never retry (the router does); polling a queue is
+not a retry.
+
+Importing this package imports httpx, numpy and Pillow, never torch.
+"""
+
+from model_adapters.http.base import HttpAdapter, MediaURLRefused
+
+__all__ = ["HttpAdapter", "MediaURLRefused"]
