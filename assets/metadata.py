@@ -33,6 +33,9 @@ def provenance_metadata(provenance: Provenance) -> dict[str, Any]:
         "cost_usd": dg.MetadataValue.float(provenance.cost_usd),
         "attempts": provenance.attempts,
         "cache_hit": provenance.cache_hit,
+        "waited_s": dg.MetadataValue.float(provenance.waited_s),
+        "fallbacks": ", ".join(provenance.fallbacks) or "none",
+        "attempt_errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in provenance.errors) or "none"),
         "request_hash": provenance.request_hash[:16],
     }
 

@@ -615,7 +615,7 @@ class EspeakVoiceAdapter:
             model=MODEL,
             model_version=espeak_version(),
             price=Price(per_1k_characters=0.0),
-            capabilities=frozenset(LOCALE_VOICES),
+            capabilities=frozenset(f"locale:{locale}" for locale in LOCALE_VOICES),
             max_concurrency=max_concurrency,
         )
 

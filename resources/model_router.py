@@ -210,7 +210,7 @@ class RouterSession:
     @staticmethod
     def _lacks_locale(adapter: Any, variant: VariantContext | None) -> bool:
         locales = {c.removeprefix("locale:") for c in adapter.info.capabilities if c.startswith("locale:")}
-        if not locales or variant is None or variant.locale is None:
+        if not locales or "any" in locales or variant is None or variant.locale is None:
             return False
         return variant.locale not in locales and variant.locale.split("-")[0] not in locales
 
@@ -232,7 +232,7 @@ class RouterSession:
             adapter = self._adapter(provider_id)
             if self._lacks_locale(adapter, variant):
                 attempts.fallbacks.append(provider_id)
-                attempts.errors.append(f"{provider_id}: no voice for locale {variant.locale}")
+                attempts.errors.append(f"{provider_id}: does not support locale {variant.locale}")
                 continue
             wait = self._cooldowns.remaining_s(provider_id)
             if wait > 0:

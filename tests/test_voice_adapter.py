@@ -79,18 +79,9 @@ def test_info_describes_espeak(adapter):
     assert (info.task, info.provider, info.model) == ("voice", "local", "espeak-ng")
     assert re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", info.model_version)
     assert info.price.per_1k_characters == 0
-    assert {
-        "en-US",
-        "en-GB",
-        "de-DE",
-        "fr-FR",
-        "es-ES",
-        "it-IT",
-        "pt-BR",
-        "nl-NL",
-        "ja-JP",
-    } <= info.capabilities
-    assert info.capabilities == frozenset(LOCALE_VOICES)
+    locales = {"en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "it-IT", "pt-BR", "nl-NL", "ja-JP"}
+    assert {f"locale:{locale}" for locale in locales} <= info.capabilities
+    assert info.capabilities == frozenset(f"locale:{locale}" for locale in LOCALE_VOICES)
 
 
 def test_every_mapped_locale_resolves_to_a_shipped_voice():
