@@ -346,9 +346,7 @@ class ModelRouter(dg.ConfigurableResource):
         """`store` (the artifact store) enables the response cache: cached media lives beside the artifacts."""
         routing = self.routing
         retry = RetryPolicy(**routing.defaults.retry.model_dump())
-        cooldown = routing.defaults.cooldown
-        PROCESS_COOLDOWNS.default_s, PROCESS_COOLDOWNS.auth_s = cooldown.default_s, cooldown.auth_s
-        PROCESS_COOLDOWNS.failures_to_trip = cooldown.failures_to_trip
+        PROCESS_COOLDOWNS.configure(**routing.defaults.cooldown.model_dump())
         cache = None
         if routing.defaults.cache:
             cache = FilesystemResponseCache(Path(self.cache_root) if self.cache_root else studio_home() / "cache")

@@ -21,6 +21,11 @@ class CooldownTracker:
     _streak: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def configure(self, *, default_s: float, auth_s: float, failures_to_trip: int) -> None:
+        """Apply the routing config's cooldown defaults (the tracker outlives any one config)."""
+        with self._lock:
+            self.default_s, self.auth_s, self.failures_to_trip = default_s, auth_s, failures_to_trip
+
     def remaining_s(self, provider_id: str) -> float:
         with self._lock:
             return max(0.0, self._until.get(provider_id, 0.0) - self.clock())
