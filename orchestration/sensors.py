@@ -1,9 +1,16 @@
 """The brief sensor: validate briefs, register one partition per variant, request runs.
 
-The cursor remembers each file's hash and each variant's fingerprint (the
-campaign fields plus that variant), so only new or changed variants are
-requested. An invalid brief is reported, naming the file and the field, and
-never stops the sensor or the other briefs.
+The cursor remembers each variant's fingerprint (the campaign fields plus
+that variant) and which file declared each campaign, so only new or changed
+variants are requested. An invalid brief is reported, naming the file and
+the field, and never stops the sensor or the other briefs.
+
+Removed briefs (and variants removed from a brief): their partitions are
+KEPT, with their materializations and artifacts; the sensor logs what
+disappeared and stops requesting runs for it. Nothing is deleted silently:
+dropping partitions is a deliberate act in the UI (Partitions > delete) or
+with `instance.delete_dynamic_partition`. A brief that comes back unchanged
+is not regenerated.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ class BriefScanOutcome:
     partitions_to_add: list[str] = field(default_factory=list)
     variants_to_run: dict[str, str] = field(default_factory=dict)  # partition key -> fingerprint
     campaigns: dict[str, list[str]] = field(default_factory=dict)  # campaign id -> its partition keys
+    campaign_files: dict[str, str] = field(default_factory=dict)  # campaign id -> the brief file declaring it
     problems: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +52,7 @@ def plan_brief_changes(scanned: list[BriefFile], known_fingerprints: dict[str, s
             continue
         owner_of_campaign[brief.campaign_id] = str(brief_file.path)
         outcome.campaigns[brief.campaign_id] = brief.partition_keys()
+        outcome.campaign_files[brief.campaign_id] = str(brief_file.path)
         for variant in brief.variants:
             key = brief.partition_key(variant.id)
             fingerprint = brief.variant_fingerprint(variant.id)
@@ -55,14 +64,26 @@ def plan_brief_changes(scanned: list[BriefFile], known_fingerprints: dict[str, s
     return outcome
 
 
-def _load_cursor(raw: str | None) -> dict[str, str]:
+def _load_cursor(raw: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(variant fingerprints, campaign -> brief file) from the cursor; empty when unreadable."""
     if not raw:
-        return {}
+        return {}, {}
     try:
         data = json.loads(raw)
     except json.JSONDecodeError:
-        return {}
-    return data.get("fingerprints", {}) if isinstance(data, dict) else {}
+        return {}, {}
+    if not isinstance(data, dict):
+        return {}, {}
+    return data.get("fingerprints", {}), data.get("campaign_files", {})
+
+
+def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, invalid_paths: set[str]) -> list[str]:
+    """Campaigns whose brief file is gone (an invalid file is not gone: it is being edited)."""
+    return sorted(
+        campaign
+        for campaign, path in previous_files.items()
+        if campaign not in outcome.campaigns and path not in invalid_paths
+    )
 
 
 @dg.sensor(
@@ -73,11 +94,24 @@ def _load_cursor(raw: str | None) -> dict[str, str]:
     description="Watches the briefs folder: validates briefs, adds a partition per variant, requests runs for new or changed variants.",
 )
 def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg.SensorResult:
-    known = _load_cursor(context.cursor)
+    known, previous_files = _load_cursor(context.cursor)
     existing = set(context.instance.get_dynamic_partitions(variant_partitions.name))
-    outcome = plan_brief_changes(briefs.scan(), known, existing)
+    scanned = briefs.scan()
+    outcome = plan_brief_changes(scanned, known, existing)
     for problem in outcome.problems:
         context.log.error(f"invalid brief: {problem}")
+    invalid_paths = {str(f.path) for f in scanned if f.error is not None}
+    removed = removed_since(previous_files, outcome, invalid_paths)
+    for campaign in removed:
+        kept = sorted(k for k in existing if k.startswith(campaign + "."))
+        context.log.warning(
+            f"brief for campaign {campaign!r} ({previous_files[campaign]}) was removed; its {len(kept)} partition(s) "
+            "and their artifacts are kept (delete the partitions in the UI to drop them)"
+        )
+    for campaign, keys in outcome.campaigns.items():
+        dropped = sorted(k for k in existing if k.startswith(campaign + ".") and k not in keys)
+        if dropped:
+            context.log.warning(f"variants removed from {campaign!r}: {', '.join(dropped)}; their partitions are kept")
 
     run_requests = [
         dg.RunRequest(
@@ -87,9 +121,13 @@ def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg
         )
         for key, fingerprint in outcome.variants_to_run.items()
     ]
-    # Keep fingerprints of variants that vanished with an unreadable brief, so
-    # fixing a typo does not regenerate everything.
-    cursor = json.dumps({"fingerprints": {**known, **outcome.fingerprints}}, sort_keys=True)
+    # Fingerprints of vanished or unreadable briefs stay, so a brief that comes
+    # back unchanged (or a typo fixed) does not regenerate anything.
+    campaign_files = {c: p for c, p in previous_files.items() if c not in removed}
+    campaign_files.update(outcome.campaign_files)
+    cursor = json.dumps(
+        {"fingerprints": {**known, **outcome.fingerprints}, "campaign_files": campaign_files}, sort_keys=True
+    )
     partition_requests = [variant_partitions.build_add_request(outcome.partitions_to_add)] if outcome.partitions_to_add else []
     skip_reason = None
     if not run_requests:

@@ -6,6 +6,7 @@ import dagster as dg
 from orchestration.definitions import build_definitions
 from orchestration.sensors import brief_sensor
 from resources.brief_source import BriefSource
+from tests.conftest import SAMPLE_BRIEFS
 
 
 def evaluate(instance, cursor=None):
@@ -79,3 +80,33 @@ def test_sensor_is_in_definitions_and_targets_the_campaign_job():
     sensor = definitions.resolve_sensor_def("brief_sensor")
     assert sensor.job_name == "produce_campaign"
     assert definitions.resolve_job_def("produce_campaign")
+
+
+def test_removed_brief_keeps_partitions_and_says_so(sample_briefs, capfd):
+    with dg.instance_for_test() as instance:
+        first = evaluate(instance)
+        (sample_briefs / "trail-runner.yaml").unlink()
+        after = evaluate(instance, first.cursor)
+        assert after.run_requests == []
+        keys = set(instance.get_dynamic_partitions("variants"))
+        assert {k for k in keys if k.startswith("trail-runner.")} == {
+            "trail-runner.reel-en", "trail-runner.square-es", "trail-runner.wide-en"
+        }
+        logged = capfd.readouterr().err
+        assert "brief for campaign 'trail-runner'" in logged and "are kept" in logged
+        # It comes back unchanged: nothing to regenerate.
+        shutil.copy(SAMPLE_BRIEFS / "trail-runner.yaml", sample_briefs / "trail-runner.yaml")
+        back = evaluate(instance, after.cursor)
+        assert back.run_requests == []
+
+
+def test_variant_removed_from_a_brief_keeps_its_partition(sample_briefs, capfd):
+    with dg.instance_for_test() as instance:
+        first = evaluate(instance)
+        path = sample_briefs / "aurora-lamp.yaml"
+        text = path.read_text()
+        path.write_text(text[: text.index("  - id: story-fr")])
+        after = evaluate(instance, first.cursor)
+        assert after.run_requests == []
+        assert "aurora-lamp.story-fr" in instance.get_dynamic_partitions("variants")
+        assert "variants removed from 'aurora-lamp': aurora-lamp.story-fr" in capfd.readouterr().err
