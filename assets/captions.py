@@ -10,7 +10,7 @@ from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata
 from assets.partition_runner import run_partitions
 from model_adapters.captions import build_cues, caption_excerpt, to_srt, to_webvtt
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import BaseArtifactStore
 from resources.manifests import AudioArtifact, CaptionTrack
 
 CAPTIONS_CODE_VERSION = "1"
@@ -27,7 +27,7 @@ def build_captions_asset() -> dg.AssetsDefinition:
         ),
     )
     def captions(
-        context: dg.AssetExecutionContext, artifacts: ArtifactStore, voiceover: dict[str, AudioArtifact]
+        context: dg.AssetExecutionContext, artifacts: BaseArtifactStore, voiceover: dict[str, AudioArtifact]
     ) -> dict[str, CaptionTrack]:
         async def work(partition_key: str):
             audio = voiceover[partition_key]

@@ -8,7 +8,7 @@ from assets.common import variant_asset_kwargs
 from assets.metadata import provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import ConceptRequest, ConceptResult
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ConceptDoc, VariantBriefDoc
 from resources.model_router import ModelRouter
 
@@ -36,7 +36,7 @@ def build_concept_asset(code_version: str) -> dg.AssetsDefinition:
     def concept(
         context: dg.AssetExecutionContext,
         router: ModelRouter,
-        artifacts: ArtifactStore,
+        artifacts: BaseArtifactStore,
         brief: dict[str, VariantBriefDoc],
     ) -> dict[str, ConceptDoc]:
         async def work(session, partition_key: str):

@@ -9,7 +9,7 @@ from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, image_thumbnail_markdown, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ConceptDoc, ImageArtifact, VariantBriefDoc
 from resources.model_router import ModelRouter
 
@@ -64,7 +64,7 @@ def build_draft_image_asset(code_version: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: DraftImageSettings,
         router: ModelRouter,
-        artifacts: ArtifactStore,
+        artifacts: BaseArtifactStore,
         brief: dict[str, VariantBriefDoc],
         concept: dict[str, ConceptDoc],
     ) -> dict[str, ImageArtifact]:
@@ -103,7 +103,7 @@ def build_refined_image_asset(code_version: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: RefinedImageSettings,
         router: ModelRouter,
-        artifacts: ArtifactStore,
+        artifacts: BaseArtifactStore,
         brief: dict[str, VariantBriefDoc],
         concept: dict[str, ConceptDoc],
         draft_image: dict[str, ImageArtifact],

@@ -6,7 +6,7 @@ from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VideoRequest, VideoResult, frame_size
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import BaseArtifactStore
 from resources.manifests import AudioArtifact, CaptionTrack, ImageArtifact, VariantBriefDoc, VideoArtifact
 from resources.model_router import ModelRouter
 
@@ -31,7 +31,7 @@ def build_synced_video_asset(code_version: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: VideoSettings,
         router: ModelRouter,
-        artifacts: ArtifactStore,
+        artifacts: BaseArtifactStore,
         brief: dict[str, VariantBriefDoc],
         refined_image: dict[str, ImageArtifact],
         voiceover: dict[str, AudioArtifact],

@@ -9,7 +9,7 @@ from assets.common import variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VoiceRequest, VoiceResult
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import BaseArtifactStore
 from resources.manifests import AudioArtifact, ConceptDoc, VariantBriefDoc
 from resources.model_router import ModelRouter
 
@@ -39,7 +39,7 @@ def build_voiceover_asset(code_version: str) -> dg.AssetsDefinition:
     def voiceover(
         context: dg.AssetExecutionContext,
         router: ModelRouter,
-        artifacts: ArtifactStore,
+        artifacts: BaseArtifactStore,
         brief: dict[str, VariantBriefDoc],
         concept: dict[str, ConceptDoc],
     ) -> dict[str, AudioArtifact]:

@@ -18,13 +18,14 @@ from collections import defaultdict
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.partitions import variant_partitions
 from orchestration.definitions import build_definitions
 from orchestration.instance import local_instance
 from orchestration.jobs import produce_campaign_job
+from orchestration.storage import resolved_resource
 from resources.brief_source import BriefSource
-from resources.io_manager import JsonManifestIOManager
-from resources.settings import briefs_dir, dagster_home, studio_home
+from resources.settings import briefs_dir, dagster_home, studio_env, studio_home
 
 
 def contiguous_ranges(keys: list[str], ordered_partitions: list[str]) -> list[tuple[str, str]]:
@@ -91,17 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             failed |= not result.success
             print(f"{campaign_id} [{first} .. {last}]: {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})")
 
-    manifests = JsonManifestIOManager()
-    print("\nartifacts:")
-    for keys in campaigns.values():
-        for key in keys:
-            for asset in ("refined_image", "synced_video"):
-                try:
-                    manifest = manifests.load_manifest(dg.AssetKey(asset), key)
-                except FileNotFoundError:
-                    print(f"  {key:32s} {asset:14s} (missing)")
-                    continue
-                print(f"  {key:32s} {asset:14s} {manifest.artifact.uri.removeprefix('file://')}")
+    print(f"\nartifacts (STUDIO_ENV={studio_env()}):")
+    with resolved_resource(definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
+        for keys in campaigns.values():
+            for key in keys:
+                for asset in ("refined_image", "synced_video"):
+                    try:
+                        manifest = manifests.load_manifest(dg.AssetKey(asset), key)
+                    except FileNotFoundError:
+                        print(f"  {key:32s} {asset:14s} (missing)")
+                        continue
+                    print(f"  {key:32s} {asset:14s} {manifest.artifact.uri.removeprefix('file://')}")
 
     variants = sum(map(len, campaigns.values()))
     print("\nseconds per variant per stage (steps run variants concurrently):")

@@ -1,23 +1,36 @@
 """The artifact store: bytes, content-addressed by sha256, written atomically.
 
-A file is written to a temporary name in its final folder and renamed into
-place, so a crash never leaves a half-written artifact under a name a
-manifest could point to. Equal bytes land on the same key, so a re-run that
-produces the same output writes nothing new.
+Two stores behind one interface (`put`, `get`), chosen per environment in
+`orchestration/storage.py` under the resource key `artifacts`:
+
+- `FilesystemArtifactStore` (also importable as `ArtifactStore`): a file is
+  written to a temporary name in its final folder and renamed into place.
+- `S3ArtifactStore`: one PUT of the complete object (never a multipart
+  upload), so an object is either absent or whole under its key.
+
+Either way a crash never leaves a half-written artifact under a name a
+manifest could point to, and equal bytes land on the same key, so a re-run
+that produces the same output writes nothing new (S3: HEAD before PUT).
 """
 
 from __future__ import annotations
 
+import abc
+import base64
 import hashlib
 import os
 import re
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from botocore.exceptions import ClientError
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
 
 from resources.manifests import ArtifactRef
+from resources.s3 import S3Location, is_not_found
 from resources.settings import artifacts_root
 
 _EXTENSION = re.compile(r"^\.[a-z0-9]{1,8}$")
@@ -28,7 +41,54 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class ArtifactStore(dg.ConfigurableResource):
+def relative_key(sha256: str, extension: str) -> str:
+    """`sha256/ab/<sha256>.<ext>`: the only shape of key either store writes or reads."""
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    if not _EXTENSION.match(extension):
+        raise ValueError(f"artifact extension must look like '.png', got {extension!r}")
+    return f"sha256/{sha256[:2]}/{sha256}{extension}"
+
+
+def entry_key(namespace: str, key: str) -> str:
+    """`<namespace>/ab/<key>.json` for small named JSON records kept beside the
+    artifacts (the router's response cache): hex keys only, so nothing escapes."""
+    if namespace not in ENTRY_NAMESPACES:
+        raise ValueError(f"unknown entry namespace {namespace!r}")
+    if not _SHA256.match(key):
+        raise ValueError(f"entry keys are sha256 hex digests, got {key!r}")
+    return f"{namespace}/{key[:2]}/{key}.json"
+
+
+ENTRY_NAMESPACES = ("cache",)
+
+
+def _verified(ref: ArtifactRef, data: bytes) -> bytes:
+    if sha256_hex(data) != ref.sha256:
+        raise ValueError(f"artifact {ref.uri} does not match its sha256 {ref.sha256}")
+    return data
+
+
+class BaseArtifactStore(dg.ConfigurableResource, abc.ABC):
+    """What the assets use: `put` bytes, get an `ArtifactRef`; `get` the bytes back, verified."""
+
+    @abc.abstractmethod
+    def put(self, data: bytes, *, extension: str, media_type: str) -> ArtifactRef: ...
+
+    @abc.abstractmethod
+    def get(self, ref: ArtifactRef) -> bytes:
+        """The bytes behind `ref`; ValueError if they do not match its sha256 or it is not in this store."""
+
+    @abc.abstractmethod
+    def write_entry(self, namespace: str, key: str, data: bytes) -> None:
+        """Write a small named record (atomically / in one PUT) on the same storage as the artifacts."""
+
+    @abc.abstractmethod
+    def read_entry(self, namespace: str, key: str) -> bytes | None:
+        """A record written by `write_entry`, or None if there is none."""
+
+
+class FilesystemArtifactStore(BaseArtifactStore):
     """Filesystem artifact store; `root` defaults to `$STUDIO_HOME/artifacts`."""
 
     root: str = ""
@@ -41,15 +101,11 @@ class ArtifactStore(dg.ConfigurableResource):
         return self._root
 
     def _relative_key(self, sha256: str, extension: str) -> str:
-        if not _SHA256.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        if not _EXTENSION.match(extension):
-            raise ValueError(f"artifact extension must look like '.png', got {extension!r}")
-        return f"sha256/{sha256[:2]}/{sha256}{extension}"
+        return relative_key(sha256, extension)
 
     def put(self, data: bytes, *, extension: str, media_type: str) -> ArtifactRef:
         digest = sha256_hex(data)
-        path = self.root_path / self._relative_key(digest, extension)
+        path = self.root_path / relative_key(digest, extension)
         if not (path.is_file() and path.stat().st_size == len(data)):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -67,7 +123,7 @@ class ArtifactStore(dg.ConfigurableResource):
     def path_for(self, ref: ArtifactRef) -> Path:
         """The local file behind a reference, refusing anything outside the store."""
         extension = Path(ref.uri).suffix
-        path = self.root_path / self._relative_key(ref.sha256, extension)
+        path = self.root_path / relative_key(ref.sha256, extension)
         if path.as_uri() != ref.uri:
             raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.root_path}")
         return path
@@ -78,6 +134,108 @@ class ArtifactStore(dg.ConfigurableResource):
             data = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"artifact {ref.uri} is missing from the store") from None
-        if sha256_hex(data) != ref.sha256:
-            raise ValueError(f"artifact {ref.uri} does not match its sha256 {ref.sha256}")
-        return data
+        return _verified(ref, data)
+
+    def write_entry(self, namespace: str, key: str, data: bytes) -> None:
+        path = self.root_path / entry_key(namespace, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(data)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def read_entry(self, namespace: str, key: str) -> bytes | None:
+        try:
+            return (self.root_path / entry_key(namespace, key)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+# The name the assets import; the filesystem store is the embedded default.
+ArtifactStore = FilesystemArtifactStore
+
+
+class S3ArtifactStore(BaseArtifactStore):
+    """Artifacts at `s3://<bucket>/<prefix>/sha256/ab/<sha256>.<ext>`, one complete PUT each."""
+
+    s3: S3Resource
+    bucket: str = Field(description="The bucket (STUDIO_S3_BUCKET).")
+    prefix: str = Field(default="", description="Key prefix inside the bucket (STUDIO_S3_PREFIX).")
+
+    _location: S3Location | None = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> S3Location:
+        if self._location is None:
+            self._location = S3Location.create(self.bucket, self.prefix)
+        return self._location
+
+    @property
+    def client(self) -> Any:
+        # One boto3 client per store instance (creating one costs ~0.3 s; clients are thread-safe).
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def _exists_with_size(self, key: str, size: int) -> bool:
+        try:
+            head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+        except ClientError as error:
+            if is_not_found(error):
+                return False
+            raise
+        return head.get("ContentLength") == size
+
+    def put(self, data: bytes, *, extension: str, media_type: str) -> ArtifactRef:
+        digest = sha256_hex(data)
+        key = self.location.key(relative_key(digest, extension))
+        if not self._exists_with_size(key, len(data)):
+            # A single PutObject: S3 makes the object visible only once it is complete, and
+            # checks the body against ChecksumSHA256, so a torn upload is refused, not stored.
+            self.client.put_object(
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=data,
+                ContentType=media_type,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
+                Metadata={"sha256": digest},
+            )
+        return ArtifactRef(uri=self.location.uri(key), sha256=digest, media_type=media_type, size_bytes=len(data))
+
+    def key_for(self, ref: ArtifactRef) -> str:
+        """The object key behind a reference, refusing anything outside this bucket and prefix."""
+        key = self.location.key(relative_key(ref.sha256, PurePosixPath(ref.uri).suffix))
+        if self.location.uri(key) != ref.uri:
+            raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.location}")
+        return key
+
+    def get(self, ref: ArtifactRef) -> bytes:
+        key = self.key_for(ref)
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key)
+        except ClientError as error:
+            if is_not_found(error):
+                raise FileNotFoundError(f"artifact {ref.uri} is missing from the store") from None
+            raise
+        with response["Body"] as body:
+            return _verified(ref, body.read())
+
+    def write_entry(self, namespace: str, key: str, data: bytes) -> None:
+        object_key = self.location.key(entry_key(namespace, key))
+        self.client.put_object(Bucket=self.location.bucket, Key=object_key, Body=data, ContentType="application/json")
+
+    def read_entry(self, namespace: str, key: str) -> bytes | None:
+        object_key = self.location.key(entry_key(namespace, key))
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=object_key)
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            raise
+        with response["Body"] as body:
+            return body.read()

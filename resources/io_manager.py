@@ -1,26 +1,44 @@
-"""An IO manager that stores one JSON manifest per asset partition.
+"""IO managers that store one JSON manifest per asset partition.
 
 Partitioned assets run as single-run backfills: one step receives many
 partition keys. Asset functions therefore always return, and always receive,
 a `dict[partition_key, manifest]`, whether the run covers one partition or
-twenty. Each partition is written to its own file atomically; nothing is
-pickled.
+twenty. Each partition is written on its own, atomically; nothing is pickled.
+
+Two places, one behaviour, chosen per environment in `orchestration/storage.py`:
+
+- `JsonManifestIOManager`: `$STUDIO_HOME/manifests/<asset>/<partition>.json`
+  (temp file + rename).
+- `S3JsonManifestIOManager`: `s3://<bucket>/<prefix>/manifests/<asset>/<partition>.json`
+  (one PUT of the complete object).
 """
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from botocore.exceptions import ClientError
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
 
-from resources.manifests import manifest_from_json
+from resources.manifests import Manifest, manifest_from_json
+from resources.s3 import S3Location, is_not_found
 from resources.settings import manifests_root
 
 _SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,200}$")
+
+
+def _check_partition_key(partition_key: str) -> str:
+    if not _SAFE_KEY.match(partition_key) or ".." in partition_key:
+        raise ValueError(f"partition key {partition_key!r} is not safe to use as a file name")
+    return partition_key
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -35,20 +53,24 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-class JsonManifestIOManager(dg.ConfigurableIOManager):
-    """Manifests under `root` (default `$STUDIO_HOME/manifests`), one file per partition."""
+class BaseManifestIOManager(dg.ConfigurableIOManager, abc.ABC):
+    """dict[partition_key, manifest] in and out; where the JSON lives is the subclass's business."""
 
-    root: str = ""
+    @abc.abstractmethod
+    def _write(self, asset_key: dg.AssetKey, partition_key: str, text: str) -> None: ...
 
-    def _root(self) -> Path:
-        return Path(self.root).resolve() if self.root else manifests_root()
+    @abc.abstractmethod
+    def _read(self, asset_key: dg.AssetKey, partition_key: str) -> bytes:
+        """The stored JSON; FileNotFoundError if there is none."""
 
-    def _path(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
-        if not _SAFE_KEY.match(partition_key) or ".." in partition_key:
-            raise ValueError(f"partition key {partition_key!r} is not safe to use as a file name")
-        return self._root().joinpath(*asset_key.path, f"{partition_key}.json")
+    @abc.abstractmethod
+    def _location_metadata(self, asset_key: dg.AssetKey, partition_key: str) -> dg.MetadataValue: ...
 
-    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, object]) -> None:
+    @abc.abstractmethod
+    def location(self, asset_key: dg.AssetKey, partition_key: str) -> str:
+        """Where one partition's manifest lives, for messages."""
+
+    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, Manifest]) -> None:
         if obj is None:
             return
         expected = set(context.asset_partition_keys) if context.has_asset_partitions else set()
@@ -58,24 +80,98 @@ class JsonManifestIOManager(dg.ConfigurableIOManager):
                 f"{sorted(expected)}; got {sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__}"
             )
         for partition_key, manifest in obj.items():
-            _atomic_write(self._path(context.asset_key, partition_key), manifest.model_dump_json(indent=2))
+            self._write(context.asset_key, partition_key, manifest.model_dump_json(indent=2))
         if len(obj) == 1:
-            context.add_output_metadata({"manifest": dg.MetadataValue.path(str(self._path(context.asset_key, next(iter(obj)))))})
+            context.add_output_metadata({"manifest": self._location_metadata(context.asset_key, next(iter(obj)))})
 
-    def load_input(self, context: dg.InputContext) -> dict[str, object]:
+    def load_input(self, context: dg.InputContext) -> dict[str, Manifest]:
         asset_key = context.asset_key
         manifests = {}
         for partition_key in context.asset_partition_keys:
-            path = self._path(asset_key, partition_key)
             try:
-                manifests[partition_key] = manifest_from_json(path.read_bytes())
+                manifests[partition_key] = manifest_from_json(self._read(asset_key, partition_key))
             except FileNotFoundError:
                 raise dg.DagsterInvariantViolationError(
-                    f"no manifest for {asset_key.to_user_string()} partition {partition_key!r} at {path}; "
-                    "materialize it first"
+                    f"no manifest for {asset_key.to_user_string()} partition {partition_key!r} at "
+                    f"{self.location(asset_key, partition_key)}; materialize it first"
                 ) from None
         return manifests
 
-    def load_manifest(self, asset_key: dg.AssetKey, partition_key: str):
-        """Read one stored manifest outside a run (demo summary, tests)."""
-        return manifest_from_json(self._path(asset_key, partition_key).read_bytes())
+    def load_manifest(self, asset_key: dg.AssetKey, partition_key: str) -> Manifest:
+        """Read one stored manifest outside a run (demo summary, tests); FileNotFoundError if missing."""
+        return manifest_from_json(self._read(asset_key, partition_key))
+
+
+class JsonManifestIOManager(BaseManifestIOManager):
+    """Manifests under `root` (default `$STUDIO_HOME/manifests`), one file per partition."""
+
+    root: str = ""
+
+    def _root(self) -> Path:
+        return Path(self.root).resolve() if self.root else manifests_root()
+
+    def _path(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
+        return self._root().joinpath(*asset_key.path, f"{_check_partition_key(partition_key)}.json")
+
+    def _write(self, asset_key: dg.AssetKey, partition_key: str, text: str) -> None:
+        _atomic_write(self._path(asset_key, partition_key), text)
+
+    def _read(self, asset_key: dg.AssetKey, partition_key: str) -> bytes:
+        return self._path(asset_key, partition_key).read_bytes()
+
+    def _location_metadata(self, asset_key: dg.AssetKey, partition_key: str) -> dg.MetadataValue:
+        return dg.MetadataValue.path(str(self._path(asset_key, partition_key)))
+
+    def location(self, asset_key: dg.AssetKey, partition_key: str) -> str:
+        return str(self._path(asset_key, partition_key))
+
+
+class S3JsonManifestIOManager(BaseManifestIOManager):
+    """Manifests as JSON objects at `s3://<bucket>/<prefix>/manifests/<asset>/<partition>.json`."""
+
+    s3: S3Resource
+    bucket: str = Field(description="The bucket (STUDIO_S3_BUCKET).")
+    prefix: str = Field(default="", description="Key prefix inside the bucket (STUDIO_S3_PREFIX).")
+
+    _location: S3Location | None = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def s3_location(self) -> S3Location:
+        if self._location is None:
+            self._location = S3Location.create(self.bucket, self.prefix)
+        return self._location
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def key(self, asset_key: dg.AssetKey, partition_key: str) -> str:
+        return self.s3_location.key("manifests", *asset_key.path, f"{_check_partition_key(partition_key)}.json")
+
+    def _write(self, asset_key: dg.AssetKey, partition_key: str, text: str) -> None:
+        self.client.put_object(
+            Bucket=self.s3_location.bucket,
+            Key=self.key(asset_key, partition_key),
+            Body=text.encode("utf-8"),
+            ContentType="application/json",
+        )
+
+    def _read(self, asset_key: dg.AssetKey, partition_key: str) -> bytes:
+        key = self.key(asset_key, partition_key)
+        try:
+            response = self.client.get_object(Bucket=self.s3_location.bucket, Key=key)
+        except ClientError as error:
+            if is_not_found(error):
+                raise FileNotFoundError(f"no manifest at {self.s3_location.uri(key)}") from None
+            raise
+        with response["Body"] as body:
+            return body.read()
+
+    def _location_metadata(self, asset_key: dg.AssetKey, partition_key: str) -> dg.MetadataValue:
+        return dg.MetadataValue.url(self.location(asset_key, partition_key))
+
+    def location(self, asset_key: dg.AssetKey, partition_key: str) -> str:
+        return self.s3_location.uri(self.key(asset_key, partition_key))

@@ -27,7 +27,7 @@ from model_adapters.registry import TASK_METHODS, adapter_kind
 from model_adapters.types import AdapterError, Price, Task, canonical_json, request_hash
 from resources.manifests import ArtifactRef, Provenance
 from resources.policies.budget import BudgetLedger, CampaignBudget
-from resources.policies.cache import FilesystemResponseCache, cache_key, decode_result, encode_result
+from resources.policies.cache import ResponseCache, cache_key, decode_result, encode_result
 from resources.policies.cooldown import PROCESS_COOLDOWNS, CooldownTracker
 from resources.policies.retry import RetryPolicy
 from resources.routing_config import RoutingConfig, TaskRoute
@@ -154,7 +154,7 @@ class RouterSession:
         retry: RetryPolicy,
         cooldowns: CooldownTracker,
         ledger: BudgetLedger | None,
-        cache: FilesystemResponseCache | None,
+        cache: ResponseCache | None,
         store: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
@@ -163,7 +163,7 @@ class RouterSession:
         self._retry = retry
         self._cooldowns = cooldowns
         self._ledger = ledger
-        self._cache = cache if store is not None else None
+        self._cache = cache
         self._store = store
         self._sleep = sleep
         self._adapters: dict[str, Any] = {}
@@ -322,7 +322,6 @@ class ModelRouter(dg.ConfigurableResource):
     routing_config_path: str
     routing_json: str  # the validated routing config, so runs use exactly what the definitions loaded
     providers: dict[str, ProviderResource]
-    cache_root: str = ""  # default $STUDIO_HOME/cache
     ledger_root: str = ""  # default $STUDIO_HOME/ledger
 
     @classmethod
@@ -347,9 +346,7 @@ class ModelRouter(dg.ConfigurableResource):
         routing = self.routing
         retry = RetryPolicy(**routing.defaults.retry.model_dump())
         PROCESS_COOLDOWNS.configure(**routing.defaults.cooldown.model_dump())
-        cache = None
-        if routing.defaults.cache:
-            cache = FilesystemResponseCache(Path(self.cache_root) if self.cache_root else studio_home() / "cache")
+        cache = ResponseCache(store) if routing.defaults.cache and store is not None else None
         session = RouterSession(
             routing.tasks,
             self.providers,

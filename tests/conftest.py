@@ -33,3 +33,13 @@ def sample_briefs(briefs_folder) -> Path:
     for path in SAMPLE_BRIEFS.glob("*.yaml"):
         shutil.copy(path, briefs_folder / path.name)
     return briefs_folder
+
+
+SAMPLE_CAMPAIGN = "aurora-lamp"  # four variants, one per aspect ratio and two locales
+
+
+@pytest.fixture
+def one_campaign(briefs_folder) -> Path:
+    """The briefs folder with only the sample campaign in it."""
+    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs_folder)
+    return briefs_folder

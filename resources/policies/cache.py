@@ -1,19 +1,17 @@
 """The response cache: an unchanged request is never paid for twice.
 
-Key: (provider, adapter kind and version, model, model version, canonical
-request, hashes of the input blobs). A hit returns the stored result without
-calling the provider, across runs and processes. Entries are JSON; media
-bytes inside a result go to the content-addressed artifact store and the
-entry holds their sha256. Nothing is pickled.
+Key: (provider, adapter kind and version, model, model version, options,
+canonical request, hashes of the input blobs). A hit returns the stored
+result without calling the provider, across runs and processes. Entries are
+JSON records on the artifact store's own storage (filesystem or S3); media
+bytes inside a result are content-addressed artifacts and the entry holds
+their reference. Nothing is pickled.
 """
 
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -72,27 +70,22 @@ def decode_result(task: Task, entry: dict, get_blob: GetBlob) -> Any:
     return cls(**values)
 
 
-class FilesystemResponseCache:
-    """Entries under `root/<key[:2]>/<key>.json`, written atomically."""
+class ResponseCache:
+    """Entries as JSON records in the artifact store (`cache/ab/<key>.json`), beside the media they name."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    NAMESPACE = "cache"
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def __init__(self, store: Any):
+        self.store = store
 
     def read(self, key: str) -> dict | None:
-        try:
-            return json.loads(self._path(key).read_text())
-        except FileNotFoundError:
+        raw = self.store.read_entry(self.NAMESPACE, key)
+        if raw is None:
             return None
+        try:
+            return json.loads(raw)
         except json.JSONDecodeError:
             return None  # a damaged entry is a miss, never a crash
 
     def write(self, key: str, entry: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(entry, handle)
-        os.replace(tmp, path)
+        self.store.write_entry(self.NAMESPACE, key, json.dumps(entry, sort_keys=True).encode())

@@ -1,0 +1,60 @@
+"""S3 locations shared by the S3 artifact store and the S3 manifest IO manager.
+
+One bucket, one prefix; every key is built here from validated parts, so no
+key can leave the prefix. Credentials never pass through here: the boto3
+client comes from dagster-aws's `S3Resource`, which uses the standard AWS
+chain (environment variables, ECS task role, Kubernetes service account).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def create(cls, bucket: str, prefix: str) -> S3Location:
+        if not _BUCKET.match(bucket or "") or ".." in bucket:
+            raise ValueError(f"not a valid S3 bucket name: {bucket!r}")
+        stripped = (prefix or "").strip("/")
+        for segment in stripped.split("/") if stripped else ():
+            if not _PREFIX_SEGMENT.match(segment):
+                raise ValueError(
+                    f"S3 prefix {prefix!r}: segment {segment!r} must start with a letter or digit "
+                    "and hold only letters, digits, '.', '_', '=' or '-'"
+                )
+        return cls(bucket=bucket, prefix=stripped)
+
+    def key(self, *parts: str) -> str:
+        """`<prefix>/<parts...>`; each part is one or more already-safe segments."""
+        for part in parts:
+            for segment in part.split("/"):
+                if not _KEY_SEGMENT.match(segment):
+                    raise ValueError(f"unsafe S3 key segment {segment!r} in {part!r}")
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def __str__(self) -> str:
+        return self.uri(self.prefix) if self.prefix else f"s3://{self.bucket}"
+
+
+def is_not_found(error: ClientError) -> bool:
+    """HEAD answers a bare 404; GET answers NoSuchKey."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"404", "NoSuchKey", "NotFound"} or status == 404

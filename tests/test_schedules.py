@@ -1,0 +1,22 @@
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from orchestration.schedules import nightly_repair, variants_needing_repair
+
+NIGHT = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
+
+
+def test_repair_requests_only_variants_without_a_video():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("variants", ["c.a", "c.b", "c.c"])
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="synced_video", partition="c.b"))
+        assert variants_needing_repair(instance) == ["c.a", "c.c"]
+        requests = nightly_repair(dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT))
+        assert [r.partition_key for r in requests] == ["c.a", "c.c"]
+        assert all(r.tags["repair"] == "nightly" for r in requests)
+        assert requests[0].run_key == "repair:2026-11-24:c.a"
+        for key in ("c.a", "c.c"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="synced_video", partition=key))
+        skip = nightly_repair(dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT))
+        assert isinstance(skip, dg.SkipReason)
