@@ -26,13 +26,11 @@ import asyncio
 import atexit
 import bisect
 import ctypes
-import io
 import os
 import re
 import shutil
 import tempfile
 import threading
-import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from model_adapters import loudness
+from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import AdapterError, AdapterInfo, Price, VoiceRequest, VoiceResult, WordTiming
 
 PROVIDER = "local"
@@ -567,23 +566,10 @@ def word_timings(
 # --- WAV -------------------------------------------------------------------------
 
 
-_PCM16_SCALE = 32768.0  # full scale of 16-bit PCM, both ways
 
 
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float samples (full scale 1.0) to 16-bit PCM, rounding, clipping only past full scale."""
-    scaled = np.round(np.asarray(samples, dtype=np.float64) * _PCM16_SCALE)
-    return np.clip(scaled, -32768, 32767).astype("<i2")
 
 
-def encode_wav(pcm16: np.ndarray, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm16.astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 # --- the adapter -------------------------------------------------------------------
@@ -634,14 +620,14 @@ class EspeakVoiceAdapter:
         # Timings come from the raw audio: gain and limiting do not move anything.
         words = word_timings(text, raw.word_events, raw.pcm, raw.sample_rate)
         normalized, _, _ = loudness.normalize(
-            raw.pcm.astype(np.float32) / _PCM16_SCALE,
+            raw.pcm.astype(np.float32) / PCM16_SCALE,
             raw.sample_rate,
             target_lufs=request.target_lufs,
             true_peak_dbtp=request.true_peak_dbtp,
         )
         pcm16 = to_pcm16(normalized)
         # Report what the delivered 16-bit samples measure, not the float ones.
-        lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / _PCM16_SCALE, raw.sample_rate)
+        lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, raw.sample_rate)
         return VoiceResult(
             wav=encode_wav(pcm16, raw.sample_rate),
             sample_rate=raw.sample_rate,

@@ -50,6 +50,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from model_adapters import loudness
+from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -359,7 +360,6 @@ def decode_data_uri(uri: str) -> bytes:
 
 # --- media: audio ---------------------------------------------------------------------
 
-_PCM16_SCALE = 32768.0
 _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
 
 
@@ -426,22 +426,11 @@ def _wav_samples(payload: bytes, tag: int, channels: int, rate: int, bits: int) 
 
 def pcm16_to_float(raw: bytes) -> np.ndarray:
     """Headerless little-endian 16-bit mono PCM -> float64 samples."""
-    return np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2").astype(np.float64) / _PCM16_SCALE
+    return np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2").astype(np.float64) / PCM16_SCALE
 
 
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    scaled = np.round(np.asarray(samples, dtype=np.float64) * _PCM16_SCALE)
-    return np.clip(scaled, -32768, 32767).astype("<i2")
 
 
-def encode_wav(pcm16: np.ndarray, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm16.astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def finish_voice(
@@ -453,7 +442,7 @@ def finish_voice(
         samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp
     )
     pcm16 = to_pcm16(normalized)
-    lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float64) / _PCM16_SCALE, sample_rate)
+    lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float64) / PCM16_SCALE, sample_rate)
     return VoiceResult(
         wav=encode_wav(pcm16, sample_rate),
         sample_rate=sample_rate,

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
+from model_adapters.pcm import encode_wav
 from model_adapters.simulator import FAULT_RATES, Latency, SimulatorSettings
 
 # Request headers whose presence (never value) is counted per group.
@@ -93,13 +94,7 @@ def broken_png(width: int, height: int) -> bytes:
 
 
 def encode_wav16(samples: np.ndarray, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm16(samples))
-    return buffer.getvalue()
+    return encode_wav(np.frombuffer(pcm16(samples), dtype="<i2"), sample_rate)
 
 
 def pcm16(samples: np.ndarray) -> bytes:
