@@ -30,7 +30,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from resources.manifests import ArtifactRef
-from resources.s3 import S3Location, is_not_found
+from resources.s3 import S3Location, is_not_found, read_object
 from resources.settings import artifacts_root
 
 _EXTENSION = re.compile(r"^\.[a-z0-9]{1,8}$")
@@ -215,27 +215,14 @@ class S3ArtifactStore(BaseArtifactStore):
         return key
 
     def get(self, ref: ArtifactRef) -> bytes:
-        key = self.key_for(ref)
-        try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=key)
-        except ClientError as error:
-            if is_not_found(error):
-                raise FileNotFoundError(f"artifact {ref.uri} is missing from the store") from None
-            raise
-        with response["Body"] as body:
-            return _verified(ref, body.read())
+        data = read_object(self.client, self.location.bucket, self.key_for(ref))
+        if data is None:
+            raise FileNotFoundError(f"artifact {ref.uri} is missing from the store")
+        return _verified(ref, data)
 
     def write_entry(self, namespace: str, key: str, data: bytes) -> None:
         object_key = self.location.key(entry_key(namespace, key))
         self.client.put_object(Bucket=self.location.bucket, Key=object_key, Body=data, ContentType="application/json")
 
     def read_entry(self, namespace: str, key: str) -> bytes | None:
-        object_key = self.location.key(entry_key(namespace, key))
-        try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=object_key)
-        except ClientError as error:
-            if is_not_found(error):
-                return None
-            raise
-        with response["Body"] as body:
-            return body.read()
+        return read_object(self.client, self.location.bucket, self.location.key(entry_key(namespace, key)))

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from resources.manifests import Manifest, manifest_from_json
-from resources.s3 import S3Location, is_not_found
+from resources.s3 import S3Location, read_object
 from resources.settings import manifests_root
 
 _SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,200}$")
@@ -161,14 +160,10 @@ class S3JsonManifestIOManager(BaseManifestIOManager):
 
     def _read(self, asset_key: dg.AssetKey, partition_key: str) -> bytes:
         key = self.key(asset_key, partition_key)
-        try:
-            response = self.client.get_object(Bucket=self.s3_location.bucket, Key=key)
-        except ClientError as error:
-            if is_not_found(error):
-                raise FileNotFoundError(f"no manifest at {self.s3_location.uri(key)}") from None
-            raise
-        with response["Body"] as body:
-            return body.read()
+        data = read_object(self.client, self.s3_location.bucket, key)
+        if data is None:
+            raise FileNotFoundError(f"no manifest at {self.s3_location.uri(key)}")
+        return data
 
     def _location_metadata(self, asset_key: dg.AssetKey, partition_key: str) -> dg.MetadataValue:
         return dg.MetadataValue.url(self.location(asset_key, partition_key))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -58,3 +59,15 @@ def is_not_found(error: ClientError) -> bool:
     code = str(error.response.get("Error", {}).get("Code", ""))
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return code in {"404", "NoSuchKey", "NotFound"} or status == 404
+
+
+def read_object(client: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key (other errors propagate)."""
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise
+    with response["Body"] as body:
+        return body.read()
