@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             run_started = time.perf_counter()
             result = job.execute_in_process(
                 instance=instance,
+                # Step-by-step DEBUG events stay in the run's log (see `make ui`); print only problems.
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                 tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, "campaign": campaign_id},
                 raise_on_error=False,
             )
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{campaign_id} [{first} .. {last}]: {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})")
 
     print(f"\nartifacts (STUDIO_ENV={studio_env()}):")
+    video_seconds = 0.0
     with resolved_resource(definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
         for keys in campaigns.values():
             for key in keys:
@@ -103,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {key:32s} {asset:14s} (missing)")
                         continue
                     print(f"  {key:32s} {asset:14s} {manifest.artifact.uri.removeprefix('file://')}")
+                    if asset == "synced_video":
+                        video_seconds += manifest.duration_s
 
     variants = sum(map(len, campaigns.values()))
     print("\nseconds per variant per stage (steps run variants concurrently):")
     for step, seconds in step_seconds.items():
         print(f"  {step:16s} {seconds / variants:6.2f}")
+    if step_seconds.get("synced_video") and video_seconds:
+        print(f"video: {video_seconds:.1f}s of footage in {step_seconds['synced_video']:.1f}s "
+              f"({video_seconds / step_seconds['synced_video']:.1f}x real time)")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\ntotal {time.perf_counter() - started:.1f}s for {variants} variants; peak RSS {peak_mib:.0f} MiB")
     print(f"STUDIO_HOME={studio_home()}")
