@@ -15,7 +15,7 @@ Steps, all deterministic (equal inputs give equal PNG bytes):
    the picture keeps its tonal structure), applied through a 33^3 3D LUT.
 4. Sharpen with an unsharp mask (Gaussian blur, reflect padding).
 5. Set the headline with Pillow's bundled scalable font
-   (``ImageFont.load_default(size=...)``, Pillow >= 10.1; no system fonts) inside
+   (Roboto from the ``font-roboto`` package, see model_adapters/fonts.py) inside
    the aspect ratio's safe box (:func:`safe_box`): word-wrapped, the largest
    size that fits, on a translucent rounded panel with a soft shadow, in the
    palette colour (or white/black) with the best contrast. :func:`layout_headline`
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from model_adapters.devices import pick_device
+from model_adapters.fonts import load_font
 from model_adapters.local_image import PerLoopSemaphores
 from model_adapters.palette import (
     RGB,
@@ -154,12 +155,7 @@ class HeadlineLayout:
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
-    font = ImageFont.load_default(size=size)
-    if not hasattr(font, "getbbox") or type(font).__name__ != "FreeTypeFont":
-        raise RuntimeError("Pillow >= 10.1 with FreeType is needed for the scalable default font")
-    return font
+    return load_font(size, "Bold")
 
 
 def _ink_width(font, text: str, stroke: int) -> int:

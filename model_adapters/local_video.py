@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from model_adapters.devices import pick_device
+from model_adapters.fonts import load_font
 from model_adapters.types import AdapterError, AdapterInfo, CaptionCue, Price, VideoRequest, VideoResult
 
 PROVIDER = "local"
@@ -272,11 +273,8 @@ class CaptionLayout:
     lines: tuple[str, ...]
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return load_font(size, "Medium")
 
 
 def _text_width(font, text: str, stroke: int) -> float:

@@ -435,3 +435,12 @@ def test_embedder_is_thread_safe(embedder):
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda t: embedder.embed([t])[0], texts))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected, strict=True))
+
+
+def test_type_has_glyphs_for_accented_headlines():
+    """Pillow's default font draws one 'missing glyph' box for every non-ASCII letter."""
+    from model_adapters.fonts import load_font
+
+    font = load_font(48, "Bold")
+    masks = {ch: bytes(font.getmask(ch)) for ch in "üéñç"}
+    assert len(set(masks.values())) == 4
