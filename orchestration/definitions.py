@@ -18,6 +18,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets import build_assets
+from assets.checks import build_asset_checks
+from assets.rollup import build_campaign_rollup_asset
 from orchestration.deployment import apply_deployment_target, check_storage_for_target
 from orchestration.jobs import STAGE_JOBS, produce_campaign_job
 from orchestration.schedules import nightly_repair
@@ -49,6 +51,14 @@ def build_resources(routing: RoutingConfig, routing_path: Path, environment: str
     return resources
 
 
+# Evaluates the roll-up's automation condition (materialize once a campaign's variants are done).
+rollup_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "rollup_automation",
+    target=dg.AssetSelection.assets("campaign_rollup"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+
+
 def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
     path = Path(routing_path) if routing_path else routing_config_path()
     routing = load_routing_config(path)
@@ -57,12 +67,13 @@ def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
     # Locally and on ECS steps run in the run's own process (torch and the models
     # load once per run; variants run concurrently inside each step); on
     # Kubernetes each step gets a pod placed for its stage (GPU for torch stages).
-    assets, executor = apply_deployment_target(build_assets(routing), target)
+    assets, executor = apply_deployment_target(build_assets(routing) + [build_campaign_rollup_asset()], target)
     return dg.Definitions(
         assets=assets,
+        asset_checks=build_asset_checks(),
         resources=build_resources(routing, path, environment),
         jobs=[produce_campaign_job, *STAGE_JOBS],
-        sensors=[brief_sensor],
+        sensors=[brief_sensor, rollup_automation_sensor],
         schedules=[nightly_repair],
         executor=executor,
     )

@@ -1,0 +1,679 @@
+"""Asset checks on the variant assets: the media are what the README promises.
+
+Every check measures the stored artifact itself (PNG, WAV, MP4, WebVTT bytes
+read back from the artifact store), never the figures a manifest claims
+(those are shown beside the measurement, for comparison).
+
+| asset | check | blocking | what it measures |
+| --- | --- | --- | --- |
+| `draft_image` | `png_valid` | yes | PNG decodes; size as declared; exact aspect ratio of the variant |
+| `refined_image` | `png_valid` | yes | the same, and the short side is >= 1080 px |
+| `voiceover` | `loudness_within_spec` | yes | BS.1770 integrated loudness -16 LUFS +/- 1 LU, true peak <= -1 dBTP |
+| `captions` | `caption_rules` | yes | <= 42 chars a line, <= 2 lines a cue, cues >= 0.8 s (not the last), text = the spoken words, each cue within 80 ms of its first word's start |
+| `captions` | `no_banned_terms` | yes | no banned term in the caption text (WebVTT and SRT) |
+| `concept` | `no_banned_terms` | yes | no banned term in the headline, script or image prompt |
+| `concept` | `on_brief` | yes | MiniLM cosine(script, brief text) >= `SEMANTIC_ALIGNMENT_THRESHOLD` |
+| `synced_video` | `av_in_sync` | yes | stream durations (PyAV) differ by <= 1 frame; `moov` before `mdat` |
+| `synced_video` | `campaign_within_budget` | no | the ledger's spend for the campaign <= the brief's `budget_usd` |
+
+Blocking: a failed blocking check stops the run's downstream steps (a bad
+voiceover is not captioned, a bad image is not refined or composited). The
+budget check is not blocking: when it runs the money is spent, and the
+campaign roll-up downstream is where the overspend is read.
+
+The checks in two layers:
+
+- pure functions (`check_png`, `check_loudness`, `check_av_sync`,
+  `check_captions`, `check_banned_terms`, `check_semantic_alignment`,
+  `check_budget`) take bytes or text and return `CheckOutcome(passed,
+  metadata)`; `metadata["problems"]` says what failed. Tests call them on
+  crafted artifacts.
+- thin Dagster wrappers (`build_asset_checks()`), partitioned like the assets.
+
+Partitions. Variant assets run as single-run backfills, so one check step
+gets many partition keys (`context.partition_keys`), and its inputs come
+through the manifest IO manager as `dict[partition_key, manifest]` for all of
+them. Dagster 1.13's `AssetCheckResult` has no partition field: in a
+partition-range run it would be recorded once with no partition, leaving every
+planned per-partition row without a result. So each wrapper yields one
+`dg.AssetCheckEvaluation` per partition key (with `partition=`, `blocking=`
+and the target materialization), then the check's `Output` so downstream
+steps see the check step complete. A failed blocking evaluation for any key
+fails the step (Dagster raises `DagsterAssetCheckFailedError` after the
+evaluations are recorded), so no downstream step of that run executes: the
+run-level granularity the single-run backfill implies.
+"""
+
+
+import io
+import math
+import wave
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import av
+import dagster as dg
+import numpy as np
+from PIL import Image
+
+from assets.concept import banned_terms_in
+from assets.partitions import variant_partitions
+from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
+from model_adapters.local_video import mp4_top_level_boxes
+from model_adapters.loudness import measure
+from model_adapters.types import CaptionCue, WordTiming
+from resources.artifact_store import BaseArtifactStore
+from resources.manifests import AudioArtifact, CaptionTrack, ConceptDoc, ImageArtifact, VariantBriefDoc, VideoArtifact
+from resources.model_router import ModelRouter
+
+# --- limits ----------------------------------------------------------------------------
+
+TARGET_LUFS = -16.0
+LOUDNESS_TOLERANCE_LU = 1.0
+MAX_TRUE_PEAK_DBTP = -1.0
+REFINED_MIN_SHORT_SIDE = 1080
+MAX_DRIFT_FRAMES = 1.0
+CUE_WORD_START_TOLERANCE_S = 0.080
+# Timestamps are whole milliseconds; 2.8 - 2.0 must count as 0.8.
+_TIME_SLACK_S = 1e-6
+
+SEMANTIC_ALIGNMENT_THRESHOLD = 0.30
+"""Minimum MiniLM cosine between a concept's script and `brief_text(...)`.
+
+Measured with the packaged all-MiniLM-L6-v2 (`model_adapters.text_embedding`)
+against `brief_text` = "<product> for <audience>. Tone: <tone>.":
+
+- on-topic: the local concept writer on both sample briefs (aurora-lamp,
+  trail-runner), 5 locales (en-US, en-GB, de-DE, fr-FR, es-ES), 44-45 seeds
+  each (the variants' own seeds plus 0..39), durations 6, 12 and 30 s:
+  ~1,300 scripts. Minimum 0.423 (a French trail-runner script), median 0.702;
+  per language the minimum is en 0.674, de 0.545, es 0.519, fr 0.423
+  (MiniLM is an English model: other languages score lower, but the product
+  name and audience the writer quotes keep them well clear).
+- off-topic: ten unrelated ad-like texts (mortgage refinancing, a roast-potato
+  recipe, a football report, a tax-deadline notice; in en, de, fr, es) against
+  both briefs: maximum 0.140, median 0.006. A local script written for the
+  *other* sample campaign scores at most 0.207 against a brief.
+
+0.30 sits between the highest off-brief score (0.207) and the lowest on-brief
+score (0.423), with about 0.1 of margin on each side.
+"""
+
+_ASPECT_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
+
+
+class CheckOutcome(NamedTuple):
+    """What a check function found: pass/fail and the measured values.
+
+    `metadata["problems"]` lists what failed (empty when it passed); the rest
+    are measurements, ready to be Dagster metadata.
+    """
+
+    passed: bool
+    metadata: dict[str, Any]
+
+
+def _outcome(problems: list[str], measured: Mapping[str, Any]) -> CheckOutcome:
+    return CheckOutcome(not problems, {**measured, "problems": list(problems)})
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def check_png(
+    png: bytes,
+    aspect_ratio: str,
+    *,
+    declared_size: tuple[int, int] | None = None,
+    min_short_side: int | None = None,
+) -> CheckOutcome:
+    """The bytes decode as a PNG, at the declared size, at exactly the variant's aspect ratio
+    (width * ratio_h == height * ratio_w), with a short side of at least `min_short_side`."""
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            image.load()
+            fmt, (width, height), mode = image.format, image.size, image.mode
+    except Exception as exc:  # PIL raises many types for bad data
+        return _outcome([f"does not decode as an image: {type(exc).__name__}: {exc}"], {"bytes": len(png)})
+    problems = []
+    if fmt != "PNG":
+        problems.append(f"is {fmt}, not PNG")
+    if declared_size is not None and (width, height) != tuple(declared_size):
+        problems.append(f"is {width}x{height} but the manifest says {declared_size[0]}x{declared_size[1]}")
+    ratio = _ASPECT_RATIOS.get(aspect_ratio)
+    if ratio is None:
+        problems.append(f"unknown aspect ratio {aspect_ratio!r}")
+    elif width * ratio[1] != height * ratio[0]:
+        problems.append(f"{width}x{height} is not exactly {aspect_ratio} ({width / height:.4f} vs {ratio[0] / ratio[1]:.4f})")
+    if min_short_side is not None and min(width, height) < min_short_side:
+        problems.append(f"short side {min(width, height)} px < {min_short_side} px")
+    measured = {
+        "format": str(fmt),
+        "size": f"{width}x{height}",
+        "width": width,
+        "height": height,
+        "mode": mode,
+        "aspect_ratio_expected": aspect_ratio,
+        "aspect_ratio_measured": dg.MetadataValue.float(round(width / height, 5)),
+    }
+    return _outcome(problems, measured)
+
+
+# --- audio -------------------------------------------------------------------------------
+
+
+def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """(mono float64 samples in [-1, 1], sample rate) from a PCM WAV (8/16/24/32-bit);
+    channels are averaged. Anything else (float WAV, another container) is decoded with PyAV."""
+    try:
+        with wave.open(io.BytesIO(data)) as handle:
+            channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
+            raw = handle.readframes(handle.getnframes())
+    except (wave.Error, EOFError, RuntimeError):  # the stdlib reader raises all three on bad input
+        return _decode_with_av(data)
+    if width == 1:
+        samples = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
+    elif width == 2:
+        samples = np.frombuffer(raw, "<i2").astype(np.float64) / 32768.0
+    elif width == 3:
+        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
+        samples = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float64) / float(1 << 23)
+    elif width == 4:
+        samples = np.frombuffer(raw, "<i4").astype(np.float64) / float(1 << 31)
+    else:
+        raise ValueError(f"unsupported WAV sample width {width} bytes")
+    return samples.reshape(-1, channels).mean(axis=1), rate
+
+
+def _decode_with_av(data: bytes) -> tuple[np.ndarray, int]:
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate
+            resampler = av.AudioResampler(format="dbl", layout="mono", rate=rate)
+            chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except (av.FFmpegError, IndexError) as exc:
+        raise ValueError(f"not readable audio: {exc}") from exc
+    if not chunks:
+        raise ValueError("audio has no samples")
+    return np.concatenate(chunks), rate
+
+
+def check_loudness(
+    wav: bytes,
+    *,
+    target_lufs: float = TARGET_LUFS,
+    tolerance_lu: float = LOUDNESS_TOLERANCE_LU,
+    max_true_peak_dbtp: float = MAX_TRUE_PEAK_DBTP,
+) -> CheckOutcome:
+    """Integrated loudness (ITU-R BS.1770-4) within `tolerance_lu` of `target_lufs` and true peak
+    (4x oversampled) at most `max_true_peak_dbtp`, measured from the WAV bytes."""
+    try:
+        samples, rate = decode_wav(wav)
+    except ValueError as exc:
+        return _outcome([f"does not decode as audio: {exc}"], {"bytes": len(wav)})
+    if len(samples) == 0:
+        return _outcome(["has no samples"], {"sample_rate": rate})
+    lufs, peak = measure(samples, rate)
+    clipped = int(np.count_nonzero(np.abs(samples) >= 0.999))
+    problems = []
+    if not (math.isfinite(lufs) and abs(lufs - target_lufs) <= tolerance_lu):
+        problems.append(f"integrated loudness {lufs:.2f} LUFS is not within {tolerance_lu:g} LU of {target_lufs:g} LUFS")
+    if not peak <= max_true_peak_dbtp:
+        problems.append(f"true peak {peak:.2f} dBTP is above {max_true_peak_dbtp:g} dBTP")
+    measured = {
+        "loudness_lufs": dg.MetadataValue.float(round(lufs, 3) if math.isfinite(lufs) else -999.0),
+        "true_peak_dbtp": dg.MetadataValue.float(round(peak, 3) if math.isfinite(peak) else -999.0),
+        "duration_s": dg.MetadataValue.float(round(len(samples) / rate, 3)),
+        "sample_rate": rate,
+        "samples_at_full_scale": clipped,
+    }
+    return _outcome(problems, measured)
+
+
+# --- video -------------------------------------------------------------------------------
+
+
+def _stream_duration_s(container: Any, stream: Any) -> float:
+    """The stream's duration as the MP4 declares it; from its packets when it declares none."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    first, end = None, 0
+    container.seek(0)
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        first = packet.pts if first is None else min(first, packet.pts)
+        end = max(end, packet.pts + (packet.duration or 0))
+    return float((end - (first or 0)) * stream.time_base) if first is not None else 0.0
+
+
+def check_av_sync(mp4: bytes, *, fps: float | None = None, max_drift_frames: float = MAX_DRIFT_FRAMES) -> CheckOutcome:
+    """Video and audio stream durations (read with PyAV) differ by at most `max_drift_frames`
+    frames (frame rate from the video stream, or `fps`), and `moov` comes before `mdat`
+    (faststart: playback starts before the whole file arrives)."""
+    problems = []
+    try:
+        boxes = [kind for kind, _, _ in mp4_top_level_boxes(mp4)]
+    except ValueError as exc:
+        boxes = []
+        problems.append(str(exc))
+    if "moov" not in boxes or "mdat" not in boxes:
+        problems.append(f"top-level boxes {boxes} lack moov or mdat")
+    elif boxes.index("moov") > boxes.index("mdat"):
+        problems.append("moov comes after mdat (not faststart)")
+    try:
+        with av.open(io.BytesIO(mp4)) as container:
+            if not container.streams.video or not container.streams.audio:
+                return _outcome(
+                    problems + [f"needs a video and an audio stream; has {len(container.streams.video)} video, {len(container.streams.audio)} audio"],
+                    {"boxes": " ".join(boxes)},
+                )
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            rate = video.average_rate or video.guessed_rate
+            measured_fps = float(rate) if rate else None
+            video_s = _stream_duration_s(container, video)
+            audio_s = _stream_duration_s(container, audio)
+            codecs = f"{video.codec_context.name}/{audio.codec_context.name}"
+    except (av.FFmpegError, ValueError) as exc:
+        return _outcome(problems + [f"does not open as MP4: {exc}"], {"boxes": " ".join(boxes)})
+    frame_rate = measured_fps or fps
+    if not frame_rate:
+        return _outcome(problems + ["no frame rate in the video stream"], {"boxes": " ".join(boxes)})
+    frame_s = 1.0 / frame_rate
+    drift = abs(video_s - audio_s)
+    if drift > max_drift_frames * frame_s + _TIME_SLACK_S:
+        problems.append(
+            f"audio ({audio_s:.3f} s) and video ({video_s:.3f} s) differ by {drift * 1000:.1f} ms, "
+            f"more than {max_drift_frames:g} frame ({frame_s * 1000:.1f} ms at {frame_rate:g} fps)"
+        )
+    measured = {
+        "video_duration_s": dg.MetadataValue.float(round(video_s, 4)),
+        "audio_duration_s": dg.MetadataValue.float(round(audio_s, 4)),
+        "drift_ms": dg.MetadataValue.float(round(drift * 1000, 2)),
+        "frame_ms": dg.MetadataValue.float(round(frame_s * 1000, 2)),
+        "fps": dg.MetadataValue.float(round(frame_rate, 3)),
+        "codecs": codecs,
+        "boxes": " ".join(boxes),
+    }
+    return _outcome(problems, measured)
+
+
+# --- captions ----------------------------------------------------------------------------
+
+
+def _cue_anchors(cues: Sequence[CaptionCue], words: Sequence[WordTiming]) -> tuple[list[float], str | None]:
+    """When each cue's first word starts: the cues' text is matched to the spoken words in order
+    (whitespace aside), so a cue is compared with the word it begins with, not just any word.
+
+    A cue that begins inside a word (a word longer than a line is split across lines and cues)
+    is anchored at the proportional time `build_cues` gives the piece. Returns (anchors, None),
+    or ([], why) when the caption text is not the spoken words.
+    """
+    spoken, owner = [], []  # characters of the words; per character (word index, offset in word, word length)
+    for index, word in enumerate(words):
+        text = "".join(word.word.split())
+        spoken.append(text)
+        owner.extend((index, offset, len(text)) for offset in range(len(text)))
+    spoken_text = "".join(spoken)
+    anchors, position = [], 0
+    for number, cue in enumerate(cues, 1):
+        text = "".join("".join(cue.lines).split())
+        if not text or spoken_text[position : position + len(text)] != text:
+            return [], f"cue {number}: its text {' '.join(cue.lines)[:60]!r} is not the next spoken words"
+        index, offset, length = owner[position]
+        word = words[index]
+        anchors.append(word.start_s + (word.end_s - word.start_s) * offset / length)
+        position += len(text)
+    if position != len(spoken_text):
+        return [], f"the captions end before the speech: {spoken_text[position:][:40]!r} is not captioned"
+    return anchors, None
+
+
+def check_captions(
+    cues: Sequence[CaptionCue] | str,
+    words: Sequence[WordTiming],
+    *,
+    max_chars_per_line: int = MAX_CHARS_PER_LINE,
+    max_lines: int = MAX_LINES,
+    min_cue_s: float = MIN_CUE_S,
+    start_tolerance_s: float = CUE_WORD_START_TOLERANCE_S,
+) -> CheckOutcome:
+    """Caption layout and timing rules; `cues` as parsed cues or WebVTT/SRT text.
+
+    Each line <= `max_chars_per_line` characters; each cue <= `max_lines` lines; every cue
+    but the last >= `min_cue_s` long; the caption text is the spoken words, in order; every
+    cue starts within `start_tolerance_s` of the start of its first word (the voiceover's
+    word timings). When the text does not match the words, cue starts are compared with the
+    nearest word start instead (and the mismatch is itself a failure)."""
+    if isinstance(cues, str):
+        try:
+            cues = parse_webvtt(cues)
+        except ValueError as exc:
+            return _outcome([f"does not parse: {exc}"], {})
+    cues = list(cues)
+    if not cues:
+        return _outcome(["has no cues"], {"cues": 0})
+    problems: list[str] = []
+    anchors, mismatch = _cue_anchors(cues, words)
+    if mismatch:
+        problems.append(mismatch)
+    starts = np.array(sorted(w.start_s for w in words), dtype=np.float64)
+    if not len(starts):
+        problems.append("no word timings to align cues with")
+    longest_line, most_lines, shortest, worst_offset = 0, 0, math.inf, 0.0
+    for number, cue in enumerate(cues, 1):
+        where = f"cue {number} ({cue.start_s:.3f}s)"
+        for line in cue.lines:
+            longest_line = max(longest_line, len(line))
+            if len(line) > max_chars_per_line:
+                problems.append(f"{where}: line of {len(line)} chars > {max_chars_per_line}: {line!r}")
+        most_lines = max(most_lines, len(cue.lines))
+        if len(cue.lines) > max_lines:
+            problems.append(f"{where}: {len(cue.lines)} lines > {max_lines}")
+        duration = cue.end_s - cue.start_s
+        if number < len(cues):
+            shortest = min(shortest, duration)
+            if duration + _TIME_SLACK_S < min_cue_s:
+                problems.append(f"{where}: lasts {duration:.3f}s < {min_cue_s:g}s")
+        if anchors:
+            offset = abs(cue.start_s - anchors[number - 1])
+        elif len(starts):
+            offset = float(np.min(np.abs(starts - cue.start_s)))
+        else:
+            continue
+        worst_offset = max(worst_offset, offset)
+        if offset > start_tolerance_s + _TIME_SLACK_S:
+            problems.append(f"{where}: starts {offset * 1000:.0f} ms from the start of its first word (> {start_tolerance_s * 1000:.0f} ms)")
+    measured = {
+        "cues": len(cues),
+        "longest_line_chars": longest_line,
+        "most_lines_in_a_cue": most_lines,
+        "shortest_cue_s": dg.MetadataValue.float(round(shortest, 3) if math.isfinite(shortest) else -1.0),
+        "worst_start_offset_ms": dg.MetadataValue.float(round(worst_offset * 1000, 1)),
+        "text_matches_words": mismatch is None,
+    }
+    if len(problems) > 10:
+        problems = problems[:10] + [f"... and {len(problems) - 10} more"]
+    return _outcome(problems, measured)
+
+
+def caption_text(cues: Sequence[CaptionCue]) -> str:
+    return "\n".join(line for cue in cues for line in cue.lines)
+
+
+# --- text --------------------------------------------------------------------------------
+
+
+def check_banned_terms(texts: Mapping[str, str], banned_terms: Sequence[str]) -> CheckOutcome:
+    """No banned term in any of `texts` ({field: text}), matched as a whole word (or phrase),
+    case-insensitively ("cheap" matches "Cheap," but not "cheapest")."""
+    found = banned_terms_in(texts, tuple(banned_terms))
+    problems = [f"banned term in {hit}" for hit in found]
+    measured = {"banned_terms": ", ".join(banned_terms) or "none", "fields_checked": ", ".join(texts), "hits": len(found)}
+    return _outcome(problems, measured)
+
+
+def brief_text(product: str, audience: str, tone: str) -> str:
+    """What a script is compared with: the brief's product, audience and tone."""
+    return f"{product} for {audience}. Tone: {tone}."
+
+
+def semantic_similarity(script: str, reference: str) -> float:
+    from model_adapters.text_embedding import cosine, get_embedder  # loads torch: only when a check runs
+
+    vectors = get_embedder().embed([script, reference])
+    return float(cosine(vectors[0], vectors[1]))
+
+
+def check_semantic_alignment(
+    script: str, product: str, audience: str, tone: str, *, threshold: float = SEMANTIC_ALIGNMENT_THRESHOLD
+) -> CheckOutcome:
+    """MiniLM cosine between the script and `brief_text(product, audience, tone)` is at least
+    `threshold` (see `SEMANTIC_ALIGNMENT_THRESHOLD` for how it was chosen)."""
+    reference = brief_text(product, audience, tone)
+    score = semantic_similarity(script, reference)
+    problems = []
+    if score < threshold:
+        problems.append(f"script is off brief: cosine {score:.3f} < {threshold:.2f} against {reference!r}")
+    measured = {
+        "cosine": dg.MetadataValue.float(round(score, 4)),
+        "threshold": dg.MetadataValue.float(threshold),
+        "brief_text": reference,
+    }
+    return _outcome(problems, measured)
+
+
+# --- budget ------------------------------------------------------------------------------
+
+
+def check_budget(spent_usd: float, budget_usd: float, *, campaign_id: str = "", calls: int | None = None) -> CheckOutcome:
+    """The campaign's recorded spend is within its budget."""
+    problems = []
+    if spent_usd > budget_usd + 1e-9:
+        problems.append(f"campaign {campaign_id!r} spent ${spent_usd:.4f}, over its budget of ${budget_usd:.2f}")
+    measured = {
+        "campaign": campaign_id,
+        "spent_usd": dg.MetadataValue.float(round(spent_usd, 6)),
+        "budget_usd": dg.MetadataValue.float(float(budget_usd)),
+        "budget_used_pct": dg.MetadataValue.float(round(100.0 * spent_usd / budget_usd, 2) if budget_usd else 0.0),
+    }
+    if calls is not None:
+        measured["paid_calls"] = calls
+    return _outcome(problems, measured)
+
+
+# --- Dagster wrappers --------------------------------------------------------------------
+
+
+def _target_materialization(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, partition_key: str) -> Any:
+    """The materialization this evaluation judged, so the UI can tell whether the result is current."""
+    # Not exported at the top level in 1.13; it is the type AssetCheckResult itself fills in.
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition_key]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
+
+
+def evaluate_partitions(
+    context: dg.AssetCheckExecutionContext, evaluate: Callable[[str], CheckOutcome]
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Run `evaluate(partition_key)` for every partition key of the step; yield one evaluation each.
+
+    An exception for one key (a missing artifact, say) is that key's failure, not the step's:
+    the other keys are still checked. Then the check's output, so downstream steps may start.
+    """
+    (spec,) = context.check_specs
+    for partition_key in context.partition_keys:
+        try:
+            passed, metadata = evaluate(partition_key)
+        except Exception as exc:  # the check could not measure: a failed check, named
+            passed, metadata = False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]}
+        problems = list(metadata.get("problems", []))
+        subject = f"{spec.asset_key.to_user_string()} [{partition_key}]"
+        description = f"{subject}: {spec.name} passed" if passed else f"{subject}: {spec.name} failed: " + "; ".join(problems)
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=passed,
+            metadata={
+                **{k: v for k, v in metadata.items() if k != "problems"},
+                "partition": partition_key,
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+            },
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=description,
+            blocking=spec.blocking,
+            partition=partition_key,
+            target_materialization_data=_target_materialization(context, spec.asset_key, partition_key),
+        )
+    yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
+
+
+_BRIEF_IN = {"brief": dg.AssetIn("brief")}
+
+
+def _check_kwargs(description: str, blocking: bool) -> dict[str, Any]:
+    return {"partitions_def": variant_partitions, "blocking": blocking, "description": description}
+
+
+def build_asset_checks() -> list[dg.AssetChecksDefinition]:
+    """Every check on the variant assets, partitioned like them (see the module docstring)."""
+
+    def image_check(asset: str, min_short_side: int | None) -> dg.AssetChecksDefinition:
+        rule = f"; short side >= {min_short_side} px" if min_short_side else ""
+
+        @dg.asset_check(
+            asset=asset,
+            name="png_valid",
+            additional_ins=_BRIEF_IN,
+            **_check_kwargs(f"The PNG decodes, at its declared size and exactly the variant's aspect ratio{rule}.", True),
+        )
+        def png_valid(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, images, brief):
+            def evaluate(key: str) -> CheckOutcome:
+                image: ImageArtifact = images[key]
+                return check_png(
+                    artifacts.get(image.artifact),
+                    brief[key].aspect_ratio,
+                    declared_size=(image.width, image.height),
+                    min_short_side=min_short_side,
+                )
+
+            yield from evaluate_partitions(context, evaluate)
+
+        # `images` is the one parameter not in additional_ins: Dagster binds it to `asset`.
+        return png_valid
+
+    @dg.asset_check(
+        asset="voiceover",
+        name="loudness_within_spec",
+        **_check_kwargs(
+            f"Measured from the WAV: integrated loudness {TARGET_LUFS:g} LUFS +/- {LOUDNESS_TOLERANCE_LU:g} LU, "
+            f"true peak <= {MAX_TRUE_PEAK_DBTP:g} dBTP.",
+            True,
+        ),
+    )
+    def voiceover_loudness(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, voiceover):
+        def evaluate(key: str) -> CheckOutcome:
+            audio: AudioArtifact = voiceover[key]
+            passed, metadata = check_loudness(artifacts.get(audio.artifact))
+            metadata["manifest_loudness_lufs"] = dg.MetadataValue.float(round(audio.loudness_lufs, 3))
+            metadata["manifest_true_peak_dbtp"] = dg.MetadataValue.float(round(audio.true_peak_dbtp, 3))
+            return CheckOutcome(passed, metadata)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="synced_video",
+        name="av_in_sync",
+        **_check_kwargs("Measured with PyAV: audio and video stream durations within one frame; moov before mdat.", True),
+    )
+    def video_sync(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, synced_video):
+        def evaluate(key: str) -> CheckOutcome:
+            video: VideoArtifact = synced_video[key]
+            return check_av_sync(artifacts.get(video.artifact), fps=video.fps)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="captions",
+        name="caption_rules",
+        additional_ins={"voiceover": dg.AssetIn("voiceover")},
+        **_check_kwargs(
+            f"From the stored WebVTT and SRT: <= {MAX_CHARS_PER_LINE} chars a line, <= {MAX_LINES} lines a cue, "
+            f"cues >= {MIN_CUE_S:g} s except the last, each starting within "
+            f"{CUE_WORD_START_TOLERANCE_S * 1000:.0f} ms of a word start.",
+            True,
+        ),
+    )
+    def caption_rules(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, captions, voiceover):
+        def evaluate(key: str) -> CheckOutcome:
+            track: CaptionTrack = captions[key]
+            words = voiceover[key].words
+            results = {name: check_captions(artifacts.get(ref).decode("utf-8"), words) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
+            problems = [f"{name}: {p}" for name, (_, md) in results.items() for p in md["problems"]]
+            metadata = {k: v for k, v in results["vtt"].metadata.items() if k != "problems"}
+            return _outcome(problems, metadata)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="captions",
+        name="no_banned_terms",
+        additional_ins=_BRIEF_IN,
+        **_check_kwargs("No banned term of the brief (whole word, any case) in the stored caption text (WebVTT and SRT).", True),
+    )
+    def caption_banned_terms(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, captions, brief):
+        def evaluate(key: str) -> CheckOutcome:
+            track: CaptionTrack = captions[key]
+            texts = {name: caption_text(parse_webvtt(artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
+            return check_banned_terms(texts, brief[key].banned_terms)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="concept",
+        name="no_banned_terms",
+        additional_ins=_BRIEF_IN,
+        **_check_kwargs("No banned term of the brief (whole word, any case) in the headline, script or image prompt.", True),
+    )
+    def concept_banned_terms(context: dg.AssetCheckExecutionContext, concept, brief):
+        def evaluate(key: str) -> CheckOutcome:
+            doc: ConceptDoc = concept[key]
+            texts = {"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}
+            return check_banned_terms(texts, brief[key].banned_terms)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="concept",
+        name="on_brief",
+        additional_ins=_BRIEF_IN,
+        **_check_kwargs(
+            f"MiniLM cosine between the script and the brief's product, audience and tone >= {SEMANTIC_ALIGNMENT_THRESHOLD:.2f}.",
+            True,
+        ),
+    )
+    def concept_on_brief(context: dg.AssetCheckExecutionContext, concept, brief):
+        def evaluate(key: str) -> CheckOutcome:
+            spec: VariantBriefDoc = brief[key]
+            return check_semantic_alignment(concept[key].script, spec.product, spec.audience, spec.tone)
+
+        yield from evaluate_partitions(context, evaluate)
+
+    @dg.asset_check(
+        asset="synced_video",
+        name="campaign_within_budget",
+        additional_ins=_BRIEF_IN,
+        **_check_kwargs("The budget ledger's spend for the variant's campaign is within the brief's budget_usd.", False),
+    )
+    def campaign_budget(context: dg.AssetCheckExecutionContext, router: ModelRouter, brief):
+        ledger = router.ledger()
+
+        def evaluate(key: str) -> CheckOutcome:
+            spec: VariantBriefDoc = brief[key]
+            totals = ledger.totals(spec.campaign_id)
+            return check_budget(totals["spent_usd"], spec.budget_usd, campaign_id=spec.campaign_id, calls=totals["calls"])
+
+        yield from evaluate_partitions(context, evaluate)
+
+    return [
+        image_check("draft_image", None),
+        image_check("refined_image", REFINED_MIN_SHORT_SIDE),
+        voiceover_loudness,
+        caption_rules,
+        caption_banned_terms,
+        concept_banned_terms,
+        concept_on_brief,
+        video_sync,
+        campaign_budget,
+    ]

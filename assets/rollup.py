@@ -1,0 +1,325 @@
+"""`campaign_rollup`: per campaign, a contact sheet of every variant and a cost/latency summary.
+
+Shape: one NON-partitioned asset over all variant partitions, grouping them by
+campaign id. Why not partitioned by campaign: Dagster has no built-in mapping
+from `<campaign>.<variant>` dynamic partitions onto a second, per-campaign
+dynamic partition set (custom `PartitionMapping`s are not supported), and one
+roll-up that refreshes every finished campaign costs little (a few thumbnails
+and a JSON file each; equal bytes are not rewritten, the store is
+content-addressed).
+
+Dependencies: every variant asset, with `AllPartitionMapping` (lineage in the
+UI; automation watches them). The manifests are NOT loaded as inputs: an
+input over all partitions makes the IO manager fail when any registered
+variant of any campaign has not been materialized yet, so one new brief
+would stop every other campaign's roll-up. Instead the asset reads the
+manifests through the `manifest_io_manager` resource (filesystem or S3, the
+same JSON the inputs would give) and rolls up each campaign whose variants
+all have every stage stored; the others are listed as pending, with what is
+missing.
+
+Output, per complete campaign, written to the artifact store:
+- a contact sheet PNG: every variant's refined image as a thumbnail in a
+  grid, labelled with the variant id, aspect ratio and locale;
+- a JSON summary, `CampaignRollupDoc`: per variant the artifact URIs and, per
+  stage, provider, model, cost, latency and cache hit (from provenance);
+  totals per stage and per campaign; the budget and the ledger's spend.
+The asset returns a `MaterializeResult` with no value (the manifest IO manager
+handles partitioned dicts only; the roll-up's files are in the store and their
+URIs in the metadata), with an inline contact sheet thumbnail and a markdown
+cost/latency table per campaign.
+
+Automation (`ROLLUP_AUTOMATION`): `eager()` without its "no dependency
+missing" clause. With an all-partitions dependency, `eager()` would wait until
+every registered variant of every campaign exists. Instead: requested once
+any variant asset was updated since the roll-up last ran, when none of them
+is in progress (a campaign's single-run backfill is finished) and the roll-up
+itself is not running. A campaign appears once all its variants are done;
+until then it is listed as pending. It needs an automation sensor running
+(the `default_automation_condition_sensor` Dagster adds, turned on in the UI,
+or one declared with `default_status=RUNNING`).
+"""
+
+
+import io
+import json
+from collections import defaultdict
+from typing import Literal
+
+import dagster as dg
+from PIL import Image, ImageDraw, ImageFont
+from pydantic import BaseModel, ConfigDict
+
+from assets.common import MANIFEST_IO_MANAGER_KEY
+from assets.metadata import image_thumbnail_markdown
+from assets.partitions import variant_partitions
+from model_adapters.fonts import load_font
+from resources.brief_schema import split_partition_key
+from resources.manifests import ArtifactRef, Provenance
+
+ROLLUP_CODE_VERSION = "1"
+
+# Stages whose manifests a variant needs to count as done, in pipeline order.
+VARIANT_STAGES = ("brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+# Stages that call a model, so their manifests carry provenance (cost, latency).
+PAID_STAGES = ("concept", "draft_image", "refined_image", "voiceover", "synced_video")
+
+ROLLUP_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label(
+    "eager, over whichever campaigns are complete"
+)
+
+# Contact sheet layout.
+CELL = 360  # each thumbnail fits a CELL x CELL box
+PAD = 24
+LABEL_H = 44
+HEADER_H = 56
+MAX_COLUMNS = 4
+BACKGROUND = (24, 26, 32)
+TEXT = (236, 236, 236)
+SUBTEXT = (160, 164, 176)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageFigures(_Doc):
+    provider: str
+    model: str
+    cost_usd: float
+    latency_s: float
+    cache_hit: bool
+    attempts: int
+
+
+class VariantRollup(_Doc):
+    partition_key: str
+    variant_id: str
+    locale: str
+    aspect_ratio: str
+    tier: str
+    artifacts: dict[str, str]  # name -> URI
+    stages: dict[str, StageFigures]
+    cost_usd: float
+    latency_s: float
+
+
+class CampaignRollupDoc(_Doc):
+    """The campaign summary written to the artifact store as JSON."""
+
+    manifest_type: Literal["campaign_rollup"] = "campaign_rollup"
+    campaign_id: str
+    product: str
+    budget_usd: float
+    ledger_spent_usd: float | None
+    variants: tuple[VariantRollup, ...]
+    contact_sheet: ArtifactRef
+    cost_by_stage_usd: dict[str, float]
+    latency_by_stage_s: dict[str, float]
+    total_cost_usd: float
+    total_latency_s: float
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return load_font(size, "Regular")
+
+
+def contact_sheet_png(title: str, tiles: list[tuple[str, str, bytes]]) -> bytes:
+    """A grid of thumbnails, each labelled: `tiles` = [(label, sublabel, png bytes)], in order."""
+    if not tiles:
+        raise ValueError("a contact sheet needs at least one image")
+    columns = min(MAX_COLUMNS, len(tiles))
+    rows = -(-len(tiles) // columns)
+    width = PAD + columns * (CELL + PAD)
+    height = HEADER_H + rows * (CELL + LABEL_H + PAD) + PAD
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((PAD, PAD // 2 + 4), title, fill=TEXT, font=_font(26))
+    label_font, sub_font = _font(20), _font(15)
+    for index, (label, sublabel, png) in enumerate(tiles):
+        row, column = divmod(index, columns)
+        x0 = PAD + column * (CELL + PAD)
+        y0 = HEADER_H + row * (CELL + LABEL_H + PAD)
+        with Image.open(io.BytesIO(png)) as image:
+            thumb = image.convert("RGB")
+            thumb.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
+        sheet.paste(thumb, (x0 + (CELL - thumb.width) // 2, y0 + (CELL - thumb.height) // 2))
+        draw.text((x0, y0 + CELL + 4), label, fill=TEXT, font=label_font)
+        draw.text((x0, y0 + CELL + 26), sublabel, fill=SUBTEXT, font=sub_font)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def stage_figures(provenance: Provenance) -> StageFigures:
+    return StageFigures(
+        provider=provenance.adapter_id,
+        model=f"{provenance.model}@{provenance.model_version}",
+        cost_usd=provenance.cost_usd,
+        latency_s=provenance.latency_s,
+        cache_hit=provenance.cache_hit,
+        attempts=provenance.attempts,
+    )
+
+
+def variant_rollup(partition_key: str, manifests: dict[str, object]) -> VariantRollup:
+    """One variant's URIs and per-stage figures from its stage manifests ({stage: manifest})."""
+    brief = manifests["brief"]
+    captions = manifests["captions"]
+    artifacts = {
+        "draft_image": manifests["draft_image"].artifact.uri,
+        "refined_image": manifests["refined_image"].artifact.uri,
+        "voiceover": manifests["voiceover"].artifact.uri,
+        "captions_vtt": captions.vtt.uri,
+        "captions_srt": captions.srt.uri,
+        "synced_video": manifests["synced_video"].artifact.uri,
+    }
+    stages = {stage: stage_figures(manifests[stage].provenance) for stage in PAID_STAGES}
+    return VariantRollup(
+        partition_key=partition_key,
+        variant_id=brief.variant_id,
+        locale=brief.locale,
+        aspect_ratio=brief.aspect_ratio,
+        tier=brief.tier,
+        artifacts=artifacts,
+        stages=stages,
+        cost_usd=round(sum(s.cost_usd for s in stages.values()), 6),
+        latency_s=round(sum(s.latency_s for s in stages.values()), 4),
+    )
+
+
+def campaign_doc(
+    campaign_id: str, product: str, budget_usd: float, variants: list[VariantRollup], contact_sheet: ArtifactRef, ledger_spent_usd: float | None
+) -> CampaignRollupDoc:
+    cost_by_stage = {stage: round(sum(v.stages[stage].cost_usd for v in variants), 6) for stage in PAID_STAGES}
+    latency_by_stage = {stage: round(sum(v.stages[stage].latency_s for v in variants), 4) for stage in PAID_STAGES}
+    return CampaignRollupDoc(
+        campaign_id=campaign_id,
+        product=product,
+        budget_usd=budget_usd,
+        ledger_spent_usd=ledger_spent_usd,
+        variants=tuple(variants),
+        contact_sheet=contact_sheet,
+        cost_by_stage_usd=cost_by_stage,
+        latency_by_stage_s=latency_by_stage,
+        total_cost_usd=round(sum(cost_by_stage.values()), 6),
+        total_latency_s=round(sum(latency_by_stage.values()), 4),
+    )
+
+
+def cost_table_markdown(doc: CampaignRollupDoc) -> str:
+    """Variants down, stages across: `$cost / latency s` per cell (cached calls marked), totals last."""
+    header = "| variant | " + " | ".join(PAID_STAGES) + " | total |"
+    rule = "|" + " --- |" * (len(PAID_STAGES) + 2)
+
+    def cell(figures: StageFigures) -> str:
+        return f"${figures.cost_usd:.4f} / {figures.latency_s:.2f}s" + (" (cached)" if figures.cache_hit else "")
+
+    rows = [
+        f"| {v.variant_id} | " + " | ".join(cell(v.stages[s]) for s in PAID_STAGES) + f" | ${v.cost_usd:.4f} / {v.latency_s:.2f}s |"
+        for v in doc.variants
+    ]
+    totals = (
+        "| **total** | "
+        + " | ".join(f"${doc.cost_by_stage_usd[s]:.4f} / {doc.latency_by_stage_s[s]:.2f}s" for s in PAID_STAGES)
+        + f" | **${doc.total_cost_usd:.4f} / {doc.total_latency_s:.2f}s** |"
+    )
+    budget = f"\n\nBudget ${doc.budget_usd:.2f}" + (f"; ledger spend ${doc.ledger_spent_usd:.4f}" if doc.ledger_spent_usd is not None else "")
+    return "\n".join([header, rule, *rows, totals]) + budget
+
+
+# --- the asset ----------------------------------------------------------------------------
+
+
+def _load_variant(io_manager, partition_key: str) -> tuple[dict[str, object], list[str]]:
+    """({stage: manifest}, [missing stages]) for one variant."""
+    manifests, missing = {}, []
+    for stage in VARIANT_STAGES:
+        try:
+            manifests[stage] = io_manager.load_manifest(dg.AssetKey(stage), partition_key)
+        except FileNotFoundError:
+            missing.append(stage)
+    return manifests, missing
+
+
+def _uri_metadata(ref: ArtifactRef) -> dg.MetadataValue:
+    return dg.MetadataValue.path(ref.uri.removeprefix("file://")) if ref.uri.startswith("file://") else dg.MetadataValue.url(ref.uri)
+
+
+def build_campaign_rollup_asset() -> dg.AssetsDefinition:
+    @dg.asset(
+        name="campaign_rollup",
+        deps=[dg.AssetDep(stage, partition_mapping=dg.AllPartitionMapping()) for stage in VARIANT_STAGES],
+        required_resource_keys={MANIFEST_IO_MANAGER_KEY, "artifacts", "router"},
+        automation_condition=ROLLUP_AUTOMATION,
+        group_name="rollup",
+        kinds={"png", "json"},
+        code_version=ROLLUP_CODE_VERSION,
+        owners=["team:creative-ops"],
+        description="Per campaign whose variants are all done: a contact sheet of the refined images and a JSON cost/latency summary.",
+    )
+    def campaign_rollup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
+        store = context.resources.artifacts
+        ledger = context.resources.router.ledger()
+
+        by_campaign: dict[str, list[str]] = defaultdict(list)
+        for key in context.instance.get_dynamic_partitions(variant_partitions.name):
+            by_campaign[split_partition_key(key)[0]].append(key)
+
+        metadata: dict[str, object] = {}
+        done, pending = [], {}
+        for campaign_id, keys in sorted(by_campaign.items()):
+            loaded = {key: _load_variant(io_manager, key) for key in sorted(keys)}
+            missing = {key: gaps for key, (_, gaps) in loaded.items() if gaps}
+            if missing:
+                pending[campaign_id] = missing
+                continue
+            variants = [variant_rollup(key, manifests) for key, (manifests, _) in loaded.items()]
+            tiles = [
+                (v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", store.get(loaded[v.partition_key][0]["refined_image"].artifact))
+                for v in variants
+            ]
+            first_brief = loaded[variants[0].partition_key][0]["brief"]
+            sheet_png = contact_sheet_png(f"{campaign_id}: {first_brief.product}", tiles)
+            sheet_ref = store.put(sheet_png, extension=".png", media_type="image/png")
+            doc = campaign_doc(
+                campaign_id, first_brief.product, first_brief.budget_usd, variants, sheet_ref, ledger.totals(campaign_id)["spent_usd"]
+            )
+            summary_ref = store.put(
+                json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), extension=".json", media_type="application/json"
+            )
+            done.append(campaign_id)
+            metadata.update(
+                {
+                    f"{campaign_id}/contact_sheet": image_thumbnail_markdown(sheet_png, f"{campaign_id} contact sheet"),
+                    f"{campaign_id}/costs": dg.MetadataValue.md(cost_table_markdown(doc)),
+                    f"{campaign_id}/summary": _uri_metadata(summary_ref),
+                    f"{campaign_id}/contact_sheet_file": _uri_metadata(sheet_ref),
+                    f"{campaign_id}/total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
+                    f"{campaign_id}/total_latency_s": dg.MetadataValue.float(doc.total_latency_s),
+                }
+            )
+            context.log.info(f"rolled up {campaign_id}: {len(variants)} variants, ${doc.total_cost_usd:.4f}, summary {summary_ref.uri}")
+
+        pending_md = "\n".join(
+            f"- **{campaign}**: " + "; ".join(f"{key} lacks {', '.join(gaps)}" for key, gaps in missing.items())
+            for campaign, missing in pending.items()
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "campaigns": dg.MetadataValue.json(done),
+                "pending_campaigns": dg.MetadataValue.md(pending_md or "none"),
+                **metadata,
+            }
+        )
+
+    return campaign_rollup
+
+
+def load_rollup(store, ref: ArtifactRef) -> CampaignRollupDoc:
+    """A stored summary back as its model (tests, reports)."""
+    return CampaignRollupDoc.model_validate_json(store.get(ref))

@@ -1,0 +1,174 @@
+"""The campaign roll-up: contact sheet, cost/latency summary, pending campaigns, automation."""
+
+import io
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image
+
+from assets import build_assets
+from assets.checks import build_asset_checks
+from assets.rollup import (
+    CELL,
+    HEADER_H,
+    LABEL_H,
+    MAX_COLUMNS,
+    PAD,
+    PAID_STAGES,
+    CampaignRollupDoc,
+    build_campaign_rollup_asset,
+    contact_sheet_png,
+)
+from orchestration.definitions import build_resources
+from orchestration.jobs import produce_campaign_job
+from resources.io_manager import JsonManifestIOManager
+from resources.routing_config import load_routing_config
+from resources.settings import routing_config_path
+from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
+from tests.helpers import read_artifact, register, run_campaign
+
+pytestmark = pytest.mark.e2e
+
+ROLLUP = dg.AssetKey("campaign_rollup")
+rollup_only_job = dg.define_asset_job("rollup_only", selection=[ROLLUP])
+
+
+def studio_definitions() -> dg.Definitions:
+    """The project's assets with the checks and the roll-up, on the local routing config."""
+    path = routing_config_path()
+    routing = load_routing_config(path)
+    return dg.Definitions(
+        assets=build_assets(routing) + [build_campaign_rollup_asset()],
+        asset_checks=build_asset_checks(),
+        resources=build_resources(routing, path, "local"),
+        jobs=[produce_campaign_job, rollup_only_job],
+        executor=dg.in_process_executor,
+    )
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """aurora-lamp materialized once, roll-up included (it is in `produce_campaign`'s selection)."""
+    root = tmp_path_factory.mktemp("rollup")
+    home, briefs = root / "studio", root / "briefs"
+    (home / "dagster").mkdir(parents=True)
+    briefs.mkdir()
+    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STUDIO_HOME", str(home))
+        env.setenv("DAGSTER_HOME", str(home / "dagster"))
+        env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
+        definitions = studio_definitions()
+        with dg.instance_for_test() as instance:
+            keys = register(instance)
+            started = time.perf_counter()
+            result = run_campaign(instance, keys, definitions=definitions)
+            seconds = time.perf_counter() - started
+            assert result.success
+            yield SimpleNamespace(
+                home=home, briefs=briefs, instance=instance, keys=keys, result=result, seconds=seconds, definitions=definitions
+            )
+
+
+def latest_rollup_metadata(instance) -> dict:
+    (record,) = instance.fetch_materializations(ROLLUP, limit=1).records
+    return record.asset_materialization.metadata
+
+
+def load_summary(metadata, campaign_id: str) -> CampaignRollupDoc:
+    return CampaignRollupDoc.model_validate_json(Path(metadata[f"{campaign_id}/summary"].value).read_bytes())
+
+
+def test_rollup_materializes_after_the_campaign_with_preview_and_cost_table(campaign):
+    steps = [e.step_key for e in campaign.result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert steps[-1] == "campaign_rollup"  # after every variant asset and check
+    metadata = latest_rollup_metadata(campaign.instance)
+    assert metadata["campaigns"].value == [SAMPLE_CAMPAIGN]
+    assert metadata["pending_campaigns"].value == "none"
+    assert "data:image/jpeg;base64," in metadata[f"{SAMPLE_CAMPAIGN}/contact_sheet"].value
+    table = metadata[f"{SAMPLE_CAMPAIGN}/costs"].value
+    assert table.splitlines()[0] == "| variant | " + " | ".join(PAID_STAGES) + " | total |"
+    for key in campaign.keys:
+        assert f"| {key.split('.', 1)[1]} | $" in table
+    assert "| **total** |" in table and "Budget $25.00" in table
+    print(f"\ncampaign with checks and roll-up: {campaign.seconds:.1f} s")
+
+
+def test_summary_holds_uris_and_provenance_figures_per_variant(campaign):
+    metadata = latest_rollup_metadata(campaign.instance)
+    doc = load_summary(metadata, SAMPLE_CAMPAIGN)
+    load = JsonManifestIOManager().load_manifest
+    assert doc.campaign_id == SAMPLE_CAMPAIGN and doc.product == "Aurora Lamp" and doc.budget_usd == 25
+    assert sorted(v.partition_key for v in doc.variants) == sorted(campaign.keys)
+    for variant in doc.variants:
+        key = variant.partition_key
+        assert variant.artifacts["refined_image"] == load(dg.AssetKey("refined_image"), key).artifact.uri
+        assert variant.artifacts["synced_video"] == load(dg.AssetKey("synced_video"), key).artifact.uri
+        assert variant.artifacts["captions_vtt"] == load(dg.AssetKey("captions"), key).vtt.uri
+        for stage in PAID_STAGES:
+            provenance = load(dg.AssetKey(stage), key).provenance
+            figures = variant.stages[stage]
+            assert (figures.cost_usd, figures.latency_s, figures.cache_hit) == (provenance.cost_usd, provenance.latency_s, provenance.cache_hit)
+            assert figures.model == f"{provenance.model}@{provenance.model_version}"
+        assert variant.latency_s == pytest.approx(sum(s.latency_s for s in variant.stages.values()), abs=1e-3)
+    assert doc.total_latency_s == pytest.approx(sum(v.latency_s for v in doc.variants), abs=1e-3)
+    assert doc.total_cost_usd == pytest.approx(sum(doc.cost_by_stage_usd.values()))
+    assert doc.variants[0].stages["draft_image"].latency_s > 0
+    assert doc.ledger_spent_usd == 0.0  # local models cost nothing
+    assert Path(metadata[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value).as_uri() == doc.contact_sheet.uri
+
+
+def test_contact_sheet_is_a_labelled_grid_of_the_refined_images(campaign):
+    doc = load_summary(latest_rollup_metadata(campaign.instance), SAMPLE_CAMPAIGN)
+    sheet = Image.open(io.BytesIO(read_artifact(doc.contact_sheet)))
+    assert sheet.format == "PNG"
+    count = len(doc.variants)
+    assert sheet.size == (PAD + count * (CELL + PAD), HEADER_H + CELL + LABEL_H + PAD + PAD)
+    pixels = np.asarray(sheet.convert("L")).astype(int)
+    for index in range(count):
+        x0, y0 = PAD + index * (CELL + PAD), HEADER_H
+        assert pixels[y0 : y0 + CELL, x0 : x0 + CELL].std() > 10  # a picture in each cell
+        label = pixels[y0 + CELL : y0 + CELL + LABEL_H, x0 : x0 + CELL]
+        assert (label > 200).sum() > 50  # light label text under it
+
+
+def test_contact_sheet_wraps_after_four_columns():
+    tile = io.BytesIO()
+    Image.new("RGB", (90, 160), (30, 200, 90)).save(tile, format="PNG")
+    png = contact_sheet_png("demo", [(f"v{i}", "9:16", tile.getvalue()) for i in range(6)])
+    sheet = Image.open(io.BytesIO(png))
+    assert sheet.size == (PAD + MAX_COLUMNS * (CELL + PAD), HEADER_H + 2 * (CELL + LABEL_H + PAD) + PAD)
+    with pytest.raises(ValueError):
+        contact_sheet_png("empty", [])
+
+
+def test_rollup_lists_an_unfinished_campaign_as_pending_and_is_reproducible(campaign):
+    before = latest_rollup_metadata(campaign.instance)
+    shutil.copy(SAMPLE_BRIEFS / "trail-runner.yaml", campaign.briefs)
+    register(campaign.instance)  # trail-runner's three variants exist as partitions, nothing materialized
+    result = campaign.definitions.resolve_job_def("rollup_only").execute_in_process(instance=campaign.instance)
+    assert result.success
+    after = latest_rollup_metadata(campaign.instance)
+    assert after["campaigns"].value == [SAMPLE_CAMPAIGN]
+    pending = after["pending_campaigns"].value
+    assert pending.startswith("- **trail-runner**: ")
+    assert "trail-runner.reel-en lacks brief, concept, draft_image, refined_image, voiceover, captions, synced_video" in pending
+    # Same manifests, same bytes: the summary and the sheet land on the same content address.
+    assert after[f"{SAMPLE_CAMPAIGN}/summary"].value == before[f"{SAMPLE_CAMPAIGN}/summary"].value
+    assert after[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value == before[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value
+
+
+def test_automation_requests_the_rollup_once_variants_update(campaign):
+    definitions = campaign.definitions
+    first = dg.evaluate_automation_conditions(defs=definitions, instance=campaign.instance)
+    assert first.get_num_requested(ROLLUP) == 0  # materialized after the last variant run
+    campaign.instance.report_runless_asset_event(dg.AssetMaterialization("synced_video", partition=campaign.keys[0]))
+    second = dg.evaluate_automation_conditions(defs=definitions, instance=campaign.instance, cursor=first.cursor)
+    assert second.get_num_requested(ROLLUP) == 1
+    third = dg.evaluate_automation_conditions(defs=definitions, instance=campaign.instance, cursor=second.cursor)
+    assert third.get_num_requested(ROLLUP) == 0  # requested once, not on every tick
