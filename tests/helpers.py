@@ -8,14 +8,19 @@ things.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import shutil
+import time
 import wave
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 
 import av
 import dagster as dg
 import numpy as np
+import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from PIL import Image
 
@@ -23,8 +28,9 @@ from model_adapters.captions import parse_webvtt
 from orchestration.definitions import build_definitions
 from orchestration.sensors import brief_sensor
 from resources.brief_source import BriefSource
+from resources.io_manager import JsonManifestIOManager
 
-from tests.conftest import SAMPLE_CAMPAIGN
+from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 
 CAMPAIGN = SAMPLE_CAMPAIGN
 EXPECTED_REFINED = {"9:16": (1080, 1920), "1:1": (1080, 1080), "16:9": (1920, 1080)}
@@ -134,3 +140,34 @@ def assert_campaign_media(
             v_dur, a_dur = float(v.duration * v.time_base), float(a.duration * a.time_base)
         assert abs(v_dur - a_dur) <= 1 / fps + 1e-6
         assert abs(v_dur - (audio.duration_s + 0.5)) <= 1 / fps + 1e-6
+
+
+def studio_definitions(extra_jobs=()) -> dg.Definitions:
+    """The project's definitions (checks and roll-up included), plus jobs a test needs."""
+    definitions = build_definitions()
+    if not extra_jobs:
+        return definitions
+    return dg.Definitions.merge(definitions, dg.Definitions(jobs=list(extra_jobs)))
+
+
+@contextlib.contextmanager
+def materialized_sample_campaign(root, extra_jobs=()):
+    """The sample campaign materialized once under its own STUDIO_HOME (for module-scoped fixtures)."""
+    home, briefs = root / "studio", root / "briefs"
+    (home / "dagster").mkdir(parents=True)
+    briefs.mkdir()
+    shutil.copy(SAMPLE_BRIEFS / f"{CAMPAIGN}.yaml", briefs)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STUDIO_HOME", str(home))
+        env.setenv("DAGSTER_HOME", str(home / "dagster"))
+        env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
+        definitions = studio_definitions(extra_jobs)
+        with dg.instance_for_test() as instance:
+            keys = register(instance)
+            started = time.perf_counter()
+            result = run_campaign(instance, keys, definitions=definitions)
+            seconds = time.perf_counter() - started
+            yield SimpleNamespace(
+                home=home, briefs=briefs, instance=instance, keys=keys, result=result, seconds=seconds,
+                definitions=definitions, load=JsonManifestIOManager().load_manifest,
+            )

@@ -16,7 +16,6 @@ import time
 import wave
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import dagster as dg
@@ -26,11 +25,9 @@ from dagster._core.storage.event_log.base import PartitionKeyFilter
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from PIL import Image
 
-from assets import build_assets
 from assets.checks import (
     MAX_CHARS_PER_LINE,
     SEMANTIC_ALIGNMENT_THRESHOLD,
-    build_asset_checks,
     caption_text,
     check_av_sync,
     check_banned_terms,
@@ -40,18 +37,12 @@ from assets.checks import (
     check_png,
     check_semantic_alignment,
 )
-from assets.rollup import build_campaign_rollup_asset
 from model_adapters import registry
 from model_adapters.captions import parse_webvtt, to_webvtt
 from model_adapters.local_video import move_moov_to_front
-from orchestration.definitions import build_resources
-from orchestration.jobs import produce_campaign_job
-from resources.io_manager import JsonManifestIOManager
 from resources.policies.budget import BudgetLedger, CampaignBudget
-from resources.routing_config import load_routing_config
-from resources.settings import routing_config_path
-from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.helpers import read_artifact, register, run_campaign
+from tests.conftest import SAMPLE_CAMPAIGN
+from tests.helpers import materialized_sample_campaign, read_artifact, register, run_campaign, studio_definitions
 
 CHECKS = {
     ("draft_image", "png_valid"),
@@ -68,17 +59,6 @@ BUDGET_CHECK = dg.AssetCheckKey(dg.AssetKey("synced_video"), "campaign_within_bu
 budget_check_job = dg.define_asset_job("budget_check", selection=dg.AssetSelection.checks(BUDGET_CHECK))
 
 
-def studio_definitions() -> dg.Definitions:
-    """The project's assets with the checks and the roll-up, on the local routing config."""
-    path = routing_config_path()
-    routing = load_routing_config(path)
-    return dg.Definitions(
-        assets=build_assets(routing) + [build_campaign_rollup_asset()],
-        asset_checks=build_asset_checks(),
-        resources=build_resources(routing, path, "local"),
-        jobs=[produce_campaign_job, budget_check_job],
-        executor=dg.in_process_executor,
-    )
 
 
 def run_job(definitions, name, instance, keys):
@@ -97,25 +77,8 @@ def evaluations(result) -> list[dg.AssetCheckEvaluation]:
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     """aurora-lamp (4 variants) materialized once, with every check, under its own STUDIO_HOME."""
-    root = tmp_path_factory.mktemp("checks")
-    home, briefs = root / "studio", root / "briefs"
-    (home / "dagster").mkdir(parents=True)
-    briefs.mkdir()
-    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("STUDIO_HOME", str(home))
-        env.setenv("DAGSTER_HOME", str(home / "dagster"))
-        env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
-        definitions = studio_definitions()
-        with dg.instance_for_test() as instance:
-            keys = register(instance)
-            started = time.perf_counter()
-            result = run_campaign(instance, keys, definitions=definitions)
-            seconds = time.perf_counter() - started
-            load = JsonManifestIOManager().load_manifest
-            yield SimpleNamespace(
-                home=home, instance=instance, keys=keys, result=result, seconds=seconds, definitions=definitions, load=load
-            )
+    with materialized_sample_campaign(tmp_path_factory.mktemp("checks"), extra_jobs=[budget_check_job]) as campaign:
+        yield campaign
 
 
 def manifest(campaign, asset: str, key: str | None = None):

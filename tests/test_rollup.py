@@ -2,17 +2,13 @@
 
 import io
 import shutil
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
 
-from assets import build_assets
-from assets.checks import build_asset_checks
 from assets.rollup import (
     CELL,
     HEADER_H,
@@ -21,16 +17,11 @@ from assets.rollup import (
     PAD,
     PAID_STAGES,
     CampaignRollupDoc,
-    build_campaign_rollup_asset,
     contact_sheet_png,
 )
-from orchestration.definitions import build_resources
-from orchestration.jobs import produce_campaign_job
 from resources.io_manager import JsonManifestIOManager
-from resources.routing_config import load_routing_config
-from resources.settings import routing_config_path
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.helpers import read_artifact, register, run_campaign
+from tests.helpers import materialized_sample_campaign, read_artifact, register
 
 pytestmark = pytest.mark.e2e
 
@@ -38,41 +29,14 @@ ROLLUP = dg.AssetKey("campaign_rollup")
 rollup_only_job = dg.define_asset_job("rollup_only", selection=[ROLLUP])
 
 
-def studio_definitions() -> dg.Definitions:
-    """The project's assets with the checks and the roll-up, on the local routing config."""
-    path = routing_config_path()
-    routing = load_routing_config(path)
-    return dg.Definitions(
-        assets=build_assets(routing) + [build_campaign_rollup_asset()],
-        asset_checks=build_asset_checks(),
-        resources=build_resources(routing, path, "local"),
-        jobs=[produce_campaign_job, rollup_only_job],
-        executor=dg.in_process_executor,
-    )
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     """aurora-lamp materialized once, roll-up included (it is in `produce_campaign`'s selection)."""
-    root = tmp_path_factory.mktemp("rollup")
-    home, briefs = root / "studio", root / "briefs"
-    (home / "dagster").mkdir(parents=True)
-    briefs.mkdir()
-    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("STUDIO_HOME", str(home))
-        env.setenv("DAGSTER_HOME", str(home / "dagster"))
-        env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
-        definitions = studio_definitions()
-        with dg.instance_for_test() as instance:
-            keys = register(instance)
-            started = time.perf_counter()
-            result = run_campaign(instance, keys, definitions=definitions)
-            seconds = time.perf_counter() - started
-            assert result.success
-            yield SimpleNamespace(
-                home=home, briefs=briefs, instance=instance, keys=keys, result=result, seconds=seconds, definitions=definitions
-            )
+    with materialized_sample_campaign(tmp_path_factory.mktemp("rollup"), extra_jobs=[rollup_only_job]) as campaign:
+        assert campaign.result.success
+        yield campaign
 
 
 def latest_rollup_metadata(instance) -> dict:
