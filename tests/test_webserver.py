@@ -1,0 +1,103 @@
+"""The Dagster webserver on 127.0.0.1 with this project, driven through its GraphQL API.
+
+`dagster dev` is started from Python in its own process group with default
+signal handlers (a bare `&` would make it ignore SIGINT/SIGTERM) and stopped
+by signalling the group.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
+
+pytestmark = pytest.mark.e2e
+
+FAST_VIDEO = {"ops": {"synced_video": {"config": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def webserver(tmp_path):
+    home, briefs = tmp_path / "studio", tmp_path / "briefs"
+    (home / "dagster").mkdir(parents=True)
+    briefs.mkdir()
+    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
+    shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    port = free_port()
+    env = {**os.environ, "STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
+    dagster = Path(sys.executable).with_name("dagster")
+    log = open(tmp_path / "dagster-dev.log", "w")
+    process = subprocess.Popen(
+        [str(dagster), "dev", "--workspace", "workspace.yaml", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not answer within 120 s")
+        yield port, home
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def test_one_partition_through_the_webserver(webserver):
+    port, home = webserver
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    # The brief sensor registers the partitions; wait for them instead of adding them by hand.
+    key = f"{SAMPLE_CAMPAIGN}.feed-en"
+    query = '{ partitionSetsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "campaign_studio"}, pipelineName: "produce_campaign") { ... on PartitionSets { results { partitionsOrError { ... on Partitions { results { name } } } } } } }'
+    deadline = time.monotonic() + 120
+    names: list[str] = []
+    while time.monotonic() < deadline and key not in names:
+        data = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()
+        sets = data["data"]["partitionSetsOrError"].get("results", [])
+        names = [p["name"] for s in sets for p in s["partitionsOrError"].get("results", [])]
+        time.sleep(2)
+    assert key in names, f"the brief sensor did not register {key}: {names}"
+
+    run_id = client.submit_job_execution(
+        "produce_campaign",
+        repository_location_name="campaign_studio",
+        repository_name="__repository__",
+        run_config=FAST_VIDEO,
+        # Ahead of the runs the brief sensor requests for the same campaign.
+        tags={"dagster/partition": key, "dagster/priority": "10"},
+    )
+    deadline = time.monotonic() + 240
+    status = None
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            break
+        time.sleep(2)
+    assert status == DagsterRunStatus.SUCCESS
+    assert (home / "manifests" / "synced_video" / f"{key}.json").exists()
