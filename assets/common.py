@@ -9,8 +9,17 @@ from assets.partitions import variant_partitions
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
 
 
-def variant_asset_kwargs(*, group: str, kinds: set[str], description: str, code_version: str) -> dict[str, Any]:
+# Concurrency pools for the heavy stages (limits in the instance's dagster.yaml):
+# torch and PyAV steps each use every core, espeak-ng is one library per process.
+TORCH_POOL = "torch"
+ESPEAK_POOL = "espeak"
+
+
+def variant_asset_kwargs(
+    *, group: str, kinds: set[str], description: str, code_version: str, pool: str | None = None
+) -> dict[str, Any]:
     return {
+        "pool": pool,
         "partitions_def": variant_partitions,
         # Many variants in one run; the step handles `context.partition_keys` concurrently.
         "backfill_policy": dg.BackfillPolicy.single_run(),

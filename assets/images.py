@@ -5,7 +5,7 @@ import io
 import dagster as dg
 from PIL import Image
 
-from assets.common import variant_asset_kwargs
+from assets.common import TORCH_POOL, variant_asset_kwargs
 from assets.metadata import artifact_metadata, image_thumbnail_markdown, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
@@ -58,6 +58,7 @@ def build_draft_image_asset(code_version: str) -> dg.AssetsDefinition:
             kinds={"torch", "png"},
             description="The generated visual at the variant's exact aspect ratio, without text.",
             code_version=code_version,
+            pool=TORCH_POOL,
         ),
     )
     def draft_image(
@@ -97,6 +98,7 @@ def build_refined_image_asset(code_version: str) -> dg.AssetsDefinition:
             kinds={"torch", "png"},
             description="Upscaled (short side >= 1080 px), graded toward the brand palette, sharpened, headline set in safe margins.",
             code_version=code_version,
+            pool=TORCH_POOL,
         ),
     )
     def refined_image(

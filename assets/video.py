@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import variant_asset_kwargs
+from assets.common import TORCH_POOL, variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VideoRequest, VideoResult, frame_size
@@ -25,6 +25,7 @@ def build_synced_video_asset(code_version: str) -> dg.AssetsDefinition:
             kinds={"mp4"},
             description="H.264/AAC MP4 (faststart): camera move over the refined still, voiceover, burned-in captions, VTT sidecar.",
             code_version=code_version,
+            pool=TORCH_POOL,
         ),
     )
     def synced_video(

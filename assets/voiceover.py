@@ -5,7 +5,7 @@ import wave
 
 import dagster as dg
 
-from assets.common import variant_asset_kwargs
+from assets.common import ESPEAK_POOL, variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.partition_runner import run_routed_partitions, variant_context
 from model_adapters.types import VoiceRequest, VoiceResult
@@ -34,6 +34,7 @@ def build_voiceover_asset(code_version: str) -> dg.AssetsDefinition:
             kinds={"wav"},
             description="Speech of the script in the variant's locale and voice, with word timings, at -16 LUFS / -1 dBTP.",
             code_version=code_version,
+            pool=ESPEAK_POOL,
         ),
     )
     def voiceover(
