@@ -26,6 +26,7 @@ def build_brief_asset() -> dg.AssetsDefinition:
             kinds={"yaml"},
             description="The variant's slice of its campaign brief (validated YAML from the briefs folder).",
             code_version=BRIEF_CODE_VERSION,
+            automation=None,  # the brief sensor requests it
         ),
     )
     def brief(context: dg.AssetExecutionContext, briefs: BriefSource) -> dict[str, VariantBriefDoc]:

@@ -14,12 +14,30 @@ MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
 TORCH_POOL = "torch"
 ESPEAK_POOL = "espeak"
 
+# Downstream stages follow their inputs (eager: once per upstream change, never
+# while the partition is in progress or an input is missing), and a stage
+# whose code version changed (its model route, see assets/__init__.py) is
+# regenerated, then what follows it. `brief` has no condition: the brief
+# sensor requests it, so a new variant is never requested twice.
+FOLLOW_UPSTREAM = dg.AutomationCondition.eager() | (
+    dg.AutomationCondition.code_version_changed().since_last_handled()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_missing()
+)
+
 
 def variant_asset_kwargs(
-    *, group: str, kinds: set[str], description: str, code_version: str, pool: str | None = None
+    *,
+    group: str,
+    kinds: set[str],
+    description: str,
+    code_version: str,
+    pool: str | None = None,
+    automation: dg.AutomationCondition | None = FOLLOW_UPSTREAM,
 ) -> dict[str, Any]:
     return {
         "pool": pool,
+        "automation_condition": automation,
         "partitions_def": variant_partitions,
         # Many variants in one run; the step handles `context.partition_keys` concurrently.
         "backfill_policy": dg.BackfillPolicy.single_run(),

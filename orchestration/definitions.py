@@ -51,11 +51,14 @@ def build_resources(routing: RoutingConfig, routing_path: Path, environment: str
     return resources
 
 
-# Evaluates the roll-up's automation condition (materialize once a campaign's variants are done).
-rollup_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "rollup_automation",
-    target=dg.AssetSelection.assets("campaign_rollup"),
+# Evaluates every asset's automation condition: downstream stages follow their
+# inputs, a stage whose model route changed is regenerated, the roll-up follows
+# its campaign's variants. (Dagster's default automation sensor starts stopped.)
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "studio_automation",
+    target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
 )
 
 
@@ -73,7 +76,7 @@ def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
         asset_checks=build_asset_checks(),
         resources=build_resources(routing, path, environment),
         jobs=[produce_campaign_job, *STAGE_JOBS],
-        sensors=[brief_sensor, rollup_automation_sensor],
+        sensors=[brief_sensor, automation_sensor],
         schedules=[nightly_repair],
         executor=executor,
     )
