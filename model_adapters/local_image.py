@@ -39,7 +39,6 @@ import hashlib
 import io
 import math
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from model_adapters.concurrency import PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.palette import RGB, parse_palette, relative_luminance, srgb_to_linear
 from model_adapters.types import AdapterInfo, ImageRequest, ImageResult, Price
@@ -660,31 +660,6 @@ def encode_png(pixels: torch.Tensor) -> bytes:
 
 
 # --- the adapter -------------------------------------------------------------------------
-
-
-class PerLoopSemaphores:
-    """One asyncio.Semaphore per running event loop.
-
-    An adapter object may outlive an event loop (tests, scripts calling
-    ``asyncio.run`` repeatedly); an asyncio.Semaphore must not be shared across
-    loops, so each loop gets its own, with the same limit.
-    """
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
-    def get(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            sem = self._by_loop.get(loop)
-            if sem is None:
-                sem = asyncio.Semaphore(self._limit)
-                self._by_loop[loop] = sem
-            return sem
 
 
 class ProceduralImageGenerator:

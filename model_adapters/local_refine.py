@@ -39,9 +39,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from model_adapters.concurrency import PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import load_font
-from model_adapters.local_image import PerLoopSemaphores
 from model_adapters.palette import (
     RGB,
     contrast_ratio,

@@ -64,7 +64,6 @@ import tempfile
 import threading
 import time
 import wave
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
@@ -76,6 +75,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from model_adapters.concurrency import PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import load_font
 from model_adapters.types import AdapterError, AdapterInfo, CaptionCue, Price, VideoRequest, VideoResult
@@ -789,23 +789,6 @@ def probe_mp4(path_or_bytes: str | bytes) -> StreamFacts:
 # --- the adapter ----------------------------------------------------------------------------------
 
 
-class _LoopSemaphores:
-    """One asyncio.Semaphore per running event loop (an adapter may outlive a loop)."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def get(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            sem = self._by_loop.get(loop)
-            if sem is None:
-                sem = self._by_loop[loop] = asyncio.Semaphore(self._limit)
-            return sem
-
-
 _DONE = object()
 
 FRAME_WORKERS = 4  # composes that can prepare frames at once; more wait for a free worker
@@ -903,7 +886,7 @@ class PyAVCompositor:
             capabilities=frozenset({"h264", "aac", "captions", "ken-burns", "faststart"}),
             max_concurrency=max_concurrency,
         )
-        self._semaphores = _LoopSemaphores(max_concurrency)
+        self._semaphores = PerLoopSemaphores(max_concurrency)
 
     async def compose(self, request: VideoRequest, image_png: bytes, audio_wav: bytes) -> VideoResult:
         async with self._semaphores.get():
