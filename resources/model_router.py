@@ -168,7 +168,6 @@ class RouterSession:
         self._sleep = sleep
         self._adapters: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self.calls_made = 0  # provider calls, for tests and reports
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -262,7 +261,6 @@ class RouterSession:
                 token = self._ledger.reserve(budget, estimate_cost(price, task, request))
             started = time.perf_counter()
             attempts.count += 1
-            self.calls_made += 1
             try:
                 async with self._limits[provider_id]:
                     value = await method(request, *blobs)
