@@ -9,10 +9,10 @@ from assets.partitions import variant_partitions
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
 
 
-# Concurrency pools for the heavy stages (limits in the instance's dagster.yaml):
-# torch and PyAV steps each use every core, espeak-ng is one library per process.
+# The concurrency pool of the model step (limit in the instance's dagster.yaml):
+# its torch and PyAV work uses every core, so locally one such step runs at a time.
 TORCH_POOL = "torch"
-ESPEAK_POOL = "espeak"
+STUDIO_OWNERS = ["team:creative-ops"]
 
 # Downstream stages follow their inputs (eager: once per upstream change, never
 # while the partition is in progress or an input is missing), and a stage
@@ -46,5 +46,5 @@ def variant_asset_kwargs(
         "kinds": kinds,
         "description": description,
         "code_version": code_version,
-        "owners": ["team:creative-ops"],
+        "owners": STUDIO_OWNERS,
     }

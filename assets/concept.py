@@ -4,13 +4,10 @@ import re
 
 import dagster as dg
 
-from assets.common import variant_asset_kwargs
 from assets.metadata import provenance_metadata
-from assets.partition_runner import run_routed_partitions, variant_context
+from assets.stages import Stage, StageCall
 from model_adapters.types import ConceptRequest, ConceptResult
-from resources.artifact_store import BaseArtifactStore
-from resources.manifests import ConceptDoc, VariantBriefDoc
-from resources.model_router import ModelRouter
+from resources.manifests import ConceptDoc
 
 
 def banned_terms_in(texts: dict[str, str], banned: tuple[str, ...]) -> list[str]:
@@ -23,64 +20,55 @@ def banned_terms_in(texts: dict[str, str], banned: tuple[str, ...]) -> list[str]
     return found
 
 
-def build_concept_asset(code_version: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="concept",
-        **variant_asset_kwargs(
-            group="concept",
-            kinds={"python"},
-            description="Headline, voiceover script, image prompt and caption lines for the variant.",
-            code_version=code_version,
-        ),
+async def write_concept(call: StageCall):
+    spec = call.spec
+    request = ConceptRequest(
+        campaign_id=spec.campaign_id,
+        variant_id=spec.variant_id,
+        product=spec.product,
+        audience=spec.audience,
+        tone=spec.tone,
+        palette=spec.palette,
+        banned_terms=spec.banned_terms,
+        locale=spec.locale,
+        aspect_ratio=spec.aspect_ratio,
+        duration_s=spec.duration_s,
+        seed=spec.seed,
     )
-    def concept(
-        context: dg.AssetExecutionContext,
-        router: ModelRouter,
-        artifacts: BaseArtifactStore,
-        brief: dict[str, VariantBriefDoc],
-    ) -> dict[str, ConceptDoc]:
-        async def work(session, partition_key: str):
-            spec = brief[partition_key]
-            request = ConceptRequest(
-                campaign_id=spec.campaign_id,
-                variant_id=spec.variant_id,
-                product=spec.product,
-                audience=spec.audience,
-                tone=spec.tone,
-                palette=spec.palette,
-                banned_terms=spec.banned_terms,
-                locale=spec.locale,
-                aspect_ratio=spec.aspect_ratio,
-                duration_s=spec.duration_s,
-                seed=spec.seed,
-            )
-            routed = await session.call("concept", request, seed=spec.seed, variant=variant_context(spec))
-            result: ConceptResult = routed.value
-            # Whatever model wrote it, banned terms never flow on.
-            hits = banned_terms_in(
-                {"headline": result.headline, "script": result.script, "image_prompt": result.image_prompt},
-                spec.banned_terms,
-            )
-            if hits:
-                raise ValueError(f"{routed.provenance.adapter_id} wrote banned terms: {', '.join(hits)}")
-            doc = ConceptDoc(
-                partition_key=partition_key,
-                headline=result.headline,
-                script=result.script,
-                image_prompt=result.image_prompt,
-                caption_lines=result.caption_lines,
-                word_count=len(result.script.split()),
-                provenance=routed.provenance,
-            )
-            metadata = {
-                "headline": result.headline,
-                "script": dg.MetadataValue.md(f"**{result.headline}**\n\n{result.script}"),
-                "image_prompt": result.image_prompt,
-                "word_count": doc.word_count,
-                **provenance_metadata(routed.provenance),
-            }
-            return doc, metadata
+    routed = await call.session.call("concept", request, seed=spec.seed, variant=call.variant())
+    result: ConceptResult = routed.value
+    # Whatever model wrote it, banned terms never flow on.
+    hits = banned_terms_in(
+        {"headline": result.headline, "script": result.script, "image_prompt": result.image_prompt},
+        spec.banned_terms,
+    )
+    if hits:
+        raise ValueError(f"{routed.provenance.adapter_id} wrote banned terms: {', '.join(hits)}")
+    doc = ConceptDoc(
+        partition_key=call.partition_key,
+        headline=result.headline,
+        script=result.script,
+        image_prompt=result.image_prompt,
+        caption_lines=result.caption_lines,
+        word_count=len(result.script.split()),
+        provenance=routed.provenance,
+    )
+    metadata = {
+        "headline": result.headline,
+        "script": dg.MetadataValue.md(f"**{result.headline}**\n\n{result.script}"),
+        "image_prompt": result.image_prompt,
+        "word_count": doc.word_count,
+        **provenance_metadata(routed.provenance),
+    }
+    return doc, metadata
 
-        return run_routed_partitions(context, router, artifacts, work)
 
-    return concept
+CONCEPT = Stage(
+    name="concept",
+    upstream=(),
+    task="concept",
+    group="concept",
+    kinds=frozenset({"python"}),
+    description="Headline, voiceover script, image prompt and caption lines for the variant.",
+    work=write_concept,
+)

@@ -2,24 +2,12 @@
 
 import io
 
-import dagster as dg
 from PIL import Image
 
-from assets.common import TORCH_POOL, variant_asset_kwargs
 from assets.metadata import artifact_metadata, image_thumbnail_markdown, provenance_metadata
-from assets.partition_runner import run_routed_partitions, variant_context
+from assets.stages import Stage, StageCall
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
-from resources.artifact_store import BaseArtifactStore
-from resources.manifests import ConceptDoc, ImageArtifact, VariantBriefDoc
-from resources.model_router import ModelRouter
-
-
-class DraftImageSettings(dg.Config):
-    short_side: int = 576
-
-
-class RefinedImageSettings(dg.Config):
-    min_short_side: int = 1080
+from resources.manifests import ConceptDoc, ImageArtifact
 
 
 def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int] | None = None) -> bytes:
@@ -40,9 +28,9 @@ def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int]
     return result.png
 
 
-def _image_metadata(png: bytes, manifest: ImageArtifact, alt: str) -> dict:
+def _image_metadata(manifest: ImageArtifact, preview) -> dict:
     return {
-        "preview": image_thumbnail_markdown(png, alt),
+        "preview": preview,
         "size": f"{manifest.width}x{manifest.height}",
         "aspect_ratio": manifest.aspect_ratio,
         **artifact_metadata(manifest.artifact),
@@ -50,97 +38,77 @@ def _image_metadata(png: bytes, manifest: ImageArtifact, alt: str) -> dict:
     }
 
 
-def build_draft_image_asset(code_version: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="draft_image",
-        **variant_asset_kwargs(
-            group="image",
-            kinds={"torch", "png"},
-            description="The generated visual at the variant's exact aspect ratio, without text.",
-            code_version=code_version,
-            pool=TORCH_POOL,
-        ),
+async def draft_image(call: StageCall):
+    spec, idea = call.spec, call.inputs["concept"]
+    assert isinstance(idea, ConceptDoc)
+    width, height = frame_size(spec.aspect_ratio, call.settings.draft_image.short_side)
+    request = ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=spec.palette, seed=spec.seed)
+    routed = await call.session.call("image", request, seed=spec.seed, variant=call.variant())
+    png = await call.off_loop(checked_png, routed.value, routed.provenance.adapter_id, (width, height))
+    manifest = ImageArtifact(
+        partition_key=call.partition_key,
+        artifact=await call.off_loop(call.artifacts.put, png, extension=".png", media_type="image/png"),
+        width=width,
+        height=height,
+        aspect_ratio=spec.aspect_ratio,
+        provenance=routed.provenance,
     )
-    def draft_image(
-        context: dg.AssetExecutionContext,
-        config: DraftImageSettings,
-        router: ModelRouter,
-        artifacts: BaseArtifactStore,
-        brief: dict[str, VariantBriefDoc],
-        concept: dict[str, ConceptDoc],
-    ) -> dict[str, ImageArtifact]:
-        async def work(session, partition_key: str):
-            spec, idea = brief[partition_key], concept[partition_key]
-            width, height = frame_size(spec.aspect_ratio, config.short_side)
-            request = ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=spec.palette, seed=spec.seed)
-            routed = await session.call("image", request, seed=spec.seed, variant=variant_context(spec))
-            png = checked_png(routed.value, routed.provenance.adapter_id, (width, height))
-            manifest = ImageArtifact(
-                partition_key=partition_key,
-                artifact=artifacts.put(png, extension=".png", media_type="image/png"),
-                width=width,
-                height=height,
-                aspect_ratio=spec.aspect_ratio,
-                provenance=routed.provenance,
-            )
-            return manifest, {**_image_metadata(png, manifest, idea.image_prompt), "prompt": idea.image_prompt}
-
-        return run_routed_partitions(context, router, artifacts, work)
-
-    return draft_image
+    preview = await call.off_loop(image_thumbnail_markdown, png, idea.image_prompt)
+    return manifest, {**_image_metadata(manifest, preview), "prompt": idea.image_prompt}
 
 
-def build_refined_image_asset(code_version: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="refined_image",
-        **variant_asset_kwargs(
-            group="image",
-            kinds={"torch", "png"},
-            description="Upscaled (short side >= 1080 px), graded toward the brand palette, sharpened, headline set in safe margins.",
-            code_version=code_version,
-            pool=TORCH_POOL,
-        ),
+def _checked_refined(result: ImageResult, provider: str, aspect_ratio: str, min_short_side: int) -> bytes:
+    if min(result.width, result.height) < min_short_side:
+        raise ValueError(f"{provider} returned {result.width}x{result.height}; the short side must be at least {min_short_side}")
+    png = checked_png(result, provider)
+    if frame_size(aspect_ratio, min(result.width, result.height)) != (result.width, result.height):
+        raise ValueError(f"{provider} returned {result.width}x{result.height}, not {aspect_ratio}")
+    return png
+
+
+async def refined_image(call: StageCall):
+    spec, idea, draft = call.spec, call.inputs["concept"], call.inputs["draft_image"]
+    min_short_side = call.settings.refined_image.min_short_side
+    request = RefineRequest(
+        source_sha256=draft.artifact.sha256,
+        min_short_side=min_short_side,
+        aspect_ratio=spec.aspect_ratio,
+        palette=spec.palette,
+        headline=idea.headline,
+        seed=spec.seed,
     )
-    def refined_image(
-        context: dg.AssetExecutionContext,
-        config: RefinedImageSettings,
-        router: ModelRouter,
-        artifacts: BaseArtifactStore,
-        brief: dict[str, VariantBriefDoc],
-        concept: dict[str, ConceptDoc],
-        draft_image: dict[str, ImageArtifact],
-    ) -> dict[str, ImageArtifact]:
-        async def work(session, partition_key: str):
-            spec, idea, draft = brief[partition_key], concept[partition_key], draft_image[partition_key]
-            request = RefineRequest(
-                source_sha256=draft.artifact.sha256,
-                min_short_side=config.min_short_side,
-                aspect_ratio=spec.aspect_ratio,
-                palette=spec.palette,
-                headline=idea.headline,
-                seed=spec.seed,
-            )
-            source_png = artifacts.get(draft.artifact)
-            routed = await session.call("refine", request, source_png, seed=spec.seed, variant=variant_context(spec))
-            result = routed.value
-            if min(result.width, result.height) < config.min_short_side:
-                raise ValueError(
-                    f"{routed.provenance.adapter_id} returned {result.width}x{result.height}; "
-                    f"the short side must be at least {config.min_short_side}"
-                )
-            png = checked_png(result, routed.provenance.adapter_id)
-            if frame_size(spec.aspect_ratio, min(result.width, result.height)) != (result.width, result.height):
-                raise ValueError(f"{routed.provenance.adapter_id} returned {result.width}x{result.height}, not {spec.aspect_ratio}")
-            manifest = ImageArtifact(
-                partition_key=partition_key,
-                artifact=artifacts.put(png, extension=".png", media_type="image/png"),
-                width=result.width,
-                height=result.height,
-                aspect_ratio=spec.aspect_ratio,
-                provenance=routed.provenance,
-            )
-            return manifest, {**_image_metadata(png, manifest, idea.headline), "headline": idea.headline}
+    source_png = await call.off_loop(call.artifacts.get, draft.artifact)
+    routed = await call.session.call("refine", request, source_png, seed=spec.seed, variant=call.variant())
+    result = routed.value
+    png = await call.off_loop(_checked_refined, result, routed.provenance.adapter_id, spec.aspect_ratio, min_short_side)
+    manifest = ImageArtifact(
+        partition_key=call.partition_key,
+        artifact=await call.off_loop(call.artifacts.put, png, extension=".png", media_type="image/png"),
+        width=result.width,
+        height=result.height,
+        aspect_ratio=spec.aspect_ratio,
+        provenance=routed.provenance,
+    )
+    preview = await call.off_loop(image_thumbnail_markdown, png, idea.headline)
+    return manifest, {**_image_metadata(manifest, preview), "headline": idea.headline}
 
-        return run_routed_partitions(context, router, artifacts, work)
 
-    return refined_image
+DRAFT_IMAGE = Stage(
+    name="draft_image",
+    upstream=("concept",),
+    task="image",
+    group="image",
+    kinds=frozenset({"torch", "png"}),
+    description="The generated visual at the variant's exact aspect ratio, without text.",
+    work=draft_image,
+)
+
+REFINED_IMAGE = Stage(
+    name="refined_image",
+    upstream=("concept", "draft_image"),
+    task="refine",
+    group="image",
+    kinds=frozenset({"torch", "png"}),
+    description="Upscaled (short side >= 1080 px), graded toward the brand palette, sharpened, headline set in safe margins.",
+    work=refined_image,
+)

@@ -1,11 +1,10 @@
-"""Run one stage for every partition key of a step, concurrently.
+"""Run a step's work for every partition key of the step, concurrently (the `brief` asset).
 
 A single-run backfill hands one step many partition keys; a UI
 materialization of one partition hands it one. Both go through here: the
-per-variant coroutines run together on one event loop, bounded by the
-router's per-provider limits. A variant that fails does not cancel the
-others: their artifacts are stored, and the step then fails naming every
-failed partition and why.
+per-variant coroutines run together on one event loop. A variant that fails
+does not cancel the others, and the step then fails naming every failed
+partition and why.
 """
 
 import asyncio
@@ -14,13 +13,9 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from resources.manifests import VariantBriefDoc
-from resources.model_router import ModelRouter, RouterSession, VariantContext
-
 M = TypeVar("M")
 
 StageWork = Callable[[str], Awaitable[tuple[M, Mapping[str, Any]]]]
-RoutedStageWork = Callable[[RouterSession, str], Awaitable[tuple[M, Mapping[str, Any]]]]
 
 
 def run_partitions(context: dg.AssetExecutionContext, work: StageWork[M]) -> dict[str, M]:
@@ -29,20 +24,6 @@ def run_partitions(context: dg.AssetExecutionContext, work: StageWork[M]) -> dic
 
     async def run_all() -> list[Any]:
         return await asyncio.gather(*(work(key) for key in keys), return_exceptions=True)
-
-    return _collect(context, keys, asyncio.run(run_all()))
-
-
-def run_routed_partitions(
-    context: dg.AssetExecutionContext, router: ModelRouter, artifacts: Any, work: RoutedStageWork[M]
-) -> dict[str, M]:
-    """Like `run_partitions`, with one router session shared by every variant of the step
-    (its response cache keeps media in `artifacts`)."""
-    keys = list(context.partition_keys)
-
-    async def run_all() -> list[Any]:
-        async with router.session(store=artifacts) as session:
-            return await asyncio.gather(*(work(session, key) for key in keys), return_exceptions=True)
 
     return _collect(context, keys, asyncio.run(run_all()))
 
@@ -70,8 +51,3 @@ def _collect(context: dg.AssetExecutionContext, keys: list[str], outcomes: list[
             metadata={"failed_partitions": sorted(failures), "succeeded_partitions": sorted(manifests)},
         )
     return manifests
-
-
-def variant_context(spec: VariantBriefDoc) -> VariantContext:
-    """What the router needs to know about a variant: route rules and the campaign budget."""
-    return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)

@@ -5,13 +5,10 @@ import wave
 
 import dagster as dg
 
-from assets.common import ESPEAK_POOL, variant_asset_kwargs
 from assets.metadata import artifact_metadata, provenance_metadata
-from assets.partition_runner import run_routed_partitions, variant_context
+from assets.stages import Stage, StageCall
 from model_adapters.types import VoiceRequest, VoiceResult
-from resources.artifact_store import BaseArtifactStore
-from resources.manifests import AudioArtifact, ConceptDoc, VariantBriefDoc
-from resources.model_router import ModelRouter
+from resources.manifests import AudioArtifact
 
 
 def checked_wav(result: VoiceResult, provider: str) -> bytes:
@@ -26,52 +23,41 @@ def checked_wav(result: VoiceResult, provider: str) -> bytes:
     return result.wav
 
 
-def build_voiceover_asset(code_version: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="voiceover",
-        **variant_asset_kwargs(
-            group="audio",
-            kinds={"wav"},
-            description="Speech of the script in the variant's locale and voice, with word timings, at -16 LUFS / -1 dBTP.",
-            code_version=code_version,
-            pool=ESPEAK_POOL,
-        ),
+async def speak(call: StageCall):
+    spec, idea = call.spec, call.inputs["concept"]
+    request = VoiceRequest(text=idea.script, locale=spec.locale, voice=spec.voice)
+    routed = await call.session.call("voice", request, seed=spec.seed, variant=call.variant())
+    result: VoiceResult = routed.value
+    wav = checked_wav(result, routed.provenance.adapter_id)
+    manifest = AudioArtifact(
+        partition_key=call.partition_key,
+        artifact=await call.off_loop(call.artifacts.put, wav, extension=".wav", media_type="audio/wav"),
+        duration_s=result.duration_s,
+        sample_rate=result.sample_rate,
+        loudness_lufs=result.loudness_lufs,
+        true_peak_dbtp=result.true_peak_dbtp,
+        words=result.words,
+        provenance=routed.provenance,
     )
-    def voiceover(
-        context: dg.AssetExecutionContext,
-        router: ModelRouter,
-        artifacts: BaseArtifactStore,
-        brief: dict[str, VariantBriefDoc],
-        concept: dict[str, ConceptDoc],
-    ) -> dict[str, AudioArtifact]:
-        async def work(session, partition_key: str):
-            spec, idea = brief[partition_key], concept[partition_key]
-            request = VoiceRequest(text=idea.script, locale=spec.locale, voice=spec.voice)
-            routed = await session.call("voice", request, seed=spec.seed, variant=variant_context(spec))
-            result: VoiceResult = routed.value
-            wav = checked_wav(result, routed.provenance.adapter_id)
-            manifest = AudioArtifact(
-                partition_key=partition_key,
-                artifact=artifacts.put(wav, extension=".wav", media_type="audio/wav"),
-                duration_s=result.duration_s,
-                sample_rate=result.sample_rate,
-                loudness_lufs=result.loudness_lufs,
-                true_peak_dbtp=result.true_peak_dbtp,
-                words=result.words,
-                provenance=routed.provenance,
-            )
-            metadata = {
-                "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
-                "duration_target_s": spec.duration_s,
-                "loudness_lufs": dg.MetadataValue.float(round(result.loudness_lufs, 2)),
-                "true_peak_dbtp": dg.MetadataValue.float(round(result.true_peak_dbtp, 2)),
-                "words": len(result.words),
-                "locale": spec.locale,
-                **artifact_metadata(manifest.artifact),
-                **provenance_metadata(routed.provenance),
-            }
-            return manifest, metadata
+    metadata = {
+        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
+        "duration_target_s": spec.duration_s,
+        "loudness_lufs": dg.MetadataValue.float(round(result.loudness_lufs, 2)),
+        "true_peak_dbtp": dg.MetadataValue.float(round(result.true_peak_dbtp, 2)),
+        "words": len(result.words),
+        "locale": spec.locale,
+        **artifact_metadata(manifest.artifact),
+        **provenance_metadata(routed.provenance),
+    }
+    return manifest, metadata
 
-        return run_routed_partitions(context, router, artifacts, work)
 
-    return voiceover
+VOICEOVER = Stage(
+    name="voiceover",
+    upstream=("concept",),
+    task="voice",
+    group="audio",
+    kinds=frozenset({"wav"}),
+    description="Speech of the script in the variant's locale and voice, with word timings, at -16 LUFS / -1 dBTP.",
+    work=speak,
+)

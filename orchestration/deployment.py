@@ -6,10 +6,13 @@
   (`in_process_executor`): one process loads torch and the models once for all
   stages. On ECS the run's task definition decides the machine (see
   deploy/ecs/dagster.yaml and docs/deploy.md).
-- `k8s`: every step runs in its own pod (`k8s_job_executor`), so each stage
-  can be placed on the nodes it needs: the torch stages (`draft_image`,
-  `refined_image`, `synced_video`) on GPU nodes, the others on CPU nodes. The
-  placement is a `dagster-k8s/config` value per asset (`op_tags_by_asset`).
+- `k8s`: every step runs in its own pod (`k8s_job_executor`), so each step
+  can be placed on the nodes it needs: a step with a torch stage
+  (`draft_image`, `refined_image`, `synced_video`) on a GPU node, the others
+  on CPU nodes. The model stages share one step (`variant_media`, so a
+  variant's stages pipeline), so that step gets the GPU pod; `brief`, the
+  roll-up and the checks run on CPU pods. The placement is a
+  `dagster-k8s/config` value per step (`op_tags_by_asset`).
 
 The stage sources in assets/ stay free of deployment detail. Dagster 1.13's
 public API cannot add op tags to a built asset (`AssetsDefinition.with_attributes`
@@ -113,13 +116,18 @@ def apply_deployment_target(
     from dagster_k8s import k8s_job_executor  # only a k8s deployment needs the kubernetes client
 
     placed = [
-        a.map_asset_specs(lambda spec: spec.merge_attributes(tags={ACCELERATOR_TAG: accelerator(spec.key.path[-1])}))
+        a.map_asset_specs(lambda spec, step=_step_stage(a): spec.merge_attributes(tags={ACCELERATOR_TAG: accelerator(step)}))
         for a in assets
     ]
     return placed, k8s_job_executor.configured(k8s_executor_config(assets), name="k8s")
 
 
+def _step_stage(assets_def: dg.AssetsDefinition) -> str:
+    """The stage that decides a step's placement: a GPU stage if the step has one."""
+    names = sorted(key.path[-1] for key in assets_def.keys)
+    return next((name for name in names if name in GPU_STAGES), names[0])
+
+
 def k8s_executor_config(assets: Sequence[dg.AssetsDefinition]) -> dict[str, Any]:
-    """The k8s_job_executor config: each asset's `dagster-k8s/config`, keyed by its op (step) name."""
-    tags = op_tags_by_asset("k8s", (a.key.path[-1] for a in assets))
-    return {"per_step_k8s_config": {a.node_def.name: tags[a.key.path[-1]][K8S_CONFIG_TAG] for a in assets}}
+    """The k8s_job_executor config: each step's `dagster-k8s/config`, keyed by its op (step) name."""
+    return {"per_step_k8s_config": {a.node_def.name: k8s_step_config(_step_stage(a)) for a in assets}}

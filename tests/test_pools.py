@@ -5,14 +5,14 @@ from orchestration.definitions import build_definitions
 from tests.conftest import PROJECT_ROOT
 
 
-def test_heavy_stages_declare_pools_and_light_ones_do_not():
+def test_the_model_step_declares_the_torch_pool_and_light_steps_do_not():
     pools = {}
     for assets_def in build_definitions().resolve_asset_graph().assets_defs:
         for key in assets_def.keys:
             pools[key.to_user_string()] = assets_def.node_def.pools
-    assert pools["draft_image"] == pools["refined_image"] == pools["synced_video"] == {"torch"}
-    assert pools["voiceover"] == {"espeak"}
-    assert not pools["brief"] and not pools["concept"] and not pools["captions"]
+    stages = ("concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+    assert all(pools[stage] == {"torch"} for stage in stages), pools
+    assert not pools["brief"] and not pools["campaign_rollup"]
 
 
 def test_local_instance_config_limits_each_pool_to_one_step(tmp_path):

@@ -23,7 +23,7 @@ from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 
 pytestmark = pytest.mark.e2e
 
-FAST_VIDEO = {"ops": {"synced_video": {"config": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}
+FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
 
 
 def free_port() -> int:
