@@ -1,7 +1,9 @@
-"""Concurrency limits for adapters that may outlive an event loop."""
+"""Concurrency limits for adapters that may outlive an event loop, and the per-device compute slot."""
 
 import asyncio
+import contextlib
 import threading
+import time
 import weakref
 
 
@@ -28,3 +30,42 @@ class PerLoopSemaphores:
                 sem = asyncio.Semaphore(self._limit)
                 self._by_loop[loop] = sem
             return sem
+
+
+class ComputeSlots:
+    """One slot per compute device, shared by every local adapter in the process.
+
+    The local image, refine and video adapters each use every core of the
+    device they run on (torch's intra-op threads, x264's threads). When a
+    campaign's stages pipeline, running two of them at once on the same device
+    only makes them thrash, so each holds the device's slot while it computes;
+    espeak (one thread) and I/O go on beside them. A CUDA model and a CPU
+    encode hold different slots, so on a GPU machine they overlap.
+
+    `held_s` adds up how long each adapter held a slot: its compute time
+    without the wait (the benchmark's per-stage seconds).
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, PerLoopSemaphores] = {}
+        self._lock = threading.Lock()
+        self.held_s: dict[str, float] = {}
+
+    def _semaphore(self, device: str) -> asyncio.Semaphore:
+        with self._lock:
+            if device not in self._slots:
+                self._slots[device] = PerLoopSemaphores(1)
+            return self._slots[device].get()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, device: str, holder: str):
+        async with self._semaphore(device.split(":")[0]):
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.held_s[holder] = self.held_s.get(holder, 0.0) + time.perf_counter() - started
+
+
+COMPUTE_SLOTS = ComputeSlots()

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model_adapters.concurrency import PerLoopSemaphores
+from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.palette import RGB, parse_palette, relative_luminance, srgb_to_linear
 from model_adapters.types import AdapterInfo, ImageRequest, ImageResult, Price
@@ -739,14 +739,14 @@ class ProceduralImageGenerator:
     # -- async adapter API --
 
     async def generate(self, request: ImageRequest) -> ImageResult:
-        async with self._semaphores.get():
+        async with self._semaphores.get(), COMPUTE_SLOTS.hold(pick_device().type, "local-image"):
             return await asyncio.to_thread(self.generate_sync, request)
 
     async def generate_many(self, requests: Sequence[ImageRequest]) -> list[ImageResult]:
         """One batched call for many variants (counts as one slot of concurrency)."""
         if not requests:
             return []
-        async with self._semaphores.get():
+        async with self._semaphores.get(), COMPUTE_SLOTS.hold(pick_device().type, "local-image"):
             return await asyncio.to_thread(self.generate_batch_sync, list(requests))
 
     async def aclose(self) -> None:

@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from model_adapters.concurrency import PerLoopSemaphores
+from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import load_font
 from model_adapters.palette import (
@@ -564,7 +564,7 @@ class TorchRefiner:
         return refine_image(request, source_png)
 
     async def refine(self, request: RefineRequest, source_png: bytes) -> ImageResult:
-        async with self._semaphores.get():
+        async with self._semaphores.get(), COMPUTE_SLOTS.hold(pick_device().type, "local-refine"):
             return await asyncio.to_thread(refine_image, request, source_png)
 
     async def aclose(self) -> None:

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from model_adapters.concurrency import PerLoopSemaphores
+from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import load_font
 from model_adapters.types import AdapterError, AdapterInfo, CaptionCue, Price, VideoRequest, VideoResult
@@ -889,7 +889,8 @@ class PyAVCompositor:
         self._semaphores = PerLoopSemaphores(max_concurrency)
 
     async def compose(self, request: VideoRequest, image_png: bytes, audio_wav: bytes) -> VideoResult:
-        async with self._semaphores.get():
+        # The x264 encode runs on the CPU whatever device makes the frames.
+        async with self._semaphores.get(), COMPUTE_SLOTS.hold("cpu", "local-video"):
             return await asyncio.to_thread(self.compose_sync, request, image_png, audio_wav)
 
     async def aclose(self) -> None:
