@@ -259,10 +259,11 @@ class RouterSession:
             if self._ledger is not None and variant is not None and variant.budget_usd is not None:
                 budget = CampaignBudget(variant.campaign_id, variant.budget_usd)
                 token = self._ledger.reserve(budget, estimate_cost(price, task, request))
-            started = time.perf_counter()
             attempts.count += 1
             try:
                 async with self._limits[provider_id]:
+                    # Latency is the provider's service time, not the wait for a slot.
+                    started = time.perf_counter()
                     value = await method(request, *blobs)
             except AdapterError as exc:
                 if token:
