@@ -59,6 +59,7 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind("comfyui-images", "image", "model_adapters.http.comfyui:ComfyUIImages", "1", local=False),
         AdapterKind("comfyui-refine", "refine", "model_adapters.http.comfyui:ComfyUIRefine", "1", local=False),
         AdapterKind("elevenlabs-speech", "voice", "model_adapters.http.elevenlabs:ElevenLabsSpeech", "1", local=False),
+        AdapterKind("fal-video-compose", "video", "model_adapters.http.video:FalVideoCompose", "1", local=False),
     )
 }
 

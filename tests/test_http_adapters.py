@@ -38,7 +38,7 @@ from model_adapters.http.comfyui import refine_size
 from model_adapters.http.openai_compat import closest_size, estimate_word_timings
 from model_adapters.registry import ADAPTER_KINDS, TASK_METHODS, adapter_kind
 from model_adapters.simulator import ProviderSimulator, SimulatorSettings
-from model_adapters.simulator.server import render_png, synth_speech
+from model_adapters.simulator.server import encode_wav16, render_png, synth_speech
 from model_adapters.types import (
     AdapterError,
     AuthError,
@@ -54,6 +54,7 @@ from model_adapters.types import (
     RefineRequest,
     RetryableError,
     UnsupportedInput,
+    VideoRequest,
     VoiceRequest,
     VoiceResult,
 )
@@ -64,9 +65,15 @@ CANARY = "canary-7f3a9d2c41e8b6aa-never-shown"  # must never show up in an error
 HTTP_KINDS = [name for name, kind in ADAPTER_KINDS.items() if not kind.local]
 IMAGE_KINDS = ["openai-images", "replicate-images", "fal-images", "gmi-images", "comfyui-images"]
 QUEUE_KINDS = ["replicate-images", "fal-images", "gmi-images"]
-POLLING_KINDS = {*QUEUE_KINDS, "comfyui-images", "comfyui-refine"}
+POLLING_KINDS = {*QUEUE_KINDS, "comfyui-images", "comfyui-refine", "fal-video-compose"}
 
-SIM_PATHS = {"openai-chat": "/v1", "openai-images": "/v1", "openai-speech": "/v1", "fal-images": "/fal"}
+SIM_PATHS = {
+    "openai-chat": "/v1",
+    "openai-images": "/v1",
+    "openai-speech": "/v1",
+    "fal-images": "/fal",
+    "fal-video-compose": "/fal",
+}
 MODELS = {
     "openai-chat": "gpt-sim",
     "openai-images": "gpt-image-sim",
@@ -77,6 +84,7 @@ MODELS = {
     "comfyui-images": "sim.safetensors",
     "comfyui-refine": "sim.safetensors",
     "elevenlabs-speech": "eleven_sim",
+    "fal-video-compose": "fal-ai/ffmpeg-api/compose",
 }
 GROUPS = {
     "openai-chat": "openai_chat",
@@ -88,6 +96,7 @@ GROUPS = {
     "comfyui-images": "comfyui",
     "comfyui-refine": "comfyui",
     "elevenlabs-speech": "elevenlabs",
+    "fal-video-compose": "fal",
 }
 
 CONCEPT = ConceptRequest(
@@ -116,11 +125,21 @@ REFINE = RefineRequest(
     headline="Meet Lumen",
     seed=7,
 )
+VIDEO_WAV = encode_wav16(synth_speech("Meet Lumen.", 24000).samples, 24000)
+VIDEO = VideoRequest(
+    image_sha256=hashlib.sha256(SOURCE_PNG).hexdigest(),
+    audio_sha256=hashlib.sha256(VIDEO_WAV).hexdigest(),
+    audio_duration_s=1.0,
+    cues=(),
+    width=128,
+    height=72,
+)
 REQUESTS: dict[str, tuple[Any, ...]] = {
     "concept": (CONCEPT,),
     "image": (IMAGE,),
     "voice": (VOICE,),
     "refine": (REFINE, SOURCE_PNG),
+    "video": (VIDEO, SOURCE_PNG, VIDEO_WAV),
 }
 
 

@@ -6,14 +6,16 @@ One module per API shape:
   (covers OpenAI, vLLM, Ollama, GMI Cloud's serving API and others);
 - `queue`: submit-then-poll image queues (Replicate, fal, GMI request queue);
 - `comfyui`: a ComfyUI server (`/prompt`, `/history`, `/view`, `/upload/image`);
-- `elevenlabs`: ElevenLabs text-to-speech with character timestamps.
+- `elevenlabs`: ElevenLabs text-to-speech with character timestamps;
+- `video`: fal's FFmpeg compose (still + voice -> MP4) over fal's queue.
 
 `base` holds what they share: the lazily created `httpx.AsyncClient`, the
 HTTP status -> typed `AdapterError` mapping, the media URL allow-list and the
 media decoders. Adapters never retry (the router does); polling a queue is
 not a retry.
 
-Importing this package imports httpx, numpy and Pillow, never torch.
+Importing this package imports httpx, numpy and Pillow, never torch (PyAV only
+when the video adapter is built).
 """
 
 from model_adapters.http.base import HttpAdapter, MediaURLRefused

@@ -12,6 +12,10 @@ provider returns are followed only on allowed origins.
 
 Options shared by the three: ``extra_input`` (a JSON object merged into the
 model input), ``palette_in_prompt`` (default true), and the poll options.
+
+`FalQueue` is fal's submit/status/result protocol on its own; `FalImages`
+and the hosted video adapter (`model_adapters.http.video.FalVideoCompose`)
+both speak it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_adapters.http.base import POLL_OPTIONS, HttpAdapter, is_content_policy
+from model_adapters.http.base import POLL_OPTIONS, HttpAdapter, Reply, is_content_policy
 from model_adapters.types import AdapterError, ContentPolicyError, FatalProviderError, ImageRequest, ImageResult
 
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+def job_failed(adapter: HttpAdapter, endpoint: str, job: str, status: str, error: str | None) -> AdapterError:
+    """A job the provider reports as failed: ContentPolicyError when its error says
+    the content was refused, FatalProviderError otherwise."""
+    message = f"{endpoint}: job {job} {status}: {(error or 'no error message')[:300]}"
+    cls = ContentPolicyError if is_content_policy(error or "") else FatalProviderError
+    return adapter._error(cls, message)
 
 
 class QueueImageAdapter(HttpAdapter):
@@ -57,9 +69,7 @@ class QueueImageAdapter(HttpAdapter):
         raise NotImplementedError
 
     def _job_failed(self, endpoint: str, job: str, status: str, error: str | None) -> AdapterError:
-        message = f"{endpoint}: job {job} {status}: {(error or 'no error message')[:300]}"
-        cls = ContentPolicyError if is_content_policy(error or "") else FatalProviderError
-        return self._error(cls, message)
+        return job_failed(self, endpoint, job, status, error)
 
 
 # --- Replicate --------------------------------------------------------------------------
@@ -158,32 +168,21 @@ class _FalResult(_Lenient):
 _FAL_RUNNING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 
 
-class FalImages(QueueImageAdapter):
-    """fal's queue: ``POST {base}/{model}`` with ``{prompt, image_size: {width, height},
-    seed, num_images: 1, output_format}`` -> ``{request_id, status_url, response_url}``;
-    poll ``status_url`` until COMPLETED, then ``GET response_url`` -> ``images[0].url``.
-    The key travels as ``Authorization: Key ...``. An image flagged in
-    ``has_nsfw_concepts`` is a ContentPolicyError. Option ``output_format``
-    (default "png").
+class FalQueue(HttpAdapter):
+    """fal's queue protocol, shared by `FalImages` and `model_adapters.http.video.FalVideoCompose`:
+    ``POST {base}/{model}`` with the model input -> ``{request_id, status_url, response_url}``;
+    poll ``status_url`` until COMPLETED (an ``error`` there fails the job), then
+    ``GET response_url``. Without those URLs in the submit answer, the paths
+    ``{model}/requests/{id}[/status]`` are used. The key travels as ``Authorization: Key ...``.
     """
 
     provider = "fal"
     default_base_url = "https://queue.fal.run"
     auth_template = "Key {key}"
-    adapter_options = QueueImageAdapter.adapter_options | {"output_format"}
 
-    def request_body(self, request: ImageRequest) -> dict[str, Any]:
-        body = {
-            "prompt": self._prompt(request),
-            "image_size": {"width": request.width, "height": request.height},
-            "seed": request.seed,
-            "num_images": 1,
-            "output_format": self.options.text("output_format", "png"),
-        }
-        return {**body, **self.extra_input}
-
-    async def _run_job(self, request: ImageRequest) -> list[str]:
-        reply = await self._request("POST", self._url(self.model), json_body=self.request_body(request))
+    async def _fal_job(self, body: dict[str, Any]) -> tuple[Reply, str]:
+        """Submit `body`, poll until COMPLETED; the result reply and the request id."""
+        reply = await self._request("POST", self._url(self.model), json_body=body)
         submitted = self._parse(_FalSubmit, self._json(reply), reply.endpoint)
         job = self._job_id(submitted.request_id, reply.endpoint, "request_id")
         status_url = (
@@ -208,8 +207,31 @@ class FalImages(QueueImageAdapter):
 
         final = await self._poll(check)
         if final.error:
-            raise self._job_failed("GET fal status", job, "failed", final.error)
-        result_reply = await self._request("GET", response_url)
+            raise job_failed(self, "GET fal status", job, "failed", final.error)
+        return await self._request("GET", response_url), job
+
+
+class FalImages(FalQueue, QueueImageAdapter):
+    """fal's queue (`FalQueue`) with ``{prompt, image_size: {width, height}, seed,
+    num_images: 1, output_format}`` -> ``images[0].url``. An image flagged in
+    ``has_nsfw_concepts`` is a ContentPolicyError. Option ``output_format``
+    (default "png").
+    """
+
+    adapter_options = QueueImageAdapter.adapter_options | {"output_format"}
+
+    def request_body(self, request: ImageRequest) -> dict[str, Any]:
+        body = {
+            "prompt": self._prompt(request),
+            "image_size": {"width": request.width, "height": request.height},
+            "seed": request.seed,
+            "num_images": 1,
+            "output_format": self.options.text("output_format", "png"),
+        }
+        return {**body, **self.extra_input}
+
+    async def _run_job(self, request: ImageRequest) -> list[str]:
+        result_reply, job = await self._fal_job(self.request_body(request))
         result = self._parse(_FalResult, self._json(result_reply), result_reply.endpoint)
         if result.has_nsfw_concepts and result.has_nsfw_concepts[0]:
             raise self._error(ContentPolicyError, f"{result_reply.endpoint}: job {job}: image flagged as NSFW")

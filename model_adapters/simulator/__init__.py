@@ -18,10 +18,23 @@ Endpoint groups (each has its own latency, faults, in-flight count):
 | openai_speech   | POST /v1/audio/speech                                              |
 | replicate       | POST /v1/predictions, GET /v1/predictions/{id}                     |
 | fal             | POST /fal/{model}, GET /fal/{model}/requests/{id}[/status]         |
+|                 | (model fal-ai/ffmpeg-api/compose: still + audio -> MP4, see below) |
 | gmi             | POST [/...]/requestqueue[/apikey]/requests, GET .../requests/{id}  |
 | comfyui         | POST /prompt, GET /history/{id}, GET /view, POST /upload/image     |
 | elevenlabs      | POST /v1/text-to-speech/{voice_id}/with-timestamps                 |
-| media           | GET /_sim/media/{id} (image URLs handed out by the other groups)   |
+| media           | GET /_sim/media/{id} (image, MP4 URLs handed out by the others)    |
+
+fal's ``fal-ai/ffmpeg-api/compose`` takes ``{"tracks": [{"id", "type": "video",
+"keyframes": [{"url", "timestamp": 0, "duration": ms}]}, {"type": "audio", ...}]}``
+with base64 ``data:`` URIs (an image for the video track, any audio FFmpeg
+reads for the audio track; one keyframe per track), answers 400 naming the
+field when tracks, keyframes or data URIs are missing or bad (422 for what is
+not simulated), and its result is ``{"video_url", "thumbnail_url"}``: an MP4
+(libx264 ultrafast, yuv420p, the still's size, 30 fps, the image keyframe's
+duration; the audio as AAC, cut to its keyframe; moov first) and the still as
+PNG. ``image_size_override`` rescales the still first (a wrong-size video). A
+``malformed`` fault on the submit (kinds auto or broken_mp4) serves the MP4 cut
+in half: it opens, but its frames do not all decode.
 
 ``GET /_sim/stats`` returns `ProviderSimulator.stats()` (never faulted, never
 authenticated). Settings load from YAML or JSON (`SimulatorSettings.from_file`);
@@ -86,8 +99,9 @@ class Faults(_Strict):
     timeout_s: float = Field(default=30.0, ge=0)  # a "timeout" stalls this long, then answers normally
     malformed: float = Field(default=0.0, ge=0, le=1)
     # auto: truncated JSON for JSON bodies, a PNG that does not decode for
-    # images (b64 too), a WAV with a wrong header for WAV.
-    malformed_kind: Literal["auto", "truncated_json", "broken_png", "bad_wav"] = "auto"
+    # images (b64 too), a WAV with a wrong header for WAV, an MP4 cut in half
+    # for fal compose (broken_mp4).
+    malformed_kind: Literal["auto", "truncated_json", "broken_png", "bad_wav", "broken_mp4"] = "auto"
     content_policy: float = Field(default=0.0, ge=0, le=1)
     job_failure: float = Field(default=0.0, ge=0, le=1)  # queued jobs (replicate, fal, gmi, comfyui) that fail
     sequence: list[Fault] = Field(default_factory=list)

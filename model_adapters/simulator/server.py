@@ -8,7 +8,10 @@ job) -> the endpoint's answer. Queue jobs (Replicate, fal, GMI, ComfyUI)
 complete after the group's ``job_latency``; polls answer "in progress" until
 then. Media is real: PNGs drawn with numpy from the prompt's hash at the
 requested size, speech-like WAV/PCM (one tone burst per syllable) whose length
-follows the text, with ElevenLabs character alignment that matches the audio.
+follows the text, with ElevenLabs character alignment that matches the audio;
+fal's ``fal-ai/ffmpeg-api/compose`` answers a real H.264 + AAC MP4 of the
+still and the audio it was sent (encoded with PyAV when the result is first
+fetched, never at import).
 """
 
 from __future__ import annotations
@@ -274,7 +277,7 @@ class Call:
         """Whether this answer's media must be malformed (a broken PNG, a bad WAV
         header) instead of its JSON being truncated; marks the call as done."""
         kind = self.sim.settings.for_group(self.group).faults.malformed_kind
-        if self.fault == "malformed" and kind in ("auto", "broken_png", "bad_wav"):
+        if self.fault == "malformed" and kind in ("auto", "broken_png", "bad_wav", "broken_mp4"):
             self.corrupted = True
         return self.corrupted
 
@@ -476,12 +479,18 @@ def replicate_get(call: Call) -> Reply:
 
 
 def fal_submit(call: Call) -> Reply:
+    if call.params["model"] == FAL_COMPOSE_MODEL:
+        return fal_compose_submit(call)
     body = call.json()
     if not body.get("prompt"):
         raise BadRequest("prompt is required", status=422)
     width, height = _size(body.get("image_size"), (1024, 768))
     job = call.sim.new_job(call, _job_png(call, str(body["prompt"]), width, height, int(body.get("seed") or 0)))
     job.info.update(width=width, height=height, seed=body.get("seed"))
+    return _fal_submitted(call, job)
+
+
+def _fal_submitted(call: Call, job: Job) -> Reply:
     base = f"{call.sim.base_url}/fal/{call.params['model']}/requests/{job.id}"
     return json_reply(
         {
@@ -514,6 +523,8 @@ def fal_result(call: Call) -> Reply:
         return json_reply({"detail": "Request is still in progress"}, 400)
     if job.outcome == "failed":
         return json_reply({"detail": "Internal error: simulated failure"}, 500)
+    if job.info.get("model") == FAL_COMPOSE_MODEL:
+        return fal_compose_result(call, job)
     flagged = job.outcome == "policy"
     images = [
         {
@@ -525,6 +536,246 @@ def fal_result(call: Call) -> Reply:
         for m in job.media_ids
     ]
     return json_reply({"images": images, "seed": job.info.get("seed"), "has_nsfw_concepts": [flagged] * len(images)})
+
+
+# fal ffmpeg-api/compose -------------------------------------------------------------------
+
+FAL_COMPOSE_MODEL = "fal-ai/ffmpeg-api/compose"
+COMPOSE_FPS = 30
+COMPOSE_MAX_S = 600.0
+# Sample rates FFmpeg's AAC encoder takes; any other rate is resampled to 48 kHz.
+_AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
+_AAC_FRAME = 1024
+_DATA_URI = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*);base64,(?P<payload>.*)", re.S)
+
+
+@dataclass(frozen=True)
+class ComposeInput:
+    """A compose job's decoded inputs: the still (RGB), the audio (float32 planar) and the timeline."""
+
+    rgb: np.ndarray  # (height, width, 3) uint8
+    video_s: float  # the image keyframe's duration
+    pcm: np.ndarray | None  # (channels, samples) float32, already trimmed to its keyframe
+    sample_rate: int
+    png: bytes  # the still as PNG (the thumbnail)
+
+
+def _compose_data(url: Any, where: str) -> bytes:
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.url is required")
+    if not url.startswith("data:"):
+        raise BadRequest(
+            f"{where}.url: only base64 data: URIs are simulated, got {url[:40]!r}", status=422, code="unsupported_url"
+        )
+    match = _DATA_URI.fullmatch(url)
+    if not match:
+        raise BadRequest(f"{where}.url is not a base64 data: URI (data:<type>;base64,<payload>)", code="invalid_data_uri")
+    try:
+        data = base64.b64decode(match.group("payload"), validate=True)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{where}.url: the data: URI payload is not valid base64", code="invalid_data_uri") from None
+    if not data:
+        raise BadRequest(f"{where}.url: the data: URI is empty", code="invalid_data_uri")
+    return data
+
+
+def _compose_keyframe(track: dict[str, Any], where: str) -> tuple[dict[str, Any], float, float]:
+    keyframes = track.get("keyframes")
+    if not isinstance(keyframes, list) or not keyframes:
+        raise BadRequest(f"{where}.keyframes must be a non-empty list")
+    if len(keyframes) > 1:
+        raise BadRequest(f"{where}: only one keyframe per track is simulated", status=422, code="unsupported")
+    keyframe = keyframes[0]
+    if not isinstance(keyframe, dict):
+        raise BadRequest(f"{where}.keyframes[0] must be an object")
+    timestamp, duration = keyframe.get("timestamp", 0), keyframe.get("duration")
+    for name, value in (("timestamp", timestamp), ("duration", duration)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise BadRequest(f"{where}.keyframes[0].{name} must be a number of milliseconds >= 0, got {value!r}")
+    if timestamp != 0:
+        raise BadRequest(f"{where}.keyframes[0]: only timestamp 0 is simulated", status=422, code="unsupported")
+    if not 0 < duration <= COMPOSE_MAX_S * 1000:
+        raise BadRequest(f"{where}.keyframes[0].duration must be in (0, {COMPOSE_MAX_S * 1000:g}] ms, got {duration!r}")
+    return keyframe, float(timestamp) / 1000.0, float(duration) / 1000.0
+
+
+def _compose_still(data: bytes, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > 4096 * 4096:
+                raise BadRequest(f"{where}: image of {image.width}x{image.height} is too large", status=422)
+            rgb = np.asarray(image.convert("RGB"))
+    except BadRequest:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
+        raise BadRequest(f"{where}.url: the image does not decode ({type(exc).__name__})", code="invalid_image") from None
+    height, width = rgb.shape[:2]
+    if width % 2 or height % 2 or not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise BadRequest(
+            f"{where}: image is {width}x{height}; H.264 (yuv420p) needs even sides in 16..4096",
+            status=422,
+            code="unsupported_size",
+        )
+    return rgb
+
+
+def _compose_audio(data: bytes, duration_s: float, where: str) -> tuple[np.ndarray, int]:
+    """Decode any audio FFmpeg reads to float32 planar, mono or stereo, trimmed to `duration_s`."""
+    import av  # lazily: the simulator imports without PyAV's start-up cost
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise BadRequest(f"{where}.url: no audio stream", code="invalid_audio")
+            stream = container.streams.audio[0]
+            rate = stream.rate if stream.rate in _AAC_RATES else 48000
+            layout = "mono" if stream.channels == 1 else "stereo"
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+            chunks = [f.to_ndarray() for frame in container.decode(stream) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    except BadRequest:
+        raise
+    except (av.FFmpegError, ValueError) as exc:
+        raise BadRequest(f"{where}.url: the audio does not decode ({exc})", code="invalid_audio") from None
+    if not chunks:
+        raise BadRequest(f"{where}.url: the audio has no samples", code="invalid_audio")
+    pcm = np.ascontiguousarray(np.concatenate(chunks, axis=1)[:, : max(1, round(duration_s * rate))], np.float32)
+    return pcm, rate
+
+
+def compose_input(body: dict[str, Any], size_override: tuple[int, int] | None = None) -> ComposeInput:
+    """Validate a compose body (one video track whose keyframe is an image, at most one
+    audio track) and decode its data: URIs; BadRequest says what is wrong."""
+    tracks = body.get("tracks")
+    if not isinstance(tracks, list) or not tracks:
+        raise BadRequest("tracks must be a non-empty list of {id, type, keyframes}")
+    video: tuple[dict[str, Any], float, float, str] | None = None
+    audio: tuple[dict[str, Any], float, float, str] | None = None
+    for index, track in enumerate(tracks):
+        where = f"tracks[{index}]"
+        if not isinstance(track, dict):
+            raise BadRequest(f"{where} must be an object")
+        kind = track.get("type")
+        if kind not in ("video", "audio"):
+            raise BadRequest(f"{where}.type must be 'video' or 'audio', got {kind!r}")
+        if (video if kind == "video" else audio) is not None:
+            raise BadRequest(f"{where}: only one {kind} track is simulated", status=422, code="unsupported")
+        keyframe, start, duration = _compose_keyframe(track, where)
+        if kind == "video":
+            video = (keyframe, start, duration, where)
+        else:
+            audio = (keyframe, start, duration, where)
+    if video is None:
+        raise BadRequest("tracks: a video track (its keyframe an image) is required")
+    keyframe, _, video_s, where = video
+    rgb = _compose_still(_compose_data(keyframe.get("url"), f"{where}.keyframes[0]"), where)
+    if size_override and (rgb.shape[1], rgb.shape[0]) != tuple(size_override):
+        resized = Image.fromarray(rgb).resize(tuple(size_override), Image.Resampling.BILINEAR)
+        rgb = np.asarray(resized)
+    png_buffer = io.BytesIO()
+    Image.fromarray(rgb).save(png_buffer, format="PNG", compress_level=1)
+    pcm, rate = None, 48000
+    if audio is not None:
+        keyframe, _, audio_s, where = audio
+        pcm, rate = _compose_audio(_compose_data(keyframe.get("url"), f"{where}.keyframes[0]"), audio_s, where)
+    return ComposeInput(rgb=rgb, video_s=video_s, pcm=pcm, sample_rate=rate, png=png_buffer.getvalue())
+
+
+def encode_compose_mp4(spec: ComposeInput, fps: int = COMPOSE_FPS) -> bytes:
+    """The still held for ``spec.video_s`` at `fps` (libx264 ultrafast, yuv420p; one
+    frame converted once and sent again and again) plus the audio as AAC, moov first."""
+    import tempfile
+    from fractions import Fraction
+
+    import av
+
+    height, width = spec.rgb.shape[:2]
+    n_frames = max(1, round(spec.video_s * fps))
+    with tempfile.TemporaryDirectory(prefix="sim-compose-") as folder:
+        path = f"{folder}/out.mp4"  # a file, not BytesIO: +faststart rereads what it wrote
+        with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+            video = out.add_stream("libx264", rate=fps)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.time_base = Fraction(1, fps)
+            video.options = {"preset": "ultrafast", "crf": "28"}
+            video.codec_context.thread_count = 1
+            audio = None
+            if spec.pcm is not None:
+                audio = out.add_stream("aac", rate=spec.sample_rate, layout="mono" if len(spec.pcm) == 1 else "stereo")
+            audio_packets: list[Any] = []
+            audio_errors: list[BaseException] = []
+
+            def encode_audio() -> None:  # beside the video: both encoders release the GIL
+                try:
+                    for start in range(0, spec.pcm.shape[1], _AAC_FRAME):
+                        chunk = np.ascontiguousarray(spec.pcm[:, start : start + _AAC_FRAME])
+                        audio_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.layout.name)
+                        audio_frame.sample_rate, audio_frame.pts = spec.sample_rate, start
+                        audio_frame.time_base = Fraction(1, spec.sample_rate)
+                        audio_packets.extend(audio.encode(audio_frame))
+                    audio_packets.extend(audio.encode(None))
+                except BaseException as exc:  # re-raised below
+                    audio_errors.append(exc)
+
+            audio_thread = None
+            if audio is not None:
+                audio.bit_rate = 32000 * len(spec.pcm)  # a simulator: small and fast
+                audio.codec_context.options = {"aac_coder": "fast"}
+                audio.codec_context.open()
+                audio_thread = threading.Thread(target=encode_audio, name="sim-compose-audio", daemon=True)
+                audio_thread.start()
+            packets = []
+            frame = av.VideoFrame.from_ndarray(spec.rgb, format="rgb24").reformat(format="yuv420p")
+            for index in range(n_frames):
+                frame.pts = index
+                frame.time_base = video.time_base
+                packets.extend(video.encode(frame))
+            packets.extend(video.encode(None))
+            if audio_thread is not None:
+                audio_thread.join()
+                if audio_errors:
+                    raise audio_errors[0]
+                packets.extend(audio_packets)
+            packets.sort(key=lambda p: (p.pts if p.pts is not None else 0) * p.time_base)
+            for packet in packets:
+                out.mux(packet)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def broken_mp4(mp4: bytes) -> bytes:
+    """The MP4 cut in the middle of its media: the header parses, the frames do not all decode."""
+    return mp4[: max(64, len(mp4) // 2)]
+
+
+def fal_compose_submit(call: Call) -> Reply:
+    spec = compose_input(call.json(), call.sim.settings.image_size_override)
+    job = call.sim.new_job(call, [])
+    job.info.update(model=FAL_COMPOSE_MODEL, compose=spec, corrupt=call.corrupt_media(), lock=threading.Lock())
+    return _fal_submitted(call, job)
+
+
+def fal_compose_result(call: Call, job: Job) -> Reply:
+    if job.outcome == "policy":
+        return json_reply(
+            {"detail": [{"msg": "content policy violation: the media was flagged", "type": "content_policy_violation"}]},
+            422,
+        )
+    with job.info["lock"]:  # encoded once, by the first result request after completion
+        if "video_id" not in job.info:
+            spec: ComposeInput = job.info["compose"]
+            mp4 = encode_compose_mp4(spec)
+            if job.info["corrupt"]:
+                mp4 = broken_mp4(mp4)
+            job.info["video_id"] = call.sim.store_media(mp4, "video/mp4", key=True)
+            job.info["thumbnail_id"] = call.sim.store_media(spec.png, "image/png", key=True)
+            job.info["compose"] = None  # the decoded inputs are not needed any more
+    return json_reply(
+        {
+            "video_url": call.sim.media_url(job.info["video_id"], ".mp4"),
+            "thumbnail_url": call.sim.media_url(job.info["thumbnail_id"]),
+        }
+    )
 
 
 def gmi_submit(call: Call) -> Reply:
@@ -689,7 +940,7 @@ def media_get(call: Call) -> Reply:
     redirect = call.sim.settings.media_redirect_to
     if redirect:
         return Reply(302, b"", "text/plain", {"location": f"{redirect.rstrip('/')}/_sim/media/{call.params['id']}"})
-    stored = call.sim.media_item(call.params["id"].removesuffix(".png"))
+    stored = call.sim.media_item(call.params["id"].split(".", 1)[0])  # m<n>-<hash>.png / .mp4
     if stored is None:
         return Reply(404, b"no such media", "text/plain")
     data, content_type = stored
@@ -955,9 +1206,9 @@ class ProviderSimulator:
                 self._media.popitem(last=False)
         return media_id if key else self.media_url(media_id)
 
-    def media_url(self, media_id: str) -> str:
+    def media_url(self, media_id: str, extension: str = ".png") -> str:
         base = (self.settings.media_base_url or self.base_url).rstrip("/")
-        return f"{base}/_sim/media/{media_id}.png"
+        return f"{base}/_sim/media/{media_id}{extension}"
 
     def media_item(self, media_id: str) -> tuple[bytes, str] | None:
         with self._lock:
