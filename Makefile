@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 export STUDIO_HOME ?= $(CURDIR)/.studio
 export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
 
-.PHONY: install demo ui test clean
+.PHONY: install demo ui test bench bench-quick clean
 
 install: $(INSTALLED)
 
@@ -32,6 +32,15 @@ ui: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# benchmarks/campaign_bench.py: fanout against the provider simulator (ours vs the
+# asyncio bound vs one run per partition), the cache re-run, the local campaign and
+# its memory. Writes benchmarks/results/latest.{json,md}; under 10 minutes on 2 cores.
+bench: install
+	$(BIN)/python benchmarks/campaign_bench.py
+
+bench-quick: install
+	$(BIN)/python benchmarks/campaign_bench.py --quick
 
 clean:
 	rm -rf .studio .pytest_cache
