@@ -142,8 +142,7 @@ def open_asset_preview(page, base_url: str, asset: str, partition: str) -> dict[
 
 
 def expand_asset_groups(page) -> None:
-    """On the global lineage page, unfold every collapsed group so the assets show."""
-    page.locator("[aria-label=unfold_more]").first.wait_for()
+    """On a lineage page, unfold every collapsed group so the assets show."""
     for _ in range(12):
         buttons = page.locator("[aria-label=unfold_more]")
         if buttons.count() == 0:
