@@ -10,9 +10,20 @@ INSTALLED := $(VENV)/.installed
 export STUDIO_HOME ?= $(CURDIR)/.studio
 export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
 
-.PHONY: install demo ui test bench bench-quick clean
+.PHONY: install demo ui test bench bench-quick clean chromium
 
-install: $(INSTALLED)
+install: $(INSTALLED) chromium
+
+# The browser test (tests/test_browser.py) drives the system's Chromium through Playwright; nothing is
+# downloaded at run time. Installed from Debian when missing, where we are root and apt-get exists;
+# never fails the install (the test skips, saying why, when no Chromium can be found).
+chromium:
+	@if [ -x /usr/bin/chromium ] || [ -n "$$STUDIO_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian chromium for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+			|| echo "warning: could not install chromium; tests/test_browser.py will be skipped"; \
+	else echo "note: no Chromium (apt-get install chromium as root); tests/test_browser.py will be skipped"; fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

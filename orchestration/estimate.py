@@ -80,20 +80,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
             continue
-        projection = estimate_campaign(brief, routing)
-        total = sum(t["cost_usd"] for t in projection.values())
-        print(f"{brief.campaign_id}: {len(brief.variants)} variants, budget ${brief.budget_usd:.2f}")
-        print(f"  {'task':8s} {'calls':>5s} {'cost_usd':>10s}  providers")
-        for task, t in projection.items():
-            print(f"  {task:8s} {t['calls']:5d} {t['cost_usd']:10.4f}  {t['providers']}")
-        verdict = "within budget" if total <= brief.budget_usd else "OVER BUDGET"
-        print(f"  {'total':8s} {sum(t['calls'] for t in projection.values()):5d} {total:10.4f}  {verdict}")
+        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing))))
     if args.spent:
-        ledger = ModelRouter.from_config(routing, str(args.routing)).ledger()
         for campaign_id in args.spent:
-            totals = ledger.totals(campaign_id)
-            print(f"{campaign_id}: spent ${totals['spent_usd']:.4f} in {totals['calls']} paid calls")
+            print(spent_line(routing, campaign_id, str(args.routing)))
     return status
+
+
+def projection_lines(brief: Brief, projection: dict[str, dict]) -> list[str]:
+    """The projection as a table: one line per task, then the total and the budget verdict."""
+    total = sum(t["cost_usd"] for t in projection.values())
+    lines = [
+        f"{brief.campaign_id}: {len(brief.variants)} variants, budget ${brief.budget_usd:.2f}",
+        f"  {'task':8s} {'calls':>5s} {'cost_usd':>10s}  providers",
+    ]
+    for task, t in projection.items():
+        lines.append(f"  {task:8s} {t['calls']:5d} {t['cost_usd']:10.4f}  {t['providers']}")
+    verdict = "within budget" if total <= brief.budget_usd else "OVER BUDGET"
+    lines.append(f"  {'total':8s} {sum(t['calls'] for t in projection.values()):5d} {total:10.4f}  {verdict}")
+    return lines
+
+
+def spent_line(routing: RoutingConfig, campaign_id: str, source: str = "routing") -> str:
+    """What the ledger (under $STUDIO_HOME/ledger) recorded for a campaign."""
+    totals = ModelRouter.from_config(routing, source).ledger().totals(campaign_id)
+    return f"{campaign_id}: spent ${totals['spent_usd']:.4f} in {totals['calls']} paid calls"
 
 
 if __name__ == "__main__":

@@ -2,17 +2,11 @@
 
 `dagster dev` is started from Python in its own process group with default
 signal handlers (a bare `&` would make it ignore SIGINT/SIGTERM) and stopped
-by signalling the group.
+by signalling the group (tests/webserver_harness.py, shared with the browser test).
 """
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,16 +14,11 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
+from tests.webserver_harness import dagster_webserver
 
 pytestmark = pytest.mark.e2e
 
 FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -39,34 +28,9 @@ def webserver(tmp_path):
     briefs.mkdir()
     shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
     shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
-    port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
-    dagster = Path(sys.executable).with_name("dagster")
-    log = open(tmp_path / "dagster-dev.log", "w")
-    process = subprocess.Popen(
-        [str(dagster), "dev", "--workspace", "workspace.yaml", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not answer within 120 s")
+    env = {"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
+    with dagster_webserver(env, tmp_path / "dagster-dev.log", daemon=True) as port:
         yield port, home
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def test_one_partition_through_the_webserver(webserver):

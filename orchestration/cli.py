@@ -1,0 +1,326 @@
+"""`studio`: the command line of campaign-studio.
+
+    studio brief validate FILE...            validate briefs; errors name the file and the field
+    studio campaign add FILE                 validate, copy into the briefs folder, register its partitions
+    studio estimate FILE... [--routing CONFIG] [--spent]
+                                             projected calls and cost per stage; no provider is called
+    studio simulate [--settings FILE] [--port N]
+                                             serve the provider simulator until Ctrl-C
+    studio simulate --campaign FILE [--routing CONFIG]
+                                             a dry run of a campaign on the cloud routing config,
+                                             every hosted provider pointed at the simulator
+
+Exit codes: 0 success, 1 the work failed (a run, a refused copy), 2 invalid
+input (a brief, a routing config, arguments).
+
+Every command reads the same settings as the rest of the project
+(`STUDIO_HOME`, `DAGSTER_HOME`, `STUDIO_BRIEFS_DIR`, `STUDIO_ROUTING`); heavy
+modules (Dagster, torch) are imported only by the commands that need them,
+so `studio brief validate` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from orchestration.progress import Progress
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+# --- brief validate ------------------------------------------------------------------
+
+
+def cmd_brief_validate(args: argparse.Namespace) -> int:
+    from resources.brief_schema import BriefError, load_brief
+
+    invalid = 0
+    with Progress(len(args.files), "validating", stream=sys.stderr) as progress:
+        for path in args.files:
+            try:
+                brief = load_brief(path)
+            except BriefError as exc:
+                invalid += 1
+                for problem in exc.problems:
+                    print(f"{exc.path}: {problem}", file=sys.stderr)
+            else:
+                print(f"{path}: ok: campaign {brief.campaign_id}, {len(brief.variants)} variant(s): "
+                      + ", ".join(brief.partition_keys()))
+            progress.advance(str(path))
+    if invalid:
+        print(f"{invalid} of {len(args.files)} brief(s) invalid", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+# --- campaign add --------------------------------------------------------------------
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """temp file in the same folder, then rename: the sensor never sees half a brief."""
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_campaign_add(args: argparse.Namespace) -> int:
+    from resources.brief_schema import BRIEF_SUFFIXES, BriefError, parse_brief, read_brief_bytes
+    from resources.brief_source import BriefSource
+
+    source_path = Path(args.file)
+    try:
+        raw = read_brief_bytes(source_path)
+        brief = parse_brief(raw, str(source_path))
+    except BriefError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    if source_path.suffix not in BRIEF_SUFFIXES:
+        _error(f"{source_path}: the sensor only reads {' and '.join(BRIEF_SUFFIXES)} files; rename it")
+        return EXIT_INVALID
+
+    briefs = BriefSource(folder=str(args.briefs_dir) if args.briefs_dir else "")
+    folder = briefs.folder_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source_path.name
+    scanned = briefs.scan()
+    for existing in scanned:
+        if existing.brief is None or existing.brief.campaign_id != brief.campaign_id:
+            continue
+        if Path(existing.path).name != target.name:
+            _error(f"{source_path}: campaign_id: {brief.campaign_id!r} is already declared by {existing.path}; "
+                   "edit that file, or remove it first")
+            return EXIT_FAILED
+    if target.exists() and target.resolve() != source_path.resolve():
+        same = next((f for f in scanned if Path(f.path).name == target.name), None)
+        if same is None or same.brief is None or same.brief.campaign_id != brief.campaign_id:
+            declared = f"declares campaign {same.brief.campaign_id!r}" if same and same.brief else "is not a valid brief"
+            _error(f"{target}: already exists and {declared}; refusing to overwrite it with campaign "
+                   f"{brief.campaign_id!r} (rename {source_path.name})")
+            return EXIT_FAILED
+
+    unchanged = target.exists() and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(raw).digest()
+    if target.resolve() != source_path.resolve() and not unchanged:
+        _write_atomically(target, raw)
+        print(f"copied {source_path} -> {target}")
+    else:
+        print(f"{target}: already up to date")
+
+    if args.no_register:
+        return EXIT_OK
+    added = register_partitions(brief.partition_keys())
+    print(f"registered {len(added)} new partition(s) of {len(brief.variants)} on the Dagster instance "
+          f"({os.environ['DAGSTER_HOME']}): {', '.join(added) if added else 'none new'}")
+    print("the brief_sensor requests a run for each new or changed variant on its next tick "
+          "(or materialize them in the UI: `make ui`)")
+    return EXIT_OK
+
+
+def register_partitions(keys: list[str]) -> list[str]:
+    """Add the variant partitions the instance does not have yet (what the brief sensor does); the new ones."""
+    from assets.partitions import variant_partitions
+    from orchestration.instance import local_instance
+
+    instance = local_instance()
+    existing = set(instance.get_dynamic_partitions(variant_partitions.name))
+    new = [key for key in keys if key not in existing]
+    if new:
+        instance.add_dynamic_partitions(variant_partitions.name, new)
+    return new
+
+
+# --- estimate ------------------------------------------------------------------------
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from orchestration.estimate import estimate_campaign, projection_lines, spent_line
+    from resources.brief_schema import BriefError, load_brief
+    from resources.routing_config import RoutingConfigError, load_routing_config
+    from resources.settings import routing_config_path
+
+    routing_path = args.routing or routing_config_path()
+    try:
+        routing = load_routing_config(routing_path)
+    except RoutingConfigError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
+    print(f"routing: {routing_path}")
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            brief = load_brief(path)
+        except BriefError as exc:
+            for problem in exc.problems:
+                print(f"{exc.path}: {problem}", file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing))))
+        if args.spent:
+            print("  " + spent_line(routing, brief.campaign_id, str(routing_path)))
+    return status
+
+
+# --- simulate ------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.campaign is None:
+        from model_adapters.simulator.__main__ import main as serve
+
+        argv: list[str] = []
+        for flag, value in (("--settings", args.settings), ("--host", args.host), ("--port", args.port),
+                            ("--seed", args.seed), ("--latency-ms", args.latency_ms)):
+            if value is not None:
+                argv += [flag, str(value)]
+        for item in args.set:
+            argv += ["--set", item]
+        return serve(argv)
+
+    from orchestration.dry_run import DRY_RUN_KEY, dry_run_campaign
+    from resources.brief_schema import BriefError, load_brief
+    from resources.routing_config import RoutingConfigError
+
+    try:
+        brief = load_brief(args.campaign)
+    except BriefError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    settings: dict = {}
+    if args.settings:
+        import yaml
+
+        from model_adapters.simulator import SimulatorSettings
+
+        try:
+            settings = SimulatorSettings.from_file(args.settings).model_dump(mode="json", exclude_unset=True)
+        except (OSError, ValueError) as exc:
+            _error(f"{args.settings}: {exc}")
+            return EXIT_INVALID
+        except yaml.YAMLError as exc:
+            _error(f"{args.settings}: invalid YAML: {exc}")
+            return EXIT_INVALID
+        settings.pop("api_key", None)  # the dry run sets its own throwaway key
+    if args.latency_ms is not None:
+        settings.setdefault("default", {}).setdefault("latency", {})["ms"] = args.latency_ms
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    print(f"dry run: {args.campaign} on {args.routing or 'config/routing.cloud.yaml'}, hosted providers on the "
+          f"simulator (key {DRY_RUN_KEY!r}, no real provider is called)", file=sys.stderr)
+    progress = Progress(0, "dry run steps", stream=sys.stderr)
+
+    def on_start(steps: int) -> None:
+        progress.total = steps
+
+    with progress:
+        try:
+            report = dry_run_campaign(
+                Path(args.campaign), brief, routing_path=args.routing, simulator_settings=settings,
+                video_short_side=args.video_short_side, keep=args.keep, on_start=on_start, on_step=progress.advance,
+            )
+        except RoutingConfigError as exc:
+            _error(str(exc))
+            return EXIT_INVALID
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.success else EXIT_FAILED
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio",
+        description="campaign-studio: validate and add briefs, estimate costs, run the provider simulator.",
+        epilog="Settings come from STUDIO_HOME, DAGSTER_HOME, STUDIO_BRIEFS_DIR and STUDIO_ROUTING (see README.md).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    brief = commands.add_parser("brief", help="work with brief files", description="Work with brief files.")
+    brief_commands = brief.add_subparsers(dest="brief_command", metavar="SUBCOMMAND", required=True)
+    validate = brief_commands.add_parser(
+        "validate", help="validate brief YAML files",
+        description="Validate brief YAML files. Every problem is printed as FILE: FIELD: message; "
+        "the exit code is 2 if any file is invalid, 0 if all are valid.",
+    )
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="brief YAML file")
+    validate.set_defaults(handler=cmd_brief_validate)
+
+    campaign = commands.add_parser("campaign", help="add campaigns", description="Add campaigns.")
+    campaign_commands = campaign.add_subparsers(dest="campaign_command", metavar="SUBCOMMAND", required=True)
+    add = campaign_commands.add_parser(
+        "add", help="validate a brief, copy it into the briefs folder, register its partitions",
+        description="Validate a brief, copy it into the briefs folder ($STUDIO_BRIEFS_DIR, default briefs/) and "
+        "register one partition per variant on the Dagster instance ($DAGSTER_HOME). Refuses a brief whose "
+        "campaign id another file already declares, and refuses to overwrite a file of another campaign.",
+    )
+    add.add_argument("file", type=Path, metavar="FILE", help="brief YAML file")
+    add.add_argument("--briefs-dir", type=Path, help="the briefs folder (default: $STUDIO_BRIEFS_DIR or briefs/)")
+    add.add_argument("--no-register", action="store_true", help="copy only; leave the partitions to the sensor")
+    add.set_defaults(handler=cmd_campaign_add)
+
+    estimate = commands.add_parser(
+        "estimate", help="projected calls and cost per stage (no provider is called)",
+        description="Project the calls and cost of each stage of a campaign from the routing config's price table. "
+        "Assumes the first provider of each variant's route answers and no cache hits.",
+    )
+    estimate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="brief YAML file")
+    estimate.add_argument("--routing", type=Path, metavar="CONFIG",
+                          help="routing config (default: $STUDIO_ROUTING or config/routing.local.yaml)")
+    estimate.add_argument("--spent", action="store_true",
+                          help="also print what the ledger ($STUDIO_HOME/ledger) recorded for each campaign")
+    estimate.set_defaults(handler=cmd_estimate)
+
+    simulate = commands.add_parser(
+        "simulate", help="run the provider simulator (serve, or a dry run of a campaign)",
+        description="Without --campaign: serve the provider simulator on 127.0.0.1 until Ctrl-C (it prints its "
+        "base URL). With --campaign FILE: a dry run of that campaign, every hosted provider of the routing config "
+        "pointed at the simulator, in a throwaway STUDIO_HOME; reports calls, cost and time.",
+    )
+    simulate.add_argument("--settings", metavar="FILE", help="simulator settings, YAML or JSON (latency, faults)")
+    simulate.add_argument("--host", help="serve: address to bind (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, help="serve: port (default: any free port)")
+    simulate.add_argument("--seed", type=int, help="seed of the latency and fault RNG")
+    simulate.add_argument("--latency-ms", type=float, help="fixed latency of every endpoint")
+    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="serve: override a simulator setting by dotted path (repeatable)")
+    simulate.add_argument("--campaign", type=Path, metavar="FILE", help="dry-run this brief against the simulator")
+    simulate.add_argument("--routing", type=Path, metavar="CONFIG",
+                          help="dry run: routing config (default: config/routing.cloud.yaml)")
+    simulate.add_argument("--video-short-side", type=int, default=720, metavar="PX",
+                          help="dry run: short side of the synced video (default 720)")
+    simulate.add_argument("--keep", type=Path, metavar="DIR",
+                          help="dry run: keep the run's STUDIO_HOME and Dagster instance in DIR")
+    simulate.set_defaults(handler=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Dagster flags the single-run backfill policy (beta) and partitioned checks (preview) on every
+    # definitions load; the README says so once. Real warnings still show.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
