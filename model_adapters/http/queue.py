@@ -209,7 +209,7 @@ class FalImages(QueueImageAdapter):
         final = await self._poll(check)
         if final.error:
             raise self._job_failed("GET fal status", job, "failed", final.error)
-        result_reply = await self._request("GET", response_url)
+        result_reply = await self._read_retrying(lambda: self._request("GET", response_url))
         result = self._parse(_FalResult, self._json(result_reply), result_reply.endpoint)
         if result.has_nsfw_concepts and result.has_nsfw_concepts[0]:
             raise self._error(ContentPolicyError, f"{result_reply.endpoint}: job {job}: image flagged as NSFW")
