@@ -148,7 +148,8 @@ def partition_key(campaign_id: str, variant_id: str) -> str:
 
 def split_partition_key(key: str) -> tuple[str, str]:
     campaign_id, sep, variant_id = key.partition(PARTITION_SEPARATOR)
-    if not sep or not re.match(SLUG_PATTERN, campaign_id) or not re.match(SLUG_PATTERN, variant_id):
+    # fullmatch: `$` would let a trailing newline through.
+    if not sep or not re.fullmatch(SLUG_PATTERN, campaign_id) or not re.fullmatch(SLUG_PATTERN, variant_id):
         raise ValueError(f"partition key {key!r} is not '<campaign>.<variant>' with slug ids")
     return campaign_id, variant_id
 
