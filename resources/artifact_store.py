@@ -43,9 +43,9 @@ def sha256_hex(data: bytes) -> str:
 
 def relative_key(sha256: str, extension: str) -> str:
     """`sha256/ab/<sha256>.<ext>`: the only shape of key either store writes or reads."""
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-    if not _EXTENSION.match(extension):
+    if not _EXTENSION.fullmatch(extension):
         raise ValueError(f"artifact extension must look like '.png', got {extension!r}")
     return f"sha256/{sha256[:2]}/{sha256}{extension}"
 
@@ -55,7 +55,7 @@ def entry_key(namespace: str, key: str) -> str:
     artifacts (the router's response cache): hex keys only, so nothing escapes."""
     if namespace not in ENTRY_NAMESPACES:
         raise ValueError(f"unknown entry namespace {namespace!r}")
-    if not _SHA256.match(key):
+    if not _SHA256.fullmatch(key):
         raise ValueError(f"entry keys are sha256 hex digests, got {key!r}")
     return f"{namespace}/{key[:2]}/{key}.json"
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from model_adapters.types import AspectRatio
 
@@ -32,7 +41,20 @@ MAX_BRIEF_BYTES = 1_000_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: an infinite budget would pass `ge=0` and then not
+    # survive the JSON manifests (JSON has no infinity).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def _int_to_float(value: object) -> object:
+    """YAML writes `15` as an int; strict mode would refuse it for a float. An int
+    too large for a float is an error of the field, never an OverflowError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"number with {len(str(abs(value)))} digits is out of range") from None
+    return value
 
 
 class Variant(_Strict):
@@ -46,10 +68,7 @@ class Variant(_Strict):
     @field_validator("duration_s", mode="before")
     @classmethod
     def _int_is_fine(cls, value: object) -> object:
-        # YAML writes `15` as an int; strict mode would refuse it for a float.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
+        return _int_to_float(value)
 
     @field_validator("locale")
     @classmethod
@@ -59,14 +78,19 @@ class Variant(_Strict):
             raise ValueError(f"unknown locale {value!r}; supported: {known}")
         return value
 
-    @model_validator(mode="after")
-    def _known_voice(self) -> "Variant":
-        # Checked against the voices espeak-ng ships, so a typo fails the brief,
-        # not the voiceover step. Imported here: parsing a brief stays light.
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, value: str, info: ValidationInfo) -> str:
+        # Checked against the voices espeak-ng ships, so a typo fails the brief
+        # (naming `variants[i].voice`), not the voiceover step. `locale` is
+        # declared first, so it is validated already (absent if it failed).
+        # Imported here: parsing a brief stays light.
         from model_adapters.local_voice import resolve_voice
 
-        resolve_voice(self.locale, self.voice)
-        return self
+        locale = info.data.get("locale")
+        if locale is not None:
+            resolve_voice(locale, value)
+        return value
 
 
 class Brief(_Strict):
@@ -82,9 +106,7 @@ class Brief(_Strict):
     @field_validator("budget_usd", mode="before")
     @classmethod
     def _int_budget(cls, value: object) -> object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
+        return _int_to_float(value)
 
     @field_validator("palette", "banned_terms", "variants", mode="before")
     @classmethod
@@ -126,7 +148,8 @@ def partition_key(campaign_id: str, variant_id: str) -> str:
 
 def split_partition_key(key: str) -> tuple[str, str]:
     campaign_id, sep, variant_id = key.partition(PARTITION_SEPARATOR)
-    if not sep or not re.match(SLUG_PATTERN, campaign_id) or not re.match(SLUG_PATTERN, variant_id):
+    # fullmatch: `$` would let a trailing newline through.
+    if not sep or not re.fullmatch(SLUG_PATTERN, campaign_id) or not re.fullmatch(SLUG_PATTERN, variant_id):
         raise ValueError(f"partition key {key!r} is not '<campaign>.<variant>' with slug ids")
     return campaign_id, variant_id
 
@@ -166,14 +189,30 @@ def _describe(error: ValidationError) -> list[str]:
 
 
 class _NoAliasSafeLoader(yaml.SafeLoader):
-    """A safe loader that refuses anchors/aliases: briefs never need them and
-    they are the vehicle of 'billion laughs' expansion."""
+    """A safe loader that refuses anchors/aliases (briefs never need them and
+    they are the vehicle of 'billion laughs' expansion) and duplicated keys
+    (PyYAML would silently keep the last one)."""
 
     def compose_node(self, parent, index):  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed in briefs", event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicated = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it below
+            if duplicated:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"duplicated key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_brief(text: str | bytes, source: str = "<brief>") -> Brief:
@@ -188,12 +227,19 @@ def parse_brief(text: str | bytes, source: str = "<brief>") -> Brief:
         data = yaml.load(text, Loader=_NoAliasSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise BriefError(source, [f"invalid YAML: {exc}"]) from None
+    except RecursionError:
+        raise BriefError(source, ["invalid YAML: nested too deeply"]) from None
+    except (ValueError, OverflowError) as exc:
+        # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise BriefError(source, [f"invalid YAML value: {exc}"]) from None
     if not isinstance(data, dict):
         raise BriefError(source, ["(brief): expected a mapping of fields at the top level"])
     try:
         return Brief.model_validate(data)
     except ValidationError as exc:
         raise BriefError(source, _describe(exc)) from None
+    except RecursionError:
+        raise BriefError(source, ["(brief): nested too deeply"]) from None
 
 
 def read_brief_bytes(path: str | Path) -> bytes:

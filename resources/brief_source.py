@@ -42,6 +42,9 @@ class BriefSource(dg.ConfigurableResource):
                 scanned.append(BriefFile(path, digest, parse_brief(raw, str(path)), None))
             except BriefError as exc:
                 scanned.append(BriefFile(path, digest, None, exc))
+            except Exception as exc:  # noqa: BLE001 - one hostile file must never stop the scan
+                problem = f"(brief): could not be validated: {type(exc).__name__}: {str(exc)[:200]}"
+                scanned.append(BriefFile(path, digest, None, BriefError(str(path), [problem])))
         return scanned
 
     def find(self, campaign_id: str) -> BriefFile:

@@ -35,9 +35,21 @@ _SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,200}$")
 
 
 def _check_partition_key(partition_key: str) -> str:
-    if not _SAFE_KEY.match(partition_key) or ".." in partition_key:
+    # fullmatch: `$` in `match` would accept a trailing newline.
+    if not isinstance(partition_key, str) or not _SAFE_KEY.fullmatch(partition_key) or ".." in partition_key:
         raise ValueError(f"partition key {partition_key!r} is not safe to use as a file name")
     return partition_key
+
+
+_SAFE_ASSET_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,200}")
+
+
+def _check_asset_key(asset_key: dg.AssetKey) -> list[str]:
+    """Asset key segments become folder names: Python identifiers-like words only."""
+    for segment in asset_key.path:
+        if not _SAFE_ASSET_SEGMENT.fullmatch(segment):
+            raise ValueError(f"asset key {asset_key.to_user_string()!r}: segment {segment!r} is not safe as a folder name")
+    return list(asset_key.path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -110,7 +122,7 @@ class JsonManifestIOManager(BaseManifestIOManager):
         return Path(self.root).resolve() if self.root else manifests_root()
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
-        return self._root().joinpath(*asset_key.path, f"{_check_partition_key(partition_key)}.json")
+        return self._root().joinpath(*_check_asset_key(asset_key), f"{_check_partition_key(partition_key)}.json")
 
     def _write(self, asset_key: dg.AssetKey, partition_key: str, text: str) -> None:
         _atomic_write(self._path(asset_key, partition_key), text)
@@ -148,7 +160,7 @@ class S3JsonManifestIOManager(BaseManifestIOManager):
         return self._client
 
     def key(self, asset_key: dg.AssetKey, partition_key: str) -> str:
-        return self.s3_location.key("manifests", *asset_key.path, f"{_check_partition_key(partition_key)}.json")
+        return self.s3_location.key("manifests", *_check_asset_key(asset_key), f"{_check_partition_key(partition_key)}.json")
 
     def _write(self, asset_key: dg.AssetKey, partition_key: str, text: str) -> None:
         self.client.put_object(

@@ -197,8 +197,8 @@ class RouterSession:
             return None
         try:
             return decode_result(task, entry["result"], lambda ref: self._store.get(ArtifactRef.model_validate(ref)))
-        except (FileNotFoundError, ValueError, KeyError):
-            return None  # an entry whose media is gone or damaged is a miss
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # an entry whose media is gone, or that is damaged or planted, is a miss
 
     def _remember(self, task: Task, key: str, value: Any, provider_id: str) -> None:
         def put_blob(data: bytes, extension: str) -> dict:

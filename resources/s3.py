@@ -28,11 +28,11 @@ class S3Location:
 
     @classmethod
     def create(cls, bucket: str, prefix: str) -> S3Location:
-        if not _BUCKET.match(bucket or "") or ".." in bucket:
+        if not _BUCKET.fullmatch(bucket or "") or ".." in bucket:
             raise ValueError(f"not a valid S3 bucket name: {bucket!r}")
         stripped = (prefix or "").strip("/")
         for segment in stripped.split("/") if stripped else ():
-            if not _PREFIX_SEGMENT.match(segment):
+            if not _PREFIX_SEGMENT.fullmatch(segment):
                 raise ValueError(
                     f"S3 prefix {prefix!r}: segment {segment!r} must start with a letter or digit "
                     "and hold only letters, digits, '.', '_', '=' or '-'"
@@ -43,7 +43,7 @@ class S3Location:
         """`<prefix>/<parts...>`; each part is one or more already-safe segments."""
         for part in parts:
             for segment in part.split("/"):
-                if not _KEY_SEGMENT.match(segment):
+                if not _KEY_SEGMENT.fullmatch(segment):
                     raise ValueError(f"unsafe S3 key segment {segment!r} in {part!r}")
         return "/".join([self.prefix, *parts] if self.prefix else parts)
 

@@ -93,6 +93,6 @@ def test_supported_locales_have_a_voice_and_phrases():
 
 def test_unknown_voice_names_the_variant():
     message = errors_of(GOOD.replace("voice: de+f2", "voice: zzvoice"))
-    assert "variants[1]: unknown espeak-ng voice 'zzvoice'" in message
+    assert "variants[1].voice: unknown espeak-ng voice 'zzvoice'" in message
     message = errors_of(GOOD.replace("voice: de+f2", "voice: de+nosuchvariant"))
-    assert "variants[1]: unknown espeak-ng voice variant 'nosuchvariant'" in message
+    assert "variants[1].voice: unknown espeak-ng voice variant 'nosuchvariant'" in message

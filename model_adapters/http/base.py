@@ -15,6 +15,9 @@
   policy refusals -> ContentPolicyError, 413/415/422 or an "unsupported" code
   -> UnsupportedInput, any other 4xx -> FatalProviderError. httpx timeouts ->
   ProviderTimeout, connection errors -> RetryableError.
+- Status polls, job results and media downloads (reads of work already
+  submitted and paid for) retry transient failures a few times within the
+  call's deadline instead of failing the whole call (`_poll`, `_read_retrying`).
 - `fetch_media`: downloads only from base_url's origin or `allowed_hosts`
   (scheme, host and port compared exactly), follows redirects only to allowed
   origins, and caps the size. A refused URL raises `MediaURLRefused` (an
@@ -81,6 +84,10 @@ REDACTED = "[redacted]"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DETAIL_CHARS = 300
+# Reads of work already submitted (status polls, results, media downloads)
+# retry transient failures this many times in a row, within the call's deadline.
+TRANSIENT_READ_RETRIES = 3
+MAX_TRANSIENT_WAIT_S = 5.0
 
 # Options every HTTP adapter understands (adapters add their own).
 COMMON_OPTIONS = frozenset({"model_version", "max_media_bytes", "connect_timeout_s", "trust_env"})
@@ -783,8 +790,10 @@ class HttpAdapter:
         """Download provider media from an allowed origin (see the module docstring)."""
         target = self._checked_url(url, "media URL")
         for _ in range(MAX_REDIRECTS + 1):
-            reply = await self._request(
-                "GET", target, headers={"accept": "*/*"}, max_bytes=self.max_media_bytes, redirects_ok=True
+            reply = await self._read_retrying(
+                lambda target=target: self._request(
+                    "GET", target, headers={"accept": "*/*"}, max_bytes=self.max_media_bytes, redirects_ok=True
+                )
             )
             if reply.status not in _REDIRECT_STATUSES:
                 return reply.content
@@ -826,10 +835,41 @@ class HttpAdapter:
 
     async def _poll(self, check: Callable[[], Awaitable[T | None]]) -> T:
         """Sleep, call `check`; again, with backoff, until it returns a value.
-        The caller's `_deadline` bounds the total time."""
+        A transient failure of a status read (5xx, 429, a malformed body) is
+        polled again, up to `TRANSIENT_READ_RETRIES` in a row: the job is already
+        submitted (and paid for), so one bad poll must not make the router submit
+        it again. The caller's `_deadline` bounds the total time."""
+        failures = 0
         for interval in self._poll_schedule().intervals():
             await asyncio.sleep(interval)
-            result = await check()
+            try:
+                result = await check()
+            except RetryableError as exc:
+                failures += 1
+                if failures > TRANSIENT_READ_RETRIES:
+                    raise
+                await asyncio.sleep(self._transient_delay_s(exc, failures))
+                continue
+            failures = 0
             if result is not None:
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient_delay_s(self, error: AdapterError, failures: int) -> float:
+        if error.retry_after_s is not None:
+            return min(error.retry_after_s, MAX_TRANSIENT_WAIT_S)
+        return min(self._poll_schedule().initial_s * 2 ** (failures - 1), MAX_TRANSIENT_WAIT_S)
+
+    async def _read_retrying(self, read: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent read (a job's result, a media download) that retries
+        transient failures a few times within the call's deadline, for the
+        same reason as `_poll`: the work is done, only the read failed."""
+        failures = 0
+        while True:
+            try:
+                return await read()
+            except RetryableError as exc:
+                failures += 1
+                if failures > TRANSIENT_READ_RETRIES:
+                    raise
+                await asyncio.sleep(self._transient_delay_s(exc, failures))

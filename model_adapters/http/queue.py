@@ -208,7 +208,7 @@ class FalQueue(HttpAdapter):
         final = await self._poll(check)
         if final.error:
             raise job_failed(self, "GET fal status", job, "failed", final.error)
-        return await self._request("GET", response_url), job
+        return await self._read_retrying(lambda: self._request("GET", response_url)), job
 
 
 class FalImages(FalQueue, QueueImageAdapter):

@@ -44,7 +44,7 @@ class BudgetLedger:
         self.root = Path(root)
 
     def _path(self, campaign_id: str) -> Path:
-        if not _CAMPAIGN.match(campaign_id):
+        if not isinstance(campaign_id, str) or not _CAMPAIGN.fullmatch(campaign_id):
             raise ValueError(f"not a campaign id: {campaign_id!r}")
         return self.root / f"{campaign_id}.json"
 

@@ -83,9 +83,10 @@ class ResponseCache:
         if raw is None:
             return None
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+            entry = json.loads(raw)
+        except ValueError:  # JSONDecodeError, or bytes that are not even UTF-8 (a planted pickle)
             return None  # a damaged entry is a miss, never a crash
+        return entry if isinstance(entry, dict) else None
 
     def write(self, key: str, entry: dict) -> None:
         self.store.write_entry(self.NAMESPACE, key, json.dumps(entry, sort_keys=True).encode())

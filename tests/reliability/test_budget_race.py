@@ -1,0 +1,81 @@
+"""Variants racing for the last dollars of a budget, from threads and from processes, never overspend."""
+
+import concurrent.futures
+import json
+import math
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from resources.policies.budget import BudgetExceeded, BudgetLedger, CampaignBudget
+
+LIMIT = 1.00
+PRICE = 0.07  # 14 calls fit; the 15th would pass the limit
+
+
+def _race(root: str, campaign: str, calls: int, barrier=None, start_at: float | None = None) -> tuple[int, int]:
+    """Reserve and settle `calls` times; (spent, refused)."""
+    ledger = BudgetLedger(root)
+    spent = refused = 0
+    if barrier is not None:
+        barrier.wait()
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    for _ in range(calls):
+        try:
+            token = ledger.reserve(CampaignBudget(campaign, LIMIT), PRICE)
+        except BudgetExceeded:
+            refused += 1
+            continue
+        ledger.settle(campaign, token, PRICE)
+        spent += 1
+    return spent, refused
+
+
+def _state(root, campaign) -> dict:
+    return json.loads((root / f"{campaign}.json").read_text())
+
+
+def test_threads_never_overspend(tmp_path):
+    workers = 24
+    barrier = threading.Barrier(workers)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outcomes = list(pool.map(lambda _: _race(str(tmp_path), "threaded", 3, barrier), range(workers)))
+    spent = sum(s for s, _ in outcomes)
+    assert spent == math.floor(LIMIT / PRICE + 1e-9) == 14
+    assert sum(r for _, r in outcomes) == workers * 3 - spent
+    state = _state(tmp_path, "threaded")
+    assert state["spent_usd"] == pytest.approx(spent * PRICE) and state["spent_usd"] <= LIMIT + 1e-9
+    assert state["calls"] == spent and state["reserved"] == {}
+
+
+def test_processes_and_threads_together_never_overspend(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    processes = 6
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        list(pool.map(_race, [str(tmp_path)] * processes, ["warm-up"] * processes, [0] * processes))  # workers up, module imported
+        start_at = time.time() + 1.0
+        remote = [pool.submit(_race, str(tmp_path), "mixed", 5, None, start_at) for _ in range(processes)]
+        with concurrent.futures.ThreadPoolExecutor(6) as threads:
+            local = list(threads.map(lambda _: _race(str(tmp_path), "mixed", 5, None, start_at), range(6)))
+        outcomes = [f.result() for f in remote] + local
+    spent = sum(s for s, _ in outcomes)
+    assert spent == 14, outcomes
+    assert sum(s > 0 for s, _ in outcomes[:processes]) >= 1  # the processes really took part
+    state = _state(tmp_path, "mixed")
+    assert state["spent_usd"] <= LIMIT + 1e-9 and state["spent_usd"] == pytest.approx(14 * PRICE)
+    assert state["reserved"] == {}
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no torn ledger writes left
+
+
+def test_in_flight_reservations_count_against_the_budget(tmp_path):
+    """Reserved-but-unsettled calls hold their share: no one can slip in under them."""
+    ledger = BudgetLedger(tmp_path)
+    budget = CampaignBudget("held", LIMIT)
+    tokens = [ledger.reserve(budget, 0.3) for _ in range(3)]
+    with pytest.raises(BudgetExceeded, match="in flight"):
+        ledger.reserve(budget, 0.2)
+    ledger.settle("held", tokens[0], None)  # a failed call releases its share
+    ledger.reserve(budget, 0.2)
