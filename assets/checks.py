@@ -16,10 +16,18 @@ read back from the artifact store), never the figures a manifest claims
 | `synced_video` | `av_in_sync` | yes | stream durations (PyAV) differ by <= 1 frame; `moov` before `mdat` |
 | `synced_video` | `campaign_within_budget` | no | the ledger's spend for the campaign <= the brief's `budget_usd` |
 
-Blocking: a failed blocking check stops the run's downstream steps (a bad
-voiceover is not captioned, a bad image is not refined or composited). The
-budget check is not blocking: when it runs the money is spent, and the
-campaign roll-up downstream is where the overspend is read.
+Where they run. The media checks (all but the budget) are check specs of the
+`variant_media` multi-asset and run inside it, for each variant as soon as
+the stage they check has made its output (`STAGE_CHECKS`): the model stages
+pipeline in that one step, so a check step after it would come too late to
+stop a variant's later stages, and would measure every artifact a second
+time. Blocking: a variant whose output fails a blocking check goes no further
+in that step (a bad voiceover is not captioned, a bad image is not refined or
+composited); the stage's own output is materialized with its failed
+evaluation, the stages it stopped are not, and Dagster then fails the step,
+so nothing downstream of it in the run executes. The budget check is its own
+step and not blocking: when it runs the money is spent, and the campaign
+roll-up downstream is where the overspend is read.
 
 The checks in two layers:
 
@@ -28,20 +36,15 @@ The checks in two layers:
   `check_budget`) take bytes or text and return `CheckOutcome(passed,
   metadata)`; `metadata["problems"]` says what failed. Tests call them on
   crafted artifacts.
-- thin Dagster wrappers (`build_asset_checks()`), partitioned like the assets.
+- thin Dagster wrappers: `STAGE_CHECKS` (spec + evaluation, run by
+  `variant_media`) and `build_asset_checks()` (the budget check step).
 
-Partitions. Variant assets run as single-run backfills, so one check step
-gets many partition keys (`context.partition_keys`), and its inputs come
-through the manifest IO manager as `dict[partition_key, manifest]` for all of
-them. Dagster 1.13's `AssetCheckResult` has no partition field: in a
+Partitions. Dagster 1.13's `AssetCheckResult` has no partition field: in a
 partition-range run it would be recorded once with no partition, leaving every
-planned per-partition row without a result. So each wrapper yields one
-`dg.AssetCheckEvaluation` per partition key (with `partition=`, `blocking=`
-and the target materialization), then the check's `Output` so downstream
-steps see the check step complete. A failed blocking evaluation for any key
-fails the step (Dagster raises `DagsterAssetCheckFailedError` after the
-evaluations are recorded), so no downstream step of that run executes: the
-run-level granularity the single-run backfill implies.
+planned per-partition row without a result. So every check yields one
+`dg.AssetCheckEvaluation` per partition key (`check_evaluation`: with
+`partition=`, `blocking=` and the target materialization), then the check's
+`Output`.
 """
 
 
@@ -468,20 +471,161 @@ def check_budget(spent_usd: float, budget_usd: float, *, campaign_id: str = "", 
 # --- Dagster wrappers --------------------------------------------------------------------
 
 
-def _target_materialization(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, partition_key: str) -> Any:
-    """The materialization this evaluation judged, so the UI can tell whether the result is current."""
+def check_evaluation(
+    asset: str,
+    name: str,
+    blocking: bool,
+    partition_key: str,
+    outcome: CheckOutcome,
+    target: Any = None,
+) -> dg.AssetCheckEvaluation:
+    """One partition's result as Dagster records it, with what failed in the description."""
+    passed, metadata = outcome
+    problems = list(metadata.get("problems", []))
+    subject = f"{asset} [{partition_key}]"
+    description = f"{subject}: {name} passed" if passed else f"{subject}: {name} failed: " + "; ".join(problems)
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(asset),
+        check_name=name,
+        passed=passed,
+        metadata={
+            **{k: v for k, v in metadata.items() if k != "problems"},
+            "partition": partition_key,
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        blocking=blocking,
+        partition=partition_key,
+        target_materialization_data=target,
+    )
+
+
+def latest_materializations(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
+    """partition key -> the target data of its latest materialization (one query for all keys),
+    so the UI can tell whether a check result is current."""
     # Not exported at the top level in 1.13; it is the type AssetCheckResult itself fills in.
     from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition_key]), limit=1
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=list(partition_keys)), limit=max(1, len(partition_keys))
     ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-    )
+    targets: dict[str, Any] = {}
+    for record in records:  # newest first
+        if record.partition_key not in targets:
+            targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            )
+    return targets
+
+
+# --- the checks that measure a stage's output, run inside `variant_media` ------------------
+
+
+class StageCheckInput(NamedTuple):
+    """What a stage check reads: the artifact store, the variant's brief, the stage's
+    manifest and the manifests of the stages it read."""
+
+    artifacts: BaseArtifactStore
+    brief: VariantBriefDoc
+    manifest: Any
+    inputs: Mapping[str, Any]
+
+
+class StageCheck(NamedTuple):
+    asset: str
+    name: str
+    blocking: bool
+    description: str
+    evaluate: Callable[[StageCheckInput], CheckOutcome]
+
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            self.name, asset=self.asset, blocking=self.blocking, description=self.description, partitions_def=variant_partitions
+        )
+
+
+def _png_valid(min_short_side: int | None) -> Callable[[StageCheckInput], CheckOutcome]:
+    def evaluate(item: StageCheckInput) -> CheckOutcome:
+        image: ImageArtifact = item.manifest
+        return check_png(
+            item.artifacts.get(image.artifact),
+            item.brief.aspect_ratio,
+            declared_size=(image.width, image.height),
+            min_short_side=min_short_side,
+        )
+
+    return evaluate
+
+
+def _loudness(item: StageCheckInput) -> CheckOutcome:
+    audio: AudioArtifact = item.manifest
+    passed, metadata = check_loudness(item.artifacts.get(audio.artifact))
+    metadata["manifest_loudness_lufs"] = dg.MetadataValue.float(round(audio.loudness_lufs, 3))
+    metadata["manifest_true_peak_dbtp"] = dg.MetadataValue.float(round(audio.true_peak_dbtp, 3))
+    return CheckOutcome(passed, metadata)
+
+
+def _caption_rules(item: StageCheckInput) -> CheckOutcome:
+    track: CaptionTrack = item.manifest
+    words = item.inputs["voiceover"].words
+    results = {name: check_captions(item.artifacts.get(ref).decode("utf-8"), words) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
+    problems = [f"{name}: {p}" for name, (_, md) in results.items() for p in md["problems"]]
+    metadata = {k: v for k, v in results["vtt"].metadata.items() if k != "problems"}
+    return _outcome(problems, metadata)
+
+
+def _caption_banned_terms(item: StageCheckInput) -> CheckOutcome:
+    track: CaptionTrack = item.manifest
+    texts = {name: caption_text(parse_webvtt(item.artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
+    return check_banned_terms(texts, item.brief.banned_terms)
+
+
+def _concept_banned_terms(item: StageCheckInput) -> CheckOutcome:
+    doc: ConceptDoc = item.manifest
+    return check_banned_terms({"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}, item.brief.banned_terms)
+
+
+def _on_brief(item: StageCheckInput) -> CheckOutcome:
+    spec = item.brief
+    return check_semantic_alignment(item.manifest.script, spec.product, spec.audience, spec.tone)
+
+
+def _av_in_sync(item: StageCheckInput) -> CheckOutcome:
+    video: VideoArtifact = item.manifest
+    return check_av_sync(item.artifacts.get(video.artifact), fps=video.fps)
+
+
+STAGE_CHECKS: tuple[StageCheck, ...] = (
+    StageCheck("concept", "no_banned_terms", True, "No banned term of the brief (whole word, any case) in the headline, script or image prompt.", _concept_banned_terms),
+    StageCheck(
+        "concept", "on_brief", True,
+        f"MiniLM cosine between the script and the brief's product, audience and tone >= {SEMANTIC_ALIGNMENT_THRESHOLD:.2f}.",
+        _on_brief,
+    ),
+    StageCheck("draft_image", "png_valid", True, "The PNG decodes, at its declared size and exactly the variant's aspect ratio.", _png_valid(None)),
+    StageCheck(
+        "refined_image", "png_valid", True,
+        f"The PNG decodes, at its declared size and exactly the variant's aspect ratio; short side >= {REFINED_MIN_SHORT_SIDE} px.",
+        _png_valid(REFINED_MIN_SHORT_SIDE),
+    ),
+    StageCheck(
+        "voiceover", "loudness_within_spec", True,
+        f"Measured from the WAV: integrated loudness {TARGET_LUFS:g} LUFS +/- {LOUDNESS_TOLERANCE_LU:g} LU, true peak <= {MAX_TRUE_PEAK_DBTP:g} dBTP.",
+        _loudness,
+    ),
+    StageCheck(
+        "captions", "caption_rules", True,
+        f"From the stored WebVTT and SRT: <= {MAX_CHARS_PER_LINE} chars a line, <= {MAX_LINES} lines a cue, "
+        f"cues >= {MIN_CUE_S:g} s except the last, each starting within {CUE_WORD_START_TOLERANCE_S * 1000:.0f} ms of a word start.",
+        _caption_rules,
+    ),
+    StageCheck("captions", "no_banned_terms", True, "No banned term of the brief (whole word, any case) in the stored caption text (WebVTT and SRT).", _caption_banned_terms),
+    StageCheck("synced_video", "av_in_sync", True, "Measured with PyAV: audio and video stream durations within one frame; moov before mdat.", _av_in_sync),
+)
+
+
+# --- the budget check: its own step, after the media ------------------------------------------
 
 
 def evaluate_partitions(
@@ -489,172 +633,31 @@ def evaluate_partitions(
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """Run `evaluate(partition_key)` for every partition key of the step; yield one evaluation each.
 
-    An exception for one key (a missing artifact, say) is that key's failure, not the step's:
-    the other keys are still checked. Then the check's output, so downstream steps may start.
+    An exception for one key is that key's failure, not the step's: the other
+    keys are still checked. Then the check's output, so downstream steps may start.
     """
     (spec,) = context.check_specs
+    asset = spec.asset_key.to_user_string()
+    targets = latest_materializations(context.instance, asset, list(context.partition_keys))
     for partition_key in context.partition_keys:
         try:
-            passed, metadata = evaluate(partition_key)
+            outcome = evaluate(partition_key)
         except Exception as exc:  # the check could not measure: a failed check, named
-            passed, metadata = False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]}
-        problems = list(metadata.get("problems", []))
-        subject = f"{spec.asset_key.to_user_string()} [{partition_key}]"
-        description = f"{subject}: {spec.name} passed" if passed else f"{subject}: {spec.name} failed: " + "; ".join(problems)
-        yield dg.AssetCheckEvaluation(
-            asset_key=spec.asset_key,
-            check_name=spec.name,
-            passed=passed,
-            metadata={
-                **{k: v for k, v in metadata.items() if k != "problems"},
-                "partition": partition_key,
-                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
-            },
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=description,
-            blocking=spec.blocking,
-            partition=partition_key,
-            target_materialization_data=_target_materialization(context, spec.asset_key, partition_key),
-        )
+            outcome = CheckOutcome(False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]})
+        yield check_evaluation(asset, spec.name, spec.blocking, partition_key, outcome, targets.get(partition_key))
     yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
 
 
-_BRIEF_IN = {"brief": dg.AssetIn("brief")}
-
-
-def _check_kwargs(description: str, blocking: bool) -> dict[str, Any]:
-    return {"partitions_def": variant_partitions, "blocking": blocking, "description": description}
-
-
 def build_asset_checks() -> list[dg.AssetChecksDefinition]:
-    """Every check on the variant assets, partitioned like them (see the module docstring)."""
-
-    def image_check(asset: str, min_short_side: int | None) -> dg.AssetChecksDefinition:
-        rule = f"; short side >= {min_short_side} px" if min_short_side else ""
-
-        @dg.asset_check(
-            asset=asset,
-            name="png_valid",
-            additional_ins=_BRIEF_IN,
-            **_check_kwargs(f"The PNG decodes, at its declared size and exactly the variant's aspect ratio{rule}.", True),
-        )
-        def png_valid(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, images, brief):
-            def evaluate(key: str) -> CheckOutcome:
-                image: ImageArtifact = images[key]
-                return check_png(
-                    artifacts.get(image.artifact),
-                    brief[key].aspect_ratio,
-                    declared_size=(image.width, image.height),
-                    min_short_side=min_short_side,
-                )
-
-            yield from evaluate_partitions(context, evaluate)
-
-        # `images` is the one parameter not in additional_ins: Dagster binds it to `asset`.
-        return png_valid
-
-    @dg.asset_check(
-        asset="voiceover",
-        name="loudness_within_spec",
-        **_check_kwargs(
-            f"Measured from the WAV: integrated loudness {TARGET_LUFS:g} LUFS +/- {LOUDNESS_TOLERANCE_LU:g} LU, "
-            f"true peak <= {MAX_TRUE_PEAK_DBTP:g} dBTP.",
-            True,
-        ),
-    )
-    def voiceover_loudness(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, voiceover):
-        def evaluate(key: str) -> CheckOutcome:
-            audio: AudioArtifact = voiceover[key]
-            passed, metadata = check_loudness(artifacts.get(audio.artifact))
-            metadata["manifest_loudness_lufs"] = dg.MetadataValue.float(round(audio.loudness_lufs, 3))
-            metadata["manifest_true_peak_dbtp"] = dg.MetadataValue.float(round(audio.true_peak_dbtp, 3))
-            return CheckOutcome(passed, metadata)
-
-        yield from evaluate_partitions(context, evaluate)
-
-    @dg.asset_check(
-        asset="synced_video",
-        name="av_in_sync",
-        **_check_kwargs("Measured with PyAV: audio and video stream durations within one frame; moov before mdat.", True),
-    )
-    def video_sync(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, synced_video):
-        def evaluate(key: str) -> CheckOutcome:
-            video: VideoArtifact = synced_video[key]
-            return check_av_sync(artifacts.get(video.artifact), fps=video.fps)
-
-        yield from evaluate_partitions(context, evaluate)
-
-    @dg.asset_check(
-        asset="captions",
-        name="caption_rules",
-        additional_ins={"voiceover": dg.AssetIn("voiceover")},
-        **_check_kwargs(
-            f"From the stored WebVTT and SRT: <= {MAX_CHARS_PER_LINE} chars a line, <= {MAX_LINES} lines a cue, "
-            f"cues >= {MIN_CUE_S:g} s except the last, each starting within "
-            f"{CUE_WORD_START_TOLERANCE_S * 1000:.0f} ms of a word start.",
-            True,
-        ),
-    )
-    def caption_rules(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, captions, voiceover):
-        def evaluate(key: str) -> CheckOutcome:
-            track: CaptionTrack = captions[key]
-            words = voiceover[key].words
-            results = {name: check_captions(artifacts.get(ref).decode("utf-8"), words) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
-            problems = [f"{name}: {p}" for name, (_, md) in results.items() for p in md["problems"]]
-            metadata = {k: v for k, v in results["vtt"].metadata.items() if k != "problems"}
-            return _outcome(problems, metadata)
-
-        yield from evaluate_partitions(context, evaluate)
-
-    @dg.asset_check(
-        asset="captions",
-        name="no_banned_terms",
-        additional_ins=_BRIEF_IN,
-        **_check_kwargs("No banned term of the brief (whole word, any case) in the stored caption text (WebVTT and SRT).", True),
-    )
-    def caption_banned_terms(context: dg.AssetCheckExecutionContext, artifacts: BaseArtifactStore, captions, brief):
-        def evaluate(key: str) -> CheckOutcome:
-            track: CaptionTrack = captions[key]
-            texts = {name: caption_text(parse_webvtt(artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
-            return check_banned_terms(texts, brief[key].banned_terms)
-
-        yield from evaluate_partitions(context, evaluate)
-
-    @dg.asset_check(
-        asset="concept",
-        name="no_banned_terms",
-        additional_ins=_BRIEF_IN,
-        **_check_kwargs("No banned term of the brief (whole word, any case) in the headline, script or image prompt.", True),
-    )
-    def concept_banned_terms(context: dg.AssetCheckExecutionContext, concept, brief):
-        def evaluate(key: str) -> CheckOutcome:
-            doc: ConceptDoc = concept[key]
-            texts = {"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}
-            return check_banned_terms(texts, brief[key].banned_terms)
-
-        yield from evaluate_partitions(context, evaluate)
-
-    @dg.asset_check(
-        asset="concept",
-        name="on_brief",
-        additional_ins=_BRIEF_IN,
-        **_check_kwargs(
-            f"MiniLM cosine between the script and the brief's product, audience and tone >= {SEMANTIC_ALIGNMENT_THRESHOLD:.2f}.",
-            True,
-        ),
-    )
-    def concept_on_brief(context: dg.AssetCheckExecutionContext, concept, brief):
-        def evaluate(key: str) -> CheckOutcome:
-            spec: VariantBriefDoc = brief[key]
-            return check_semantic_alignment(concept[key].script, spec.product, spec.audience, spec.tone)
-
-        yield from evaluate_partitions(context, evaluate)
+    """The checks that are steps of their own (the media checks run inside `variant_media`)."""
 
     @dg.asset_check(
         asset="synced_video",
         name="campaign_within_budget",
-        additional_ins=_BRIEF_IN,
-        **_check_kwargs("The budget ledger's spend for the variant's campaign is within the brief's budget_usd.", False),
+        additional_ins={"brief": dg.AssetIn("brief")},
+        partitions_def=variant_partitions,
+        blocking=False,
+        description="The budget ledger's spend for the variant's campaign is within the brief's budget_usd.",
     )
     def campaign_budget(context: dg.AssetCheckExecutionContext, router: ModelRouter, brief):
         ledger = router.ledger()
@@ -666,14 +669,4 @@ def build_asset_checks() -> list[dg.AssetChecksDefinition]:
 
         yield from evaluate_partitions(context, evaluate)
 
-    return [
-        image_check("draft_image", None),
-        image_check("refined_image", REFINED_MIN_SHORT_SIDE),
-        voiceover_loudness,
-        caption_rules,
-        caption_banned_terms,
-        concept_banned_terms,
-        concept_on_brief,
-        video_sync,
-        campaign_budget,
-    ]
+    return [campaign_budget]

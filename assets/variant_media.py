@@ -16,14 +16,14 @@ subsettable: a job or automation that selects some stages runs only those,
 reading the others' stored manifests (e.g. `regenerate_video` re-runs only
 the video).
 
-Blocking checks gate the pipeline. The checks themselves are separate check
-steps (assets/checks.py) that run after this step and record one evaluation
-per partition; a blocking check would stop downstream *steps*, but a
-variant's later stages are in this same step. So the pure functions of the
-blocking checks also run here, as gates right after each stage: a variant
-whose voiceover fails the loudness check, say, is not captioned or composited.
-The gated stage's own output is materialized, its check step records the
-failure and fails the run; the stages it stopped are not materialized.
+The media checks are check specs of this multi-asset and run here, for each
+variant as soon as the stage they measure has made its output (their
+functions are in assets/checks.py, `STAGE_CHECKS`). A check step after this
+one would come too late to stop a variant's later stages, and would read and
+measure every artifact again. A variant whose output fails a blocking check
+(a voiceover over the loudness limit, say) goes no further: it is not
+captioned or composited. The checked stage is materialized with its failed
+evaluation, the stages it stopped are not, and Dagster then fails the step.
 
 A variant that fails at a stage (a provider error, a broken response) skips
 what follows it for that variant; the other variants go on. At the end every
@@ -41,7 +41,7 @@ from typing import Any
 import dagster as dg
 
 from assets.captions import CAPTIONS
-from assets.checks import CheckOutcome, caption_text, check_banned_terms, check_captions, check_loudness, check_semantic_alignment
+from assets.checks import STAGE_CHECKS, CheckOutcome, StageCheck, StageCheckInput, check_evaluation, latest_materializations
 from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNERS, TORCH_POOL
 from assets.concept import CONCEPT
 from assets.images import DRAFT_IMAGE, REFINED_IMAGE
@@ -50,8 +50,7 @@ from assets.stages import Stage, StageCall, VariantMediaSettings
 from assets.video import SYNCED_VIDEO
 from assets.voiceover import VOICEOVER
 from resources.artifact_store import BaseArtifactStore
-from model_adapters.captions import parse_webvtt
-from resources.manifests import AudioArtifact, CaptionTrack, ConceptDoc, Manifest, VariantBriefDoc
+from resources.manifests import Manifest, VariantBriefDoc
 from resources.model_router import ModelRouter
 
 # In dependency order.
@@ -64,41 +63,8 @@ class UpstreamFailed(RuntimeError):
     """A stage not run for a variant because a stage it reads failed."""
 
 
-class GateFailed(RuntimeError):
+class BlockingCheckFailed(RuntimeError):
     """A stage's output failed one of its blocking checks: what reads it is not made."""
-
-
-# --- gates: the blocking checks' measurements, run right after the stage --------------------
-
-
-def _concept_gates(call: StageCall, doc: ConceptDoc) -> dict[str, CheckOutcome]:
-    spec = call.spec
-    texts = {"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}
-    return {
-        "no_banned_terms": check_banned_terms(texts, spec.banned_terms),
-        "on_brief": check_semantic_alignment(doc.script, spec.product, spec.audience, spec.tone),
-    }
-
-
-def _voiceover_gates(call: StageCall, audio: AudioArtifact) -> dict[str, CheckOutcome]:
-    return {"loudness_within_spec": check_loudness(call.artifacts.get(audio.artifact))}
-
-
-def _captions_gates(call: StageCall, track: CaptionTrack) -> dict[str, CheckOutcome]:
-    words = call.inputs["voiceover"].words
-    texts = {name: call.artifacts.get(ref).decode("utf-8") for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
-    rules = {name: check_captions(text, words) for name, text in texts.items()}
-    problems = [f"{name}: {problem}" for name, outcome in rules.items() for problem in outcome.metadata["problems"]]
-    spoken = {name: caption_text(parse_webvtt(text)) for name, text in texts.items()}
-    return {
-        "caption_rules": CheckOutcome(not problems, {"problems": problems}),
-        "no_banned_terms": check_banned_terms(spoken, call.spec.banned_terms),
-    }
-
-
-# Image stages validate their PNGs inside the stage (decode, size, aspect
-# ratio): the same measurement as `png_valid`. The video is last: no gate.
-GATES: dict[str, Any] = {"concept": _concept_gates, "voiceover": _voiceover_gates, "captions": _captions_gates}
 
 
 def stage_spec(stage: Stage, code_version: str) -> dg.AssetSpec:
@@ -123,11 +89,16 @@ class _Pipeline:
         self,
         context: dg.AssetExecutionContext,
         selected: Sequence[Stage],
+        checks: Sequence[StageCheck],
         briefs: Mapping[str, VariantBriefDoc],
         load_stored: Any,
     ):
         self.context = context
         self.selected = {stage.name for stage in selected}
+        self.checks_by_stage: dict[str, list[StageCheck]] = defaultdict(list)
+        for check in checks:
+            self.checks_by_stage[check.asset].append(check)
+        self.outcomes: dict[tuple[str, str], dict[str, CheckOutcome]] = defaultdict(dict)
         self.briefs = briefs
         self.load_stored = load_stored
         self.manifests: dict[str, dict[str, Manifest]] = defaultdict(dict)
@@ -163,11 +134,11 @@ class _Pipeline:
                         self.stage_seconds[stage.name] += time.perf_counter() - started
                     self.manifests[stage.name][key] = manifest
                     self.metadata[stage.name][key] = metadata
-                    if stage.name in GATES:
-                        outcomes = await asyncio.to_thread(GATES[stage.name], call, manifest)
-                        problems = [f"{check}: {p}" for check, (passed, md) in outcomes.items() if not passed for p in md["problems"]]
-                        if problems:
-                            raise GateFailed("; ".join(problems))
+                    if self.checks_by_stage[stage.name]:
+                        item = StageCheckInput(artifacts, self.briefs[key], manifest, inputs)
+                        failed = await asyncio.to_thread(self._check, stage.name, key, item)
+                        if failed:
+                            raise BlockingCheckFailed("; ".join(failed))
                     return manifest
 
                 # Start every selected stage; each waits on its own inputs.
@@ -181,6 +152,19 @@ class _Pipeline:
 
             await asyncio.gather(*(variant(key) for key in self.briefs))
 
+    def _check(self, stage: str, key: str, item: StageCheckInput) -> list[str]:
+        """Run the stage's selected checks on one variant's output; what failed the blocking ones."""
+        failed = []
+        for check in self.checks_by_stage[stage]:
+            try:
+                outcome = check.evaluate(item)
+            except Exception as exc:  # the check could not measure: a failed check, named
+                outcome = CheckOutcome(False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]})
+            self.outcomes[(check.asset, check.name)][key] = outcome
+            if check.blocking and not outcome.passed:
+                failed += [f"{check.name}: {problem}" for problem in outcome.metadata["problems"]]
+        return failed
+
 
 def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefinition:
     """`code_versions`: stage name -> code version (the routed ones carry their route's identity)."""
@@ -188,6 +172,7 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
     @dg.multi_asset(
         name=VARIANT_MEDIA_STEP,
         specs=[stage_spec(stage, code_versions[stage.name]) for stage in STAGES],
+        check_specs=[check.spec() for check in STAGE_CHECKS],
         ins={"brief": dg.AssetIn("brief")},
         can_subset=True,
         partitions_def=variant_partitions,
@@ -206,6 +191,7 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
         router: ModelRouter = context.resources.router
         artifacts: BaseArtifactStore = context.resources.artifacts
         selected = [stage for stage in STAGES if dg.AssetKey(stage.name) in context.selected_asset_keys]
+        checks = [c for c in STAGE_CHECKS if dg.AssetCheckKey(dg.AssetKey(c.asset), c.name) in context.selected_asset_check_keys]
         io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
         keys = list(context.partition_keys)
 
@@ -217,7 +203,7 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
                     f"no stored {name} for {key} at {io_manager.location(dg.AssetKey(name), key)}; materialize {name} first"
                 ) from None
 
-        pipeline = _Pipeline(context, selected, {key: brief[key] for key in keys}, load_stored)
+        pipeline = _Pipeline(context, selected, checks, {key: brief[key] for key in keys}, load_stored)
         started = time.perf_counter()
         asyncio.run(pipeline.run(router, artifacts, config))
         context.log.info(
@@ -234,14 +220,26 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
             complete.append(stage.name)
             yield dg.Output(pipeline.manifests[stage.name], output_name=stage.name)
 
+        # Check results of the stages just materialized, one per variant, against
+        # the materialization they judged. A failed blocking one fails the step
+        # (Dagster raises once they are recorded).
+        targets = {name: latest_materializations(context.instance, name, keys) for name in complete}
+        for check in checks:
+            if check.asset in complete:
+                for key in keys:
+                    outcome = pipeline.outcomes[(check.asset, check.name)][key]
+                    yield check_evaluation(check.asset, check.name, check.blocking, key, outcome, targets[check.asset].get(key))
+            check_key = dg.AssetCheckKey(dg.AssetKey(check.asset), check.name)
+            yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
+
         lines, failed_keys = [], set()
         for stage in selected:
             for key, exc in sorted(pipeline.failures[stage.name].items()):
                 failed_keys.add(key)
                 if isinstance(exc, UpstreamFailed):
                     continue  # the root cause is listed under the stage that failed
-                if isinstance(exc, GateFailed):
-                    # Its check step records the failed evaluation and fails the run.
+                if isinstance(exc, BlockingCheckFailed):
+                    # Its evaluation is recorded above; Dagster fails the step for it.
                     context.log.warning(f"{stage.name} [{key}] failed a blocking check, later stages not made: {exc}")
                     continue
                 context.log.error(f"{stage.name} [{key}] failed: {type(exc).__name__}: {exc}")

@@ -190,7 +190,7 @@ def dry_run_campaign(
                             instance=instance,
                             run_id=run_id,
                             run_config={
-                                "ops": {"synced_video": {"config": {"short_side": video_short_side}}},
+                                "ops": {"variant_media": {"config": {"synced_video": {"short_side": video_short_side}}}},
                                 "loggers": {"console": {"config": {"log_level": "ERROR"}}},
                             },
                             tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},

@@ -415,7 +415,8 @@ def test_failing_blocking_check_stops_downstream_assets(campaign, tmp_path, monk
         assert not result.success
 
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        assert failure.step_key == "voiceover_loudness_within_spec"
+        # The check runs inside the model step, as soon as the voiceover is made.
+        assert failure.step_key == "variant_media"
         assert "blocking asset check failed" in failure.event_specific_data.error.message
         (evaluation,) = [e for e in evaluations(result) if e.check_name == "loudness_within_spec"]
         assert not evaluation.passed and evaluation.blocking and evaluation.partition == key
@@ -429,6 +430,6 @@ def test_failing_blocking_check_stops_downstream_assets(campaign, tmp_path, monk
         assert {"concept", "draft_image", "refined_image", "voiceover"} <= materialized
         assert not materialized & {"captions", "synced_video", "campaign_rollup"}
         succeeded = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-        assert not succeeded & {"captions", "synced_video", "campaign_rollup"}
+        assert not succeeded & {"variant_media", "campaign_rollup"}
         checked = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations(result)}
         assert not {c for c in checked if c[0] in ("captions", "synced_video")}

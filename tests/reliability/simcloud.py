@@ -23,8 +23,12 @@ KEY_VARIABLES = ("OPENAI_API_KEY", "FAL_KEY", "REPLICATE_API_TOKEN", "GMI_API_KE
 # refined still stays at the 1080 px its blocking check requires.
 SMALL_RUN = {
     "ops": {
-        "draft_image": {"config": {"short_side": 144}},
-        "synced_video": {"config": {"short_side": 144, "fps": 12, "tail_s": 0.5}},
+        "variant_media": {
+            "config": {
+                "draft_image": {"short_side": 144},
+                "synced_video": {"short_side": 144, "fps": 12, "tail_s": 0.5},
+            }
+        }
     }
 }
 
