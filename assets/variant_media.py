@@ -33,9 +33,11 @@ response-cache hits on the retry).
 """
 
 import asyncio
+import queue
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -92,8 +94,11 @@ class _Pipeline:
         checks: Sequence[StageCheck],
         briefs: Mapping[str, VariantBriefDoc],
         load_stored: Any,
+        on_stage_settled: Callable[[str], None] = lambda stage: None,
     ):
         self.context = context
+        self.on_stage_settled = on_stage_settled
+        self.settled: dict[str, set[str]] = defaultdict(set)
         self.selected = {stage.name for stage in selected}
         self.checks_by_stage: dict[str, list[StageCheck]] = defaultdict(list)
         for check in checks:
@@ -120,6 +125,12 @@ class _Pipeline:
                     return await done[name]
 
                 async def make(stage: Stage) -> Manifest:
+                    try:
+                        return await make_and_check(stage)
+                    finally:
+                        self._settle(stage.name, key)
+
+                async def make_and_check(stage: Stage) -> Manifest:
                     inputs = {}
                     for name in stage.upstream:
                         try:
@@ -132,8 +143,8 @@ class _Pipeline:
                         manifest, metadata = await stage.work(call)
                     finally:
                         self.stage_seconds[stage.name] += time.perf_counter() - started
-                    self.manifests[stage.name][key] = manifest
                     self.metadata[stage.name][key] = metadata
+                    self.manifests[stage.name][key] = manifest
                     if self.checks_by_stage[stage.name]:
                         item = StageCheckInput(artifacts, self.briefs[key], manifest, inputs)
                         failed = await asyncio.to_thread(self._check, stage.name, key, item)
@@ -151,6 +162,12 @@ class _Pipeline:
                         self.failures[name][key] = outcome
 
             await asyncio.gather(*(variant(key) for key in self.briefs))
+
+    def _settle(self, stage: str, key: str) -> None:
+        """`stage` is done with `key` (made, failed or not run); tell when it is done with all."""
+        self.settled[stage].add(key)
+        if len(self.settled[stage]) == len(self.briefs):
+            self.on_stage_settled(stage)
 
     def _check(self, stage: str, key: str, item: StageCheckInput) -> list[str]:
         """Run the stage's selected checks on one variant's output; what failed the blocking ones."""
@@ -203,32 +220,57 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
                     f"no stored {name} for {key} at {io_manager.location(dg.AssetKey(name), key)}; materialize {name} first"
                 ) from None
 
-        pipeline = _Pipeline(context, selected, checks, {key: brief[key] for key in keys}, load_stored)
+        # The pipeline runs on its own event loop in a worker thread; this (the op's)
+        # thread records each stage's materializations and check results as soon as
+        # that stage is done for every variant, while later stages still run: the
+        # event-log writes (~25 ms each here) overlap the provider calls.
+        settled: queue.Queue[tuple[str, Any]] = queue.Queue()
+        pipeline = _Pipeline(
+            context, selected, checks, {key: brief[key] for key in keys}, load_stored,
+            on_stage_settled=lambda stage: settled.put(("stage", stage)),
+        )
         started = time.perf_counter()
-        asyncio.run(pipeline.run(router, artifacts, config))
+
+        def run_pipeline() -> None:
+            try:
+                asyncio.run(pipeline.run(router, artifacts, config))
+                settled.put(("done", None))
+            except BaseException as exc:  # re-raised in the op's thread
+                settled.put(("error", exc))
+
+        worker = threading.Thread(target=run_pipeline, name="variant-media-pipeline", daemon=True)
+        worker.start()
+        complete: list[str] = []
+
+        def record(stage_name: str):
+            if set(pipeline.manifests[stage_name]) == set(keys):
+                for key in keys:
+                    context.add_asset_metadata(dict(pipeline.metadata[stage_name][key]), asset_key=dg.AssetKey(stage_name), partition_key=key)
+                complete.append(stage_name)
+                yield dg.Output(pipeline.manifests[stage_name], output_name=stage_name)
+                # Check results, one per variant, against the materialization they judged.
+                # A failed blocking one fails the step (Dagster raises once they are recorded).
+                targets = latest_materializations(context.instance, stage_name, keys)
+                for check in (c for c in checks if c.asset == stage_name):
+                    for key in keys:
+                        outcome = pipeline.outcomes[(check.asset, check.name)][key]
+                        yield check_evaluation(check.asset, check.name, check.blocking, key, outcome, targets.get(key))
+
+        while True:
+            kind, value = settled.get()
+            if kind == "stage":
+                yield from record(value)
+            elif kind == "error":
+                worker.join()
+                raise value
+            else:
+                break
+        worker.join()
         context.log.info(
             f"{len(keys)} variants in {time.perf_counter() - started:.1f}s; seconds of stage work per variant: "
             + ", ".join(f"{name} {pipeline.stage_seconds[name] / len(keys):.2f}" for name in (s.name for s in selected))
         )
-
-        complete = []
-        for stage in selected:
-            if set(pipeline.manifests[stage.name]) != set(keys):
-                continue
-            for key in keys:
-                context.add_asset_metadata(dict(pipeline.metadata[stage.name][key]), asset_key=dg.AssetKey(stage.name), partition_key=key)
-            complete.append(stage.name)
-            yield dg.Output(pipeline.manifests[stage.name], output_name=stage.name)
-
-        # Check results of the stages just materialized, one per variant, against
-        # the materialization they judged. A failed blocking one fails the step
-        # (Dagster raises once they are recorded).
-        targets = {name: latest_materializations(context.instance, name, keys) for name in complete}
         for check in checks:
-            if check.asset in complete:
-                for key in keys:
-                    outcome = pipeline.outcomes[(check.asset, check.name)][key]
-                    yield check_evaluation(check.asset, check.name, check.blocking, key, outcome, targets[check.asset].get(key))
             check_key = dg.AssetCheckKey(dg.AssetKey(check.asset), check.name)
             yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
 
