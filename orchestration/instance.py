@@ -1,4 +1,5 @@
-"""The local Dagster home: `$STUDIO_HOME/dagster`, seeded with the project's `config/dagster.yaml`."""
+"""The local Dagster home: `$STUDIO_HOME/dagster`, seeded with the project's `config/dagster.yaml`,
+and the recovery of runs whose process died."""
 
 import os
 import shutil
@@ -24,7 +25,42 @@ def ensure_dagster_home() -> str:
 
 def local_instance() -> dg.DagsterInstance:
     ensure_dagster_home()
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    recover_dead_runs(instance)
+    return instance
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed every in-progress run of this machine's instance whose process is
+    gone (killed, out of memory) and free the pool slots it held; the run ids.
+
+    A run executed in a process (`make demo`, `studio`, tests) is only ever
+    finished by that process: when it dies, the run stays STARTED and keeps its
+    `torch` pool slot, so every later model step would wait for it forever. The
+    daemon's run monitoring frees slots of runs that have *ended*; this ends the
+    dead ones. Only for a local instance: the pid is this machine's.
+    """
+    recovered = []
+    in_progress = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    for run in instance.get_runs(filters=in_progress):
+        starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START)
+        pids = {entry.dagster_event.pid for entry in starts if entry.dagster_event and entry.dagster_event.pid}
+        if not pids or any(_alive(pid) for pid in pids):
+            continue
+        instance.report_run_failed(run, message=f"the run's process ({', '.join(map(str, sorted(pids)))}) is gone: marked failed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered
 
 
 if __name__ == "__main__":
