@@ -48,6 +48,7 @@ planned per-partition row without a result. So every check yields one
 """
 
 
+import functools
 import io
 import math
 import wave
@@ -425,10 +426,19 @@ def brief_text(product: str, audience: str, tone: str) -> str:
 
 
 def semantic_similarity(script: str, reference: str) -> float:
-    from model_adapters.text_embedding import cosine, get_embedder  # loads torch: only when a check runs
+    from model_adapters.text_embedding import cosine, get_coalescing_embedder  # loads torch: only when a check runs
 
-    vectors = get_embedder().embed([script, reference])
-    return float(cosine(vectors[0], vectors[1]))
+    # Variants' checks run in parallel threads: their texts are embedded in batches.
+    embedder = get_coalescing_embedder()
+    return float(cosine(embedder.embed_one(script), _reference_embedding(reference)))
+
+
+@functools.lru_cache(maxsize=256)
+def _reference_embedding(reference: str):
+    """A campaign's brief text is the same for all its variants: embedded once."""
+    from model_adapters.text_embedding import get_coalescing_embedder
+
+    return get_coalescing_embedder().embed_one(reference)
 
 
 def check_semantic_alignment(
@@ -661,10 +671,13 @@ def build_asset_checks() -> list[dg.AssetChecksDefinition]:
     )
     def campaign_budget(context: dg.AssetCheckExecutionContext, router: ModelRouter, brief):
         ledger = router.ledger()
+        totals_by_campaign: dict[str, dict] = {}  # one ledger read per campaign, not per variant
 
         def evaluate(key: str) -> CheckOutcome:
             spec: VariantBriefDoc = brief[key]
-            totals = ledger.totals(spec.campaign_id)
+            if spec.campaign_id not in totals_by_campaign:
+                totals_by_campaign[spec.campaign_id] = ledger.totals(spec.campaign_id)
+            totals = totals_by_campaign[spec.campaign_id]
             return check_budget(totals["spent_usd"], spec.budget_usd, campaign_id=spec.campaign_id, calls=totals["calls"])
 
         yield from evaluate_partitions(context, evaluate)

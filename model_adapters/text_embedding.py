@@ -14,6 +14,8 @@ once, under a lock; ``get_embedder()`` returns one process-wide instance.
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -144,3 +146,61 @@ def get_embedder() -> MiniLMEmbedder:
             if _shared is None:
                 _shared = MiniLMEmbedder()
     return _shared
+
+
+class CoalescingEmbedder:
+    """One text at a time from many threads, embedded in batches.
+
+    The first caller waits `window_s` for others to join, then embeds
+    everything pending as one batch (and the next batch, until none is
+    left); the others just wait for their vector. When a backfill's concepts
+    finish in a burst, their checks cost a few batched forward passes instead
+    of one pass each, and torch's threads are not oversubscribed by parallel
+    calls. Embeddings are the same as `embed` (padding is masked out).
+    """
+
+    def __init__(self, embedder: MiniLMEmbedder, window_s: float = 0.02, max_batch: int = 64):
+        self._embedder = embedder
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, Future]] = []
+        self._leading = False
+
+    def embed_one(self, text: str) -> torch.Tensor:
+        future: Future = Future()
+        with self._lock:
+            self._pending.append((text, future))
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            time.sleep(self._window_s)  # let the burst's other callers join
+            while True:
+                with self._lock:
+                    batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                    if not batch:
+                        self._leading = False
+                        break
+                try:
+                    vectors = self._embedder.embed([text for text, _ in batch])
+                except BaseException as exc:
+                    for _, waiting in batch:
+                        waiting.set_exception(exc)
+                else:
+                    for (_, waiting), vector in zip(batch, vectors):
+                        waiting.set_result(vector)
+        return future.result()
+
+
+_coalescing: CoalescingEmbedder | None = None
+
+
+def get_coalescing_embedder() -> CoalescingEmbedder:
+    """The process-wide `CoalescingEmbedder` over `get_embedder()`."""
+    global _coalescing
+    if _coalescing is None:
+        embedder = get_embedder()  # takes _shared_lock itself: not under it
+        with _shared_lock:
+            if _coalescing is None:
+                _coalescing = CoalescingEmbedder(embedder)
+    return _coalescing
