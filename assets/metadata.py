@@ -9,18 +9,32 @@ from PIL import Image
 
 from resources.manifests import ArtifactRef, Provenance
 
-THUMBNAIL_LONG_SIDE = 320
+# Also the contact sheet's cell size (assets/rollup.py), which reuses the stored thumbnails.
+THUMBNAIL_LONG_SIDE = 360
+
+
+def thumbnail_jpeg(png: bytes) -> bytes:
+    """A small JPEG of the picture: the UI preview, and stored beside the image for the roll-up."""
+    with Image.open(io.BytesIO(png)) as image:
+        return thumbnail_of(image)
+
+
+def thumbnail_of(image: Image.Image) -> bytes:
+    image = image.convert("RGB")
+    image.thumbnail((THUMBNAIL_LONG_SIDE, THUMBNAIL_LONG_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def jpeg_markdown(jpeg: bytes, alt: str) -> dg.MarkdownMetadataValue:
+    """The JPEG inline in markdown, so the asset page shows the picture."""
+    encoded = base64.b64encode(jpeg).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/jpeg;base64,{encoded})")
 
 
 def image_thumbnail_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
-    """A small JPEG inline in markdown, so the asset page shows the picture."""
-    with Image.open(io.BytesIO(png)) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMBNAIL_LONG_SIDE, THUMBNAIL_LONG_SIDE))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=80)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return dg.MetadataValue.md(f"![{alt}](data:image/jpeg;base64,{encoded})")
+    return jpeg_markdown(thumbnail_jpeg(png), alt)
 
 
 def provenance_metadata(provenance: Provenance) -> dict[str, Any]:

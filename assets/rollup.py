@@ -128,7 +128,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 
 def contact_sheet_png(title: str, tiles: list[tuple[str, str, bytes]]) -> bytes:
-    """A grid of thumbnails, each labelled: `tiles` = [(label, sublabel, png bytes)], in order."""
+    """A grid of thumbnails, each labelled: `tiles` = [(label, sublabel, PNG or JPEG bytes)], in order."""
     if not tiles:
         raise ValueError("a contact sheet needs at least one image")
     columns = min(MAX_COLUMNS, len(tiles))
@@ -245,6 +245,11 @@ def _load_variant(io_manager, partition_key: str) -> tuple[dict[str, object], li
     return manifests, missing
 
 
+def _tile(store, refined) -> bytes:
+    """The refined image's stored thumbnail (sized for a cell), else the full PNG."""
+    return store.get(refined.thumbnail or refined.artifact)
+
+
 def _uri_metadata(ref: ArtifactRef) -> dg.MetadataValue:
     return dg.MetadataValue.path(ref.uri.removeprefix("file://")) if ref.uri.startswith("file://") else dg.MetadataValue.url(ref.uri)
 
@@ -279,10 +284,7 @@ def build_campaign_rollup_asset() -> dg.AssetsDefinition:
                 pending[campaign_id] = missing
                 continue
             variants = [variant_rollup(key, manifests) for key, (manifests, _) in loaded.items()]
-            tiles = [
-                (v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", store.get(loaded[v.partition_key][0]["refined_image"].artifact))
-                for v in variants
-            ]
+            tiles = [(v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", _tile(store, loaded[v.partition_key][0]["refined_image"])) for v in variants]
             first_brief = loaded[variants[0].partition_key][0]["brief"]
             sheet_png = contact_sheet_png(f"{campaign_id}: {first_brief.product}", tiles)
             sheet_ref = store.put(sheet_png, extension=".png", media_type="image/png")

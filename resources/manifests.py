@@ -83,6 +83,8 @@ class ImageArtifact(_Manifest):
     height: int
     aspect_ratio: AspectRatio
     provenance: Provenance
+    # A JPEG, long side 360 px: the UI preview, and the campaign contact sheet's tile.
+    thumbnail: ArtifactRef | None = None
 
 
 class AudioArtifact(_Manifest):
