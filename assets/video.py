@@ -48,11 +48,12 @@ async def compose_video(call: StageCall):
         "drift_ms": dg.MetadataValue.float(round(drift * 1000, 2)),
         "size": f"{result.width}x{result.height}@{result.fps}",
         "loudness_lufs": dg.MetadataValue.float(round(audio.loudness_lufs, 2)),
-        "realtime_factor": dg.MetadataValue.float(round(result.duration_s / max(routed.provenance.latency_s, 1e-6), 2)),
         **artifact_metadata(manifest.artifact),
         **artifact_metadata(track.vtt, "captions_vtt"),
         **provenance_metadata(routed.provenance),
     }
+    if not routed.provenance.cache_hit and routed.provenance.latency_s > 0:  # a cache hit took no time to make
+        metadata["realtime_factor"] = dg.MetadataValue.float(round(result.duration_s / routed.provenance.latency_s, 2))
     return manifest, metadata
 
 

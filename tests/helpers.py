@@ -86,6 +86,21 @@ def assert_materialized_per_partition(instance, keys: Iterable[str]) -> None:
         assert "data:image/jpeg;base64," in metadata["preview"].value
         assert metadata["model"].value == "torch-refiner@1"
         assert metadata["latency_s"].value > 0
+    # The same keys on every model stage (what the UI shows), and each stage's own figures.
+    provenance_keys = {"provider", "adapter", "model", "seed", "latency_s", "cost_usd", "attempts", "cache_hit", "fallbacks"}
+    own_keys = {
+        "concept": {"headline", "script", "image_prompt"},
+        "draft_image": {"preview", "file", "size", "prompt"},
+        "refined_image": {"preview", "file", "size", "headline"},
+        "voiceover": {"file", "duration_s", "loudness_lufs", "true_peak_dbtp"},
+        "synced_video": {"file", "duration_s", "drift_ms", "loudness_lufs", "captions_vtt"},
+    }
+    for asset, keys_wanted in own_keys.items():
+        for record in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records:
+            missing = (provenance_keys | keys_wanted) - set(record.asset_materialization.metadata)
+            assert not missing, (asset, missing)
+    for record in instance.fetch_materializations(dg.AssetKey("captions"), limit=100).records:
+        assert {"cues", "excerpt", "vtt", "srt"} <= set(record.asset_materialization.metadata)
 
 
 def assert_campaign_media(
