@@ -251,7 +251,8 @@ def test_campaign_end_to_end_on_s3(s3_env, studio_home, one_campaign):
     cache_entries = {k for k in stored if k.startswith(f"{PREFIX}/cache/")}
     assert cache_entries and all(k.endswith(".json") for k in cache_entries)
     extensions = {k.rsplit(".", 1)[-1] for k in stored if k not in manifests | cache_entries}
-    assert extensions == {"png", "wav", "vtt", "srt", "mp4", "json"}  # json: the campaign roll-up summary
+    # json: the campaign roll-up summary; jpg: the image previews
+    assert extensions == {"png", "jpg", "wav", "vtt", "srt", "mp4", "json"}
 
     # Read back from S3 through the same resources and decode every medium.
     with resolved_resource(definitions, MANIFEST_IO_MANAGER_KEY) as io_manager, resolved_resource(definitions, ARTIFACTS_KEY) as store:
