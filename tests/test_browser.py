@@ -12,16 +12,15 @@ metadata; a screenshot is saved and decoded.
 from __future__ import annotations
 
 import io
-import shutil
 
 import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
+from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 from tests.helpers import register, run_campaign
-from tests.webserver_harness import chromium_page, dagster_webserver, find_chromium, open_asset_preview
+from tests.webserver_harness import chromium_page, dagster_webserver, find_chromium, open_asset_preview, seeded_studio
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +30,7 @@ KEY = f"{SAMPLE_CAMPAIGN}.feed-en"  # the 1:1 variant
 
 @pytest.fixture
 def materialized_home(tmp_path, monkeypatch):
-    home, briefs = tmp_path / "studio", tmp_path / "briefs"
-    (home / "dagster").mkdir(parents=True)
-    briefs.mkdir()
-    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
-    shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
-    env = {"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
+    env = seeded_studio(tmp_path, SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with dg.DagsterInstance.get() as instance:

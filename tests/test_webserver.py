@@ -5,16 +5,16 @@ signal handlers (a bare `&` would make it ignore SIGINT/SIGTERM) and stopped
 by signalling the group (tests/webserver_harness.py, shared with the browser test).
 """
 
-import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.webserver_harness import dagster_webserver
+from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
+from tests.webserver_harness import dagster_webserver, seeded_studio
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,9 @@ FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side"
 
 @pytest.fixture
 def webserver(tmp_path):
-    home, briefs = tmp_path / "studio", tmp_path / "briefs"
-    (home / "dagster").mkdir(parents=True)
-    briefs.mkdir()
-    shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs)
-    shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
-    env = {"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
+    env = seeded_studio(tmp_path, SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml")
     with dagster_webserver(env, tmp_path / "dagster-dev.log", daemon=True) as port:
-        yield port, home
+        yield port, Path(env["STUDIO_HOME"])
 
 
 def test_one_partition_through_the_webserver(webserver):

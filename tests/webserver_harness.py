@@ -31,6 +31,17 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/b
 UI_TIMEOUT_MS = 30_000  # the UI is a React app: the first load compiles and fetches a lot
 
 
+def seeded_studio(root: Path, brief: Path) -> dict[str, str]:
+    """A fresh STUDIO_HOME under `root` with the shipped instance config and a briefs folder
+    holding `brief`; the environment that points the project at them."""
+    home, briefs = root / "studio", root / "briefs"
+    (home / "dagster").mkdir(parents=True)
+    briefs.mkdir()
+    shutil.copy(brief, briefs)
+    shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    return {"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "STUDIO_BRIEFS_DIR": str(briefs)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
