@@ -39,6 +39,9 @@ class VariantMediaSettings(dg.Config):
     draft_image: DraftImageSettings = DraftImageSettings()
     refined_image: RefinedImageSettings = RefinedImageSettings()
     synced_video: VideoSettings = VideoSettings()
+    # Make and record every selected stage even where nothing changed (assets/reuse.py);
+    # provider answers still come from the response cache where the routing allows it.
+    force: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ what follows it for that variant; the other variants go on. Every stage that
 succeeded for all the run's variants is materialized, and the step then fails
 naming each failed variant, stage and error (its stored calls are
 response-cache hits on the retry).
+
+A stage whose input fingerprint has not changed since its last recorded
+materialization is not made, checked or recorded again (assets/reuse.py);
+`force` in the step's config makes and records everything.
 """
 
 import asyncio
@@ -50,6 +54,7 @@ from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNER
 from assets.concept import CONCEPT
 from assets.images import DRAFT_IMAGE, REFINED_IMAGE
 from assets.partitions import variant_partitions
+from assets.reuse import FINGERPRINT_METADATA_KEY, ReusePlan, input_fingerprint
 from assets.stages import Stage, StageCall, VariantMediaSettings
 from assets.video import SYNCED_VIDEO
 from assets.voiceover import VOICEOVER
@@ -95,9 +100,13 @@ class _Pipeline:
         checks: Sequence[StageCheck],
         briefs: Mapping[str, VariantBriefDoc],
         load_stored: Any,
+        code_versions: Mapping[str, str],
+        reuse: ReusePlan | None = None,
         on_stage_settled: Callable[[str], None] = lambda stage: None,
     ):
         self.on_stage_settled = on_stage_settled
+        self.code_versions = code_versions
+        self.reuse = reuse
         self.settled: dict[str, set[str]] = defaultdict(set)
         self.selected = {stage.name for stage in selected}
         self.checks_by_stage: dict[str, list[StageCheck]] = defaultdict(list)
@@ -137,19 +146,31 @@ class _Pipeline:
                             inputs[name] = await stage_result(name)
                         except Exception as exc:
                             raise UpstreamFailed(f"not run: {name} failed") from exc
+                    fingerprint = input_fingerprint(stage.name, self.code_versions[stage.name], self.briefs[key], settings, inputs)
+                    if self.reuse is not None:
+                        stored = await asyncio.to_thread(self.reuse.stored_if_unchanged, stage.name, key, fingerprint)
+                        if stored is not None:
+                            self.manifests[stage.name][key] = stored
+                            return stored
                     call = StageCall(session, artifacts, settings, key, self.briefs[key], inputs)
                     started = time.perf_counter()
                     try:
                         manifest, metadata = await stage.work(call)
                     finally:
                         self.stage_seconds[stage.name] += time.perf_counter() - started
-                    self.metadata[stage.name][key] = metadata
-                    self.manifests[stage.name][key] = manifest
+                    manifest = manifest.model_copy(update={"input_fingerprint": fingerprint})
+                    self.metadata[stage.name][key] = {**metadata, FINGERPRINT_METADATA_KEY: fingerprint}
                     if self.checks_by_stage[stage.name]:
                         item = StageCheckInput(artifacts, self.briefs[key], manifest, inputs)
                         failed = await asyncio.to_thread(self._check, stage.name, key, item)
+                        passed = tuple(
+                            c.name for c in self.checks_by_stage[stage.name] if self.outcomes[(c.asset, c.name)][key].passed
+                        )
+                        manifest = manifest.model_copy(update={"checks_passed": passed})
+                        self.manifests[stage.name][key] = manifest
                         if failed:
                             raise BlockingCheckFailed("; ".join(failed))
+                    self.manifests[stage.name][key] = manifest
                     return manifest
 
                 # Start every selected stage; each waits on its own inputs.
@@ -249,8 +270,14 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
         # that stage is done for every variant, while later stages still run: the
         # event-log writes (~25 ms each here) overlap the provider calls.
         settled: queue.Queue[tuple[str, Any]] = queue.Queue()
+        reuse = None
+        if not config.force:
+            checks_by_stage: dict[str, list[str]] = defaultdict(list)
+            for check in checks:
+                checks_by_stage[check.asset].append(check.name)
+            reuse = ReusePlan.for_run(context.instance, [s.name for s in selected], keys, checks_by_stage, load_stored, artifacts)
         pipeline = _Pipeline(
-            selected, checks, {key: brief[key] for key in keys}, load_stored,
+            selected, checks, {key: brief[key] for key in keys}, load_stored, code_versions, reuse,
             on_stage_settled=lambda stage: settled.put(("stage", stage)),
         )
         started = time.perf_counter()
@@ -265,19 +292,30 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
         worker = threading.Thread(target=run_pipeline, name="variant-media-pipeline", daemon=True)
         worker.start()
         complete: list[str] = []
+        unchanged: list[str] = []
 
         def record(stage_name: str):
-            if set(pipeline.manifests[stage_name]) == set(keys):
-                add_partition_metadata(context, dg.AssetKey(stage_name), {key: pipeline.metadata[stage_name][key] for key in keys})
-                complete.append(stage_name)
-                yield dg.Output(pipeline.manifests[stage_name], output_name=stage_name)
-                # Check results, one per variant, against the materialization they judged.
-                # A failed blocking one fails the step (Dagster raises once they are recorded).
-                targets = latest_materializations(context.instance, stage_name, keys)
-                for check in (c for c in checks if c.asset == stage_name):
-                    for key in keys:
+            if set(pipeline.manifests[stage_name]) != set(keys):
+                return
+            complete.append(stage_name)
+            reused = reuse.reused_keys(stage_name) if reuse else set()
+            if reused == set(keys):
+                unchanged.append(stage_name)  # nothing new to record (assets/reuse.py)
+                return
+            # Variants whose stored output stands keep their last materialization's metadata.
+            metadata = {key: reuse.recorded[stage_name][key].metadata if key in reused else pipeline.metadata[stage_name][key] for key in keys}
+            add_partition_metadata(context, dg.AssetKey(stage_name), metadata)
+            yield dg.Output(pipeline.manifests[stage_name], output_name=stage_name)
+            # Check results, one per variant, against the materialization they judged.
+            # A failed blocking one fails the step (Dagster raises once they are recorded).
+            targets = latest_materializations(context.instance, stage_name, keys)
+            for check in (c for c in checks if c.asset == stage_name):
+                for key in keys:
+                    if key in reused:
+                        outcome = CheckOutcome(True, {"unchanged": "the output this check passed when it was made", "problems": []})
+                    else:
                         outcome = pipeline.outcomes[(check.asset, check.name)][key]
-                        yield check_evaluation(check.asset, check.name, check.blocking, key, outcome, targets.get(key))
+                    yield check_evaluation(check.asset, check.name, check.blocking, key, outcome, targets.get(key))
 
         while True:
             kind, value = settled.get()
@@ -293,7 +331,11 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
             f"{len(keys)} variants in {time.perf_counter() - started:.1f}s; seconds of stage work per variant: "
             + ", ".join(f"{name} {pipeline.stage_seconds[name] / len(keys):.2f}" for name in (s.name for s in selected))
         )
-        for check in checks:
+        if unchanged:
+            context.log.info(
+                f"unchanged, not made or recorded again: {', '.join(s.name for s in STAGES if s.name in unchanged)} (set force to remake them)"
+            )
+        for check in checks:  # the checks of unchanged stages have no result here: their last ones stand
             check_key = dg.AssetCheckKey(dg.AssetKey(check.asset), check.name)
             yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
 

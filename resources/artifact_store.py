@@ -79,6 +79,15 @@ class BaseArtifactStore(dg.ConfigurableResource, abc.ABC):
     def get(self, ref: ArtifactRef) -> bytes:
         """The bytes behind `ref`; ValueError if they do not match its sha256 or it is not in this store."""
 
+    def holds(self, ref: ArtifactRef) -> bool:
+        """Whether the store has `ref`'s object at its size (without reading it): a stored
+        manifest is reused only while its files are there."""
+        try:
+            self.get(ref)
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
     @abc.abstractmethod
     def write_entry(self, namespace: str, key: str, data: bytes) -> None:
         """Write a small named record (atomically / in one PUT) on the same storage as the artifacts."""
@@ -127,6 +136,13 @@ class FilesystemArtifactStore(BaseArtifactStore):
         if path.as_uri() != ref.uri:
             raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.root_path}")
         return path
+
+    def holds(self, ref: ArtifactRef) -> bool:
+        try:
+            path = self.path_for(ref)
+        except ValueError:
+            return False
+        return path.is_file() and path.stat().st_size == ref.size_bytes
 
     def get(self, ref: ArtifactRef) -> bytes:
         path = self.path_for(ref)
@@ -213,6 +229,13 @@ class S3ArtifactStore(BaseArtifactStore):
         if self.location.uri(key) != ref.uri:
             raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.location}")
         return key
+
+    def holds(self, ref: ArtifactRef) -> bool:
+        try:
+            key = self.key_for(ref)
+        except ValueError:
+            return False
+        return self._exists_with_size(key, ref.size_bytes)
 
     def get(self, ref: ArtifactRef) -> bytes:
         data = read_object(self.client, self.location.bucket, self.key_for(ref))

@@ -42,6 +42,16 @@ class ArtifactRef(_Manifest):
     size_bytes: int
 
 
+class _StageManifest(_Manifest):
+    """A model stage's manifest: also what it was made from, and which checks it passed then."""
+
+    # Hash of the stage's code version, the variant's brief, the stage's settings and the
+    # content of the manifests it read (assets/reuse.py): equal means it would be made the same.
+    input_fingerprint: str | None = None
+    # The stage's checks that ran on it and passed when it was made.
+    checks_passed: tuple[str, ...] = ()
+
+
 class VariantBriefDoc(_Manifest):
     manifest_type: Literal["brief"] = "brief"
     partition_key: str
@@ -64,7 +74,7 @@ class VariantBriefDoc(_Manifest):
     seed: int
 
 
-class ConceptDoc(_Manifest):
+class ConceptDoc(_StageManifest):
     manifest_type: Literal["concept"] = "concept"
     partition_key: str
     headline: str
@@ -75,7 +85,7 @@ class ConceptDoc(_Manifest):
     provenance: Provenance
 
 
-class ImageArtifact(_Manifest):
+class ImageArtifact(_StageManifest):
     manifest_type: Literal["image"] = "image"
     partition_key: str
     artifact: ArtifactRef
@@ -87,7 +97,7 @@ class ImageArtifact(_Manifest):
     thumbnail: ArtifactRef | None = None
 
 
-class AudioArtifact(_Manifest):
+class AudioArtifact(_StageManifest):
     manifest_type: Literal["audio"] = "audio"
     partition_key: str
     artifact: ArtifactRef
@@ -99,7 +109,7 @@ class AudioArtifact(_Manifest):
     provenance: Provenance
 
 
-class CaptionTrack(_Manifest):
+class CaptionTrack(_StageManifest):
     manifest_type: Literal["captions"] = "captions"
     partition_key: str
     vtt: ArtifactRef
@@ -108,7 +118,7 @@ class CaptionTrack(_Manifest):
     source_audio_sha256: str
 
 
-class VideoArtifact(_Manifest):
+class VideoArtifact(_StageManifest):
     manifest_type: Literal["video"] = "video"
     partition_key: str
     artifact: ArtifactRef

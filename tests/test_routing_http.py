@@ -17,7 +17,7 @@ from resources.policies.budget import BudgetExceeded
 from resources.policies.cooldown import PROCESS_COOLDOWNS
 from resources.routing_config import parse_routing_config
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import assert_campaign_media, register, run_campaign
+from tests.helpers import FAST_VIDEO, assert_campaign_media, register, run_campaign
 
 CANARY_KEY = "sk-canary-9f1c2e7d4b3a"
 KEY_VARIABLES = ("OPENAI_API_KEY", "FAL_KEY", "REPLICATE_API_TOKEN", "GMI_API_KEY", "ELEVENLABS_API_KEY")
@@ -161,9 +161,15 @@ def test_cloud_campaign_through_the_simulator_twice(studio_home, one_campaign, t
                 assert "AuthError 401" in voice.errors[0]
         assert_campaign_media(keys, manifests.load_manifest)
 
-        # Unchanged campaign, second run: every model answer comes from the cache.
+        # Unchanged campaign, second run: nothing is made again (assets/reuse.py), no call made.
         sim.reset_stats()
+        stored = {(asset, key): manifests.load_manifest(dg.AssetKey(asset), key) for asset in ("concept", "synced_video") for key in keys}
         assert run_campaign(instance, keys, definitions=definitions).success
+        assert sum(sim.stats()["calls_by_group"].values()) == 0
+        assert {k: manifests.load_manifest(dg.AssetKey(k[0]), k[1]) for k in stored} == stored
+        # Forced: every stage is made again, every model answer from the response cache.
+        forced = {"ops": {"variant_media": {"config": {**FAST_VIDEO["ops"]["variant_media"]["config"], "force": True}}}}
+        assert run_campaign(instance, keys, run_config=forced, definitions=definitions).success
         assert sum(sim.stats()["calls_by_group"].values()) == 0
         for asset in ("concept", "draft_image", "refined_image", "voiceover", "synced_video"):
             for key in keys:

@@ -210,6 +210,12 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
         rerun_steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
         assert "variant_media" in rerun_steps and "brief" not in rerun_steps, rerun_steps
         after = sim.stats()["calls"]
+        # Stages recorded for every variant before the kill are unchanged: the re-run leaves
+        # them alone (assets/reuse.py), not even a cache lookup.
+        made_in = {stage: {(r.run_id, r.partition_key) for r in instance.fetch_materializations(dg.AssetKey(stage), limit=100).records}
+                   for stage in STAGE_TASKS}
+        recorded_at_kill = {stage: sorted(k for run_id, k in made if run_id == killed.run_id) == sorted(keys) for stage, made in made_in.items()}
+        made_on_rerun = {stage: sum(1 for run_id, _ in made if run_id == result.run_id) for stage, made in made_in.items()}
 
     seconds = time.perf_counter() - started
     load = JsonManifestIOManager().load_manifest
@@ -263,14 +269,20 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
     for task in PAID:
         assert figures[task]["sent_on_rerun"] == VARIANTS - figures[task]["answered_before_kill"], (task, figures[task])
     assert figures["image"]["repeated"] <= 2, figures  # at most one wave (two jobs) was in flight
-    # Each answered call is a cache hit on the re-run, stage by stage (local stages too).
+    # Each answered call is a cache hit on the re-run, stage by stage (local stages too), except
+    # in a stage already recorded for every variant before the kill: that one is not made again.
+    assert recorded_at_kill["concept"], recorded_at_kill  # killed during the images: concepts were all recorded
     for stage, task in STAGE_TASKS.items():
-        assert hits[stage] == done_at_kill.get(task, 0), (stage, hits, done_at_kill)
+        if recorded_at_kill[stage]:
+            assert made_on_rerun[stage] == 0 and hits[stage] == 0, (stage, made_on_rerun, hits)
+        else:
+            assert made_on_rerun[stage] == VARIANTS, (stage, made_on_rerun)
+            assert hits[stage] == done_at_kill.get(task, 0), (stage, hits, done_at_kill)
     assert after["fal.submit"] - figures["image"]["repeated"] == VARIANTS
 
     print("crash:", {
         "variants": VARIANTS, "killed_after_s": round(killed_at, 1), "seconds": round(seconds, 1),
-        "answered_before_kill": done_at_kill, "rerun_cache_hits": hits, "paid_calls": figures,
+        "answered_before_kill": done_at_kill, "recorded_before_kill": recorded_at_kill, "rerun_cache_hits": hits, "paid_calls": figures,
         "orphan_temp_files_at_kill": len(orphan_temps), "leaked_pool_slot": leaked_slot,
     })
     # The shipped local instance must free a dead run's pool slots by itself (run monitoring with

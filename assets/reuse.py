@@ -1,0 +1,140 @@
+"""Unchanged stages are not made, checked or recorded again.
+
+A stage's output for a variant depends on the stage's code version (with its
+model route's identity), the variant's brief, the stage's settings and the
+content of the manifests it reads. Their hash is the stage's *input
+fingerprint*; it is stored in the manifest and in the materialization's
+metadata. When a run asks for a stage whose fingerprint is unchanged, and
+
+- Dagster's latest materialization of that partition recorded the same
+  fingerprint (a new Dagster home, or a materialization since, means no),
+- the stored manifest has it too, its files are all in the artifact store,
+- and every check selected for the stage passed when it was made,
+
+the stored manifest is used as it is: no provider call, no check, and, when
+the whole run's variants are unchanged for that stage, no new materialization
+(its checks are then skipped in that run; their last results stand). The
+`force` setting of `variant_media` makes and records everything again (from
+the response cache, where the routing allows it).
+"""
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from assets.stages import VariantMediaSettings
+from resources.artifact_store import BaseArtifactStore
+from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
+
+FINGERPRINT_METADATA_KEY = "input_fingerprint"
+# What a manifest holds besides its content: how it was made and what it was made from.
+_NOT_CONTENT = {"provenance", "input_fingerprint", "checks_passed"}
+
+
+def content_digest(manifest: Manifest) -> str:
+    """Hash of what a manifest says about its output (files, text, timings), not how it was
+    made: a cache hit and a fresh call for the same output digest the same."""
+    payload = manifest.model_dump(mode="json", exclude=_NOT_CONTENT)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def input_fingerprint(
+    stage: str, code_version: str, brief: VariantBriefDoc, settings: VariantMediaSettings, inputs: Mapping[str, Manifest]
+) -> str:
+    stage_settings = getattr(settings, stage, None)
+    payload = {
+        "stage": stage,
+        "code_version": code_version,
+        "brief": brief.fingerprint,
+        "seed": brief.seed,
+        "settings": stage_settings.model_dump(mode="json") if stage_settings is not None else None,
+        "inputs": {name: content_digest(manifest) for name, manifest in sorted(inputs.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
+    return [value for value in (getattr(manifest, name) for name in type(manifest).model_fields) if isinstance(value, ArtifactRef)]
+
+
+@dataclass(frozen=True)
+class RecordedMaterialization:
+    fingerprint: str | None
+    metadata: Mapping[str, Any]
+
+
+def latest_recorded(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, RecordedMaterialization]:
+    """partition key -> its latest materialization's fingerprint and metadata (pages of records,
+    newest first, until every key is found or none are left)."""
+    wanted, found = set(partition_keys), {}
+    cursor = None
+    while wanted - set(found):
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=sorted(wanted - set(found))),
+            limit=max(100, 2 * len(wanted)),
+            cursor=cursor,
+        )
+        for record in result.records:
+            if record.partition_key in wanted and record.partition_key not in found:
+                metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+                value = metadata.get(FINGERPRINT_METADATA_KEY)
+                found[record.partition_key] = RecordedMaterialization(getattr(value, "value", None), metadata)
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return found
+
+
+@dataclass
+class ReusePlan:
+    """What the run may reuse: Dagster's latest materializations of the selected stages, and
+    the checks selected for each."""
+
+    recorded: Mapping[str, Mapping[str, RecordedMaterialization]]
+    checks_by_stage: Mapping[str, frozenset[str]]
+    load_stored: Callable[[str, str], Manifest]
+    artifacts: BaseArtifactStore
+    reused: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(
+        cls,
+        instance: dg.DagsterInstance,
+        stages: Iterable[str],
+        partition_keys: Sequence[str],
+        checks_by_stage: Mapping[str, Iterable[str]],
+        load_stored: Callable[[str, str], Manifest],
+        artifacts: BaseArtifactStore,
+    ) -> "ReusePlan":
+        stages = list(stages)
+        return cls(
+            recorded={stage: latest_recorded(instance, stage, partition_keys) for stage in stages},
+            checks_by_stage={stage: frozenset(checks_by_stage.get(stage, ())) for stage in stages},
+            load_stored=load_stored,
+            artifacts=artifacts,
+        )
+
+    def stored_if_unchanged(self, stage: str, key: str, fingerprint: str) -> Manifest | None:
+        """The stored manifest, when it can stand for what this run would make; else None."""
+        recorded = self.recorded.get(stage, {}).get(key)
+        if recorded is None or recorded.fingerprint != fingerprint:
+            return None
+        try:
+            stored = self.load_stored(stage, key)
+        except Exception:  # missing or unreadable: made again (and stored over)
+            return None
+        if getattr(stored, "input_fingerprint", None) != fingerprint:
+            return None
+        if not self.checks_by_stage.get(stage, frozenset()) <= set(stored.checks_passed):
+            return None
+        if not all(self.artifacts.holds(ref) for ref in artifact_refs(stored)):
+            return None
+        self.reused.setdefault(stage, set()).add(key)
+        return stored
+
+    def reused_keys(self, stage: str) -> set[str]:
+        return self.reused.get(stage, set())
