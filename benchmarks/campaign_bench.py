@@ -400,7 +400,7 @@ def local_child(variants: int, out: Path) -> None:
         from orchestration.storage import resolved_resource
 
         service: dict[str, list[float]] = {s: [] for s in STAGES}
-        video_seconds, frames_by_size = 0.0, {}
+        video_seconds, frames_by_size, videos = 0.0, {}, []
         with resolved_resource(studio.definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
             for key in studio.keys:
                 for stage in STAGES:
@@ -410,6 +410,7 @@ def local_child(variants: int, out: Path) -> None:
                         service[stage].append(provenance.latency_s)
                 video = manifests.load_manifest(AssetKey("synced_video"), key)
                 video_seconds += video.duration_s
+                videos.append(video)
                 size = f"{video.width}x{video.height}@{video.fps}"
                 frames_by_size[size] = frames_by_size.get(size, 0) + round(video.video_duration_s * video.fps)
         from model_adapters.concurrency import COMPUTE_SLOTS
@@ -433,36 +434,62 @@ def local_child(variants: int, out: Path) -> None:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }
         studio.close()
+        figures.update(own_frames_encode(videos))
         out.write_text(json.dumps(figures))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bare_encode_seconds(frames_by_size: dict[str, int]) -> float:
-    """The encoder's own limit: PyAV/x264 at the compositor's settings on the same
-    number of frames per size, a textured still already in yuv420p (no drawing,
-    no conversion)."""
+def _video_encode_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import video_encode
+
+    return video_encode
+
+
+def own_frames_encode(videos: list[Any]) -> dict[str, Any]:
+    """The encoder alone on the campaign's own frames: each video decoded to yuv420p and
+    encoded again at the compositor's settings, the encode timed (after the machine is
+    idle). Moving frames cost x264 more than a still: this is the floor for this content."""
+    from model_adapters.local_video import PyAVCompositor
+    from resources.artifact_store import FilesystemArtifactStore
+
+    video_encode = _video_encode_module()
+    adapter, store = PyAVCompositor(), FilesystemArtifactStore()
+    encode_s = 0.0
+    with video_encode.Timed() as timed:
+        for video in videos:
+            frames = video_encode.decoded_frames(store.get(video.artifact))
+            started = time.perf_counter()
+            video_encode.bare_encode(frames, len(frames), video.width, video.height, video.fps, adapter, "yuv420p")
+            encode_s += time.perf_counter() - started
+    return {"own_frames_encode_s": round(encode_s, 2), "own_frames_others_cores": round(timed.others_cores, 2)}
+
+
+def bare_encode_seconds(frames_by_size: dict[str, int]) -> tuple[float, float]:
+    """The issue's denominator: PyAV/x264 at the compositor's settings on the same number
+    of frames per size, a textured still already in yuv420p (no drawing, no conversion),
+    timed once the machine is idle; (seconds, other processes' CPU meanwhile in cores)."""
     import io
 
     import av
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import video_encode
-
     from model_adapters.local_video import PyAVCompositor
 
+    video_encode = _video_encode_module()
     adapter = PyAVCompositor()
-    total = 0.0
-    for size, frames in frames_by_size.items():
-        dims, fps = size.split("@")
-        width, height = map(int, dims.split("x"))
+    stills = {}
+    for size in frames_by_size:
+        width, height = map(int, size.split("@")[0].split("x"))
         rgb = Image.open(io.BytesIO(video_encode.textured_still(width, height))).convert("RGB")
-        yuv = av.VideoFrame.from_image(rgb).reformat(format="yuv420p").to_ndarray()
-        started = time.perf_counter()
-        video_encode.bare_encode([yuv], frames, width, height, int(fps), adapter, "yuv420p")
-        total += time.perf_counter() - started
-    return total
+        stills[size] = av.VideoFrame.from_image(rgb).reformat(format="yuv420p").to_ndarray()
+    with video_encode.Timed() as timed:
+        for size, frames in frames_by_size.items():
+            dims, fps = size.split("@")
+            width, height = map(int, dims.split("x"))
+            video_encode.bare_encode([stills[size]], frames, width, height, int(fps), adapter, "yuv420p")
+    return timed.wall, timed.others_cores
 
 
 def local(variants: int, workdir: Path) -> dict[str, Any]:
@@ -471,9 +498,12 @@ def local(variants: int, workdir: Path) -> dict[str, Any]:
     env.pop("STUDIO_ROUTING", None)
     subprocess.run([sys.executable, __file__, "--local-child", str(variants), "--child-out", str(out)], check=True, env=env, cwd=ROOT)
     figures = json.loads(out.read_text())
-    encode_s = bare_encode_seconds(figures["video_frames_by_size"])
+    encode_s, others = bare_encode_seconds(figures["video_frames_by_size"])
     figures["bare_encode_s"] = round(encode_s, 2)
+    figures["bare_encode_others_cores"] = round(others, 2)
     figures["video_ratio_to_encode"] = round(figures["video_service_s"] / encode_s, 3)
+    figures["video_ratio_to_own_frames_encode"] = round(figures["video_service_s"] / figures["own_frames_encode_s"], 3)
+    figures["own_frames_over_still_encode"] = round(figures["own_frames_encode_s"] / encode_s, 3)
     return figures
 
 
@@ -506,7 +536,13 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"| local {loc['variants']} | seconds per variant per stage (compute time) | {per_stage} | |")
         rows.append(f"| local {loc['variants']} | wall, seconds per variant | {loc['wall_s']} s, {loc['seconds_per_variant_wall']} s | |")
         rows.append(f"| local {loc['variants']} | video real-time factor (720p30) | {loc['video_realtime_factor']}× | ≥ 4× |")
-        rows.append(f"| local {loc['variants']} | video_ratio_to_encode | {loc['video_ratio_to_encode']} | ≤ 1.3 |")
+        rows.append(
+            f"| local {loc['variants']} | video_ratio_to_encode (over a bare encode of a still, {loc['bare_encode_s']} s) | {loc['video_ratio_to_encode']} | ≤ 1.3 |"
+        )
+        rows.append(
+            f"| local {loc['variants']} | video over the encoder alone on its own frames ({loc['own_frames_encode_s']} s; "
+            f"{loc['own_frames_over_still_encode']}× the still's) | {loc['video_ratio_to_own_frames_encode']} | |"
+        )
         rows.append(f"| memory {loc['variants']} | peak RSS of the local backfill | {loc['peak_rss_mib']} MiB | ≤ 2048 MiB |")
     return "\n".join(rows)
 
@@ -517,7 +553,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--only", choices=["fanout", "local"], help="run one scenario")
     parser.add_argument(
-        "--repeats", type=int, default=1, help="runs of ours and the bound at 16 and 64 variants (medians); 1 keeps the full run under 10 minutes"
+        "--repeats", type=int, default=3, help="runs of ours and the bound at 16 and 64 variants (medians); 3 keeps the full run under 10 minutes"
     )
     parser.add_argument("--local-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
