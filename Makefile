@@ -9,6 +9,10 @@ INSTALLED := $(VENV)/.installed
 
 export STUDIO_HOME ?= $(CURDIR)/.studio
 export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
+# glibc gives each thread that allocates its own malloc arena; the model step's worker
+# threads (torch, PyAV, numpy) then keep hundreds of MiB of freed memory mapped.
+# Two arenas: the 7-variant demo's peak RSS 1.3 GiB instead of 1.65-2.0, same speed.
+export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: install demo ui test bench bench-quick clean chromium
 
