@@ -60,6 +60,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
+from assets.common import latest_materialization_records
 from assets.concept import banned_terms_in
 from assets.partitions import variant_partitions
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
@@ -512,21 +513,15 @@ def check_evaluation(
 
 
 def latest_materializations(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
-    """partition key -> the target data of its latest materialization (one query for all keys),
-    so the UI can tell whether a check result is current."""
+    """partition key -> the target data of its latest materialization, so the UI can tell
+    whether a check result is current."""
     # Not exported at the top level in 1.13; it is the type AssetCheckResult itself fills in.
     from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=list(partition_keys)), limit=max(1, len(partition_keys))
-    ).records
-    targets: dict[str, Any] = {}
-    for record in records:  # newest first
-        if record.partition_key not in targets:
-            targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
-                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-            )
-    return targets
+    return {
+        key: AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+        for key, record in latest_materialization_records(instance, asset, partition_keys).items()
+    }
 
 
 # --- the checks that measure a stage's output, run inside `variant_media` ------------------

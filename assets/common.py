@@ -1,5 +1,6 @@
 """What every variant asset shares: partitions, single-run backfills, the manifest IO manager."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -48,3 +49,23 @@ def variant_asset_kwargs(
         "code_version": code_version,
         "owners": STUDIO_OWNERS,
     }
+
+
+def latest_materialization_records(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
+    """partition key -> its latest materialization's event record, for the keys that have one
+    (pages of records, newest first, until every key is found or none are left)."""
+    wanted, found = set(partition_keys), {}
+    cursor = None
+    while wanted - set(found):
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=sorted(wanted - set(found))),
+            limit=max(100, 2 * len(wanted)),
+            cursor=cursor,
+        )
+        for record in result.records:
+            if record.partition_key in wanted and record.partition_key not in found:
+                found[record.partition_key] = record
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return found

@@ -13,13 +13,8 @@ from resources.manifests import ArtifactRef, Provenance
 THUMBNAIL_LONG_SIDE = 360
 
 
-def thumbnail_jpeg(png: bytes) -> bytes:
-    """A small JPEG of the picture: the UI preview, and stored beside the image for the roll-up."""
-    with Image.open(io.BytesIO(png)) as image:
-        return thumbnail_of(image)
-
-
 def thumbnail_of(image: Image.Image) -> bytes:
+    """A small JPEG of the picture: the UI preview, and stored beside the image for the roll-up."""
     image = image.convert("RGB")
     image.thumbnail((THUMBNAIL_LONG_SIDE, THUMBNAIL_LONG_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -31,10 +26,6 @@ def jpeg_markdown(jpeg: bytes, alt: str) -> dg.MarkdownMetadataValue:
     """The JPEG inline in markdown, so the asset page shows the picture."""
     encoded = base64.b64encode(jpeg).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/jpeg;base64,{encoded})")
-
-
-def image_thumbnail_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
-    return jpeg_markdown(thumbnail_jpeg(png), alt)
 
 
 def provenance_metadata(provenance: Provenance) -> dict[str, Any]:

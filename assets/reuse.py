@@ -26,6 +26,8 @@ from typing import Any
 
 import dagster as dg
 
+from assets.checks import StageCheck
+from assets.common import latest_materialization_records
 from assets.stages import VariantMediaSettings
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
@@ -68,24 +70,11 @@ class RecordedMaterialization:
 
 
 def latest_recorded(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, RecordedMaterialization]:
-    """partition key -> its latest materialization's fingerprint and metadata (pages of records,
-    newest first, until every key is found or none are left)."""
-    wanted, found = set(partition_keys), {}
-    cursor = None
-    while wanted - set(found):
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=sorted(wanted - set(found))),
-            limit=max(100, 2 * len(wanted)),
-            cursor=cursor,
-        )
-        for record in result.records:
-            if record.partition_key in wanted and record.partition_key not in found:
-                metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-                value = metadata.get(FINGERPRINT_METADATA_KEY)
-                found[record.partition_key] = RecordedMaterialization(getattr(value, "value", None), metadata)
-        if not result.has_more:
-            break
-        cursor = result.cursor
+    """partition key -> its latest materialization's fingerprint and metadata."""
+    found = {}
+    for key, record in latest_materialization_records(instance, asset, partition_keys).items():
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        found[key] = RecordedMaterialization(getattr(metadata.get(FINGERPRINT_METADATA_KEY), "value", None), metadata)
     return found
 
 
@@ -106,14 +95,14 @@ class ReusePlan:
         instance: dg.DagsterInstance,
         stages: Iterable[str],
         partition_keys: Sequence[str],
-        checks_by_stage: Mapping[str, Iterable[str]],
+        checks: Iterable[StageCheck],
         load_stored: Callable[[str, str], Manifest],
         artifacts: BaseArtifactStore,
     ) -> "ReusePlan":
-        stages = list(stages)
+        stages, checks = list(stages), list(checks)
         return cls(
             recorded={stage: latest_recorded(instance, stage, partition_keys) for stage in stages},
-            checks_by_stage={stage: frozenset(checks_by_stage.get(stage, ())) for stage in stages},
+            checks_by_stage={stage: frozenset(c.name for c in checks if c.asset == stage) for stage in stages},
             load_stored=load_stored,
             artifacts=artifacts,
         )
@@ -127,7 +116,7 @@ class ReusePlan:
             stored = self.load_stored(stage, key)
         except Exception:  # missing or unreadable: made again (and stored over)
             return None
-        if getattr(stored, "input_fingerprint", None) != fingerprint:
+        if stored.input_fingerprint != fingerprint:
             return None
         if not self.checks_by_stage.get(stage, frozenset()) <= set(stored.checks_passed):
             return None

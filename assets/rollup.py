@@ -161,10 +161,6 @@ def sheet_png(sheet: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def contact_sheet_png(title: str, tiles: list[tuple[str, str, bytes]]) -> bytes:
-    return sheet_png(contact_sheet(title, tiles))
-
-
 def stage_figures(provenance: Provenance) -> StageFigures:
     return StageFigures(
         provider=provenance.adapter_id,

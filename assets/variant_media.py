@@ -160,6 +160,7 @@ class _Pipeline:
                         self.stage_seconds[stage.name] += time.perf_counter() - started
                     manifest = manifest.model_copy(update={"input_fingerprint": fingerprint})
                     self.metadata[stage.name][key] = {**metadata, FINGERPRINT_METADATA_KEY: fingerprint}
+                    failed: list[str] = []
                     if self.checks_by_stage[stage.name]:
                         item = StageCheckInput(artifacts, self.briefs[key], manifest, inputs)
                         failed = await asyncio.to_thread(self._check, stage.name, key, item)
@@ -167,10 +168,10 @@ class _Pipeline:
                             c.name for c in self.checks_by_stage[stage.name] if self.outcomes[(c.asset, c.name)][key].passed
                         )
                         manifest = manifest.model_copy(update={"checks_passed": passed})
-                        self.manifests[stage.name][key] = manifest
-                        if failed:
-                            raise BlockingCheckFailed("; ".join(failed))
+                    # Kept when a blocking check failed: the stage is materialized with its failed evaluation.
                     self.manifests[stage.name][key] = manifest
+                    if failed:
+                        raise BlockingCheckFailed("; ".join(failed))
                     return manifest
 
                 # Start every selected stage; each waits on its own inputs.
@@ -270,12 +271,7 @@ def build_variant_media_asset(code_versions: Mapping[str, str]) -> dg.AssetsDefi
         # that stage is done for every variant, while later stages still run: the
         # event-log writes (~25 ms each here) overlap the provider calls.
         settled: queue.Queue[tuple[str, Any]] = queue.Queue()
-        reuse = None
-        if not config.force:
-            checks_by_stage: dict[str, list[str]] = defaultdict(list)
-            for check in checks:
-                checks_by_stage[check.asset].append(check.name)
-            reuse = ReusePlan.for_run(context.instance, [s.name for s in selected], keys, checks_by_stage, load_stored, artifacts)
+        reuse = None if config.force else ReusePlan.for_run(context.instance, [s.name for s in selected], keys, checks, load_stored, artifacts)
         pipeline = _Pipeline(
             selected, checks, {key: brief[key] for key in keys}, load_stored, code_versions, reuse,
             on_stage_settled=lambda stage: settled.put(("stage", stage)),

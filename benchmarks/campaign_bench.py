@@ -479,16 +479,15 @@ def bare_encode_seconds(frames_by_size: dict[str, int]) -> tuple[float, float]:
 
     video_encode = _video_encode_module()
     adapter = PyAVCompositor()
-    stills = {}
-    for size in frames_by_size:
-        width, height = map(int, size.split("@")[0].split("x"))
+    encodes = []  # (still in yuv420p, frames, width, height, fps), made before the timing
+    for size, frames in frames_by_size.items():
+        dims, fps = size.split("@")
+        width, height = map(int, dims.split("x"))
         rgb = Image.open(io.BytesIO(video_encode.textured_still(width, height))).convert("RGB")
-        stills[size] = av.VideoFrame.from_image(rgb).reformat(format="yuv420p").to_ndarray()
+        encodes.append((av.VideoFrame.from_image(rgb).reformat(format="yuv420p").to_ndarray(), frames, width, height, int(fps)))
     with video_encode.Timed() as timed:
-        for size, frames in frames_by_size.items():
-            dims, fps = size.split("@")
-            width, height = map(int, dims.split("x"))
-            video_encode.bare_encode([stills[size]], frames, width, height, int(fps), adapter, "yuv420p")
+        for still, frames, width, height, fps in encodes:
+            video_encode.bare_encode([still], frames, width, height, fps, adapter, "yuv420p")
     return timed.wall, timed.others_cores
 
 

@@ -17,7 +17,8 @@ from assets.rollup import (
     PAD,
     PAID_STAGES,
     CampaignRollupDoc,
-    contact_sheet_png,
+    contact_sheet,
+    sheet_png,
 )
 from resources.io_manager import JsonManifestIOManager
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
@@ -105,11 +106,11 @@ def test_contact_sheet_is_a_labelled_grid_of_the_refined_images(campaign):
 def test_contact_sheet_wraps_after_four_columns():
     tile = io.BytesIO()
     Image.new("RGB", (90, 160), (30, 200, 90)).save(tile, format="PNG")
-    png = contact_sheet_png("demo", [(f"v{i}", "9:16", tile.getvalue()) for i in range(6)])
+    png = sheet_png(contact_sheet("demo", [(f"v{i}", "9:16", tile.getvalue()) for i in range(6)]))
     sheet = Image.open(io.BytesIO(png))
     assert sheet.size == (PAD + MAX_COLUMNS * (CELL + PAD), HEADER_H + 2 * (CELL + LABEL_H + PAD) + PAD)
     with pytest.raises(ValueError):
-        contact_sheet_png("empty", [])
+        contact_sheet("empty", [])
 
 
 def test_rollup_lists_an_unfinished_campaign_as_pending_and_is_reproducible(campaign):
