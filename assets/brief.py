@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.common import variant_asset_kwargs
 from assets.partition_runner import run_partitions
+from assets.stages import Pipeline
 from resources.brief_schema import split_partition_key
 from resources.brief_source import BriefFile, BriefSource
 from resources.manifests import VariantBriefDoc
@@ -18,11 +19,12 @@ def variant_seed(partition_key: str) -> int:
     return int.from_bytes(hashlib.sha256(partition_key.encode()).digest()[:4], "big")
 
 
-def build_brief_asset() -> dg.AssetsDefinition:
+def build_brief_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     @dg.asset(
-        name="brief",
+        key=pipeline.key("brief"),
         **variant_asset_kwargs(
-            group="brief",
+            pipeline,
+            group="brief" if not pipeline.key_prefix else pipeline.name,
             kinds={"yaml"},
             description="The variant's slice of its campaign brief (validated YAML from the briefs folder).",
             code_version=BRIEF_CODE_VERSION,
@@ -38,6 +40,8 @@ def build_brief_asset() -> dg.AssetsDefinition:
                 found_by_campaign[campaign_id] = briefs.find(campaign_id)
             found = found_by_campaign[campaign_id]
             campaign = found.brief
+            if campaign.pipeline != pipeline.name:
+                raise ValueError(f"{found.path}: pipeline: the brief asks for {campaign.pipeline!r}, this is the {pipeline.name!r} pipeline")
             variant = campaign.variant(variant_id)
             doc = VariantBriefDoc(
                 partition_key=partition_key,

@@ -4,30 +4,13 @@ Every check measures the stored artifact itself (PNG, WAV, MP4, WebVTT bytes
 read back from the artifact store), never the figures a manifest claims
 (those are shown beside the measurement, for comparison).
 
-| asset | check | blocking | what it measures |
-| --- | --- | --- | --- |
-| `draft_image` | `png_valid` | yes | PNG decodes; size as declared; exact aspect ratio of the variant |
-| `refined_image` | `png_valid` | yes | the same, and the short side is >= 1080 px |
-| `voiceover` | `loudness_within_spec` | yes | BS.1770 integrated loudness -16 LUFS +/- 1 LU, true peak <= -1 dBTP |
-| `captions` | `caption_rules` | yes | <= 42 chars a line, <= 2 lines a cue, cues >= 0.8 s (not the last), text = the spoken words, each cue within 80 ms of its first word's start |
-| `captions` | `no_banned_terms` | yes | no banned term in the caption text (WebVTT and SRT) |
-| `concept` | `no_banned_terms` | yes | no banned term in the headline, script or image prompt |
-| `concept` | `on_brief` | yes | MiniLM cosine(script, brief text) >= `SEMANTIC_ALIGNMENT_THRESHOLD` |
-| `synced_video` | `av_in_sync` | yes | stream durations (PyAV) differ by <= 1 frame; `moov` before `mdat` |
-| `synced_video` | `campaign_within_budget` | no | the ledger's spend for the campaign <= the brief's `budget_usd` |
-
-Where they run. The media checks (all but the budget) are check specs of the
-`variant_media` multi-asset and run inside it, for each variant as soon as
-the stage they check has made its output (`STAGE_CHECKS`): the model stages
-pipeline in that one step, so a check step after it would come too late to
-stop a variant's later stages, and would measure every artifact a second
-time. Blocking: a variant whose output fails a blocking check goes no further
-in that step (a bad voiceover is not captioned, a bad image is not refined or
-composited); the stage's own output is materialized with its failed
-evaluation, the stages it stopped are not, and Dagster then fails the step,
-so nothing downstream of it in the run executes. The budget check is its own
-step and not blocking: when it runs the money is spent, and the campaign
-roll-up downstream is where the overspend is read.
+Which check runs on which stage, blocking or not, with which thresholds, is
+declared once, with its stage kind (assets/stage_kinds/): each kind offers
+`CheckKind`s whose limits come from the stage's own settings, and a pipeline
+file picks them (docs/stages.md lists the shipped ones). The budget check
+(`campaign_within_budget`, not blocking) is the one check that is its own
+step: when it runs the money is spent, and the roll-up is where an overspend
+is read.
 
 The checks in two layers:
 
@@ -36,8 +19,8 @@ The checks in two layers:
   `check_budget`) take bytes or text and return `CheckOutcome(passed,
   metadata)`; `metadata["problems"]` says what failed. Tests call them on
   crafted artifacts.
-- thin Dagster wrappers: `STAGE_CHECKS` (spec + evaluation, run by
-  `variant_media`) and `build_asset_checks()` (the budget check step).
+- thin wrappers: each stage kind's `CheckKind`s (run inside the model step,
+  assets/variant_media.py) and `build_budget_check()` (the budget check step).
 
 Partitions. Dagster 1.13's `AssetCheckResult` has no partition field: in a
 partition-range run it would be recorded once with no partition, leaving every
@@ -51,24 +34,23 @@ planned per-partition row without a result. So every check yields one
 import functools
 import io
 import math
+import re
 import wave
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import av
 import dagster as dg
 import numpy as np
 from PIL import Image
 
-from assets.common import latest_materialization_records
-from assets.concept import banned_terms_in
-from assets.partitions import variant_partitions
+from assets.dagster_api import latest_materializations
+from assets.stages import CheckOutcome, Pipeline
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
 from model_adapters.local_video import mp4_top_level_boxes
 from model_adapters.loudness import measure
 from model_adapters.types import CaptionCue, WordTiming
-from resources.artifact_store import BaseArtifactStore
-from resources.manifests import AudioArtifact, CaptionTrack, ConceptDoc, ImageArtifact, VariantBriefDoc, VideoArtifact
+from resources.manifests import VariantBriefDoc
 from resources.model_router import ModelRouter
 
 # --- limits ----------------------------------------------------------------------------
@@ -76,7 +58,6 @@ from resources.model_router import ModelRouter
 TARGET_LUFS = -16.0
 LOUDNESS_TOLERANCE_LU = 1.0
 MAX_TRUE_PEAK_DBTP = -1.0
-REFINED_MIN_SHORT_SIDE = 1080
 MAX_DRIFT_FRAMES = 1.0
 CUE_WORD_START_TOLERANCE_S = 0.080
 # Timestamps are whole milliseconds; 2.8 - 2.0 must count as 0.8.
@@ -105,17 +86,6 @@ score (0.423), with about 0.1 of margin on each side.
 """
 
 _ASPECT_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
-
-
-class CheckOutcome(NamedTuple):
-    """What a check function found: pass/fail and the measured values.
-
-    `metadata["problems"]` lists what failed (empty when it passed); the rest
-    are measurements, ready to be Dagster metadata.
-    """
-
-    passed: bool
-    metadata: dict[str, Any]
 
 
 def _outcome(problems: list[str], measured: Mapping[str, Any]) -> CheckOutcome:
@@ -412,6 +382,16 @@ def caption_text(cues: Sequence[CaptionCue]) -> str:
 # --- text --------------------------------------------------------------------------------
 
 
+def banned_terms_in(texts: dict[str, str], banned: tuple[str, ...]) -> list[str]:
+    """`field: term` for every banned term found, matched as a whole word, case-insensitively."""
+    found = []
+    for field, text in texts.items():
+        for term in banned:
+            if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE):
+                found.append(f"{field}: {term!r}")
+    return found
+
+
 def check_banned_terms(texts: Mapping[str, str], banned_terms: Sequence[str]) -> CheckOutcome:
     """No banned term in any of `texts` ({field: text}), matched as a whole word (or phrase),
     case-insensitively ("cheap" matches "Cheap," but not "cheapest")."""
@@ -483,7 +463,7 @@ def check_budget(spent_usd: float, budget_usd: float, *, campaign_id: str = "", 
 
 
 def check_evaluation(
-    asset: str,
+    asset: dg.AssetKey | str,
     name: str,
     blocking: bool,
     partition_key: str,
@@ -493,10 +473,11 @@ def check_evaluation(
     """One partition's result as Dagster records it, with what failed in the description."""
     passed, metadata = outcome
     problems = list(metadata.get("problems", []))
-    subject = f"{asset} [{partition_key}]"
+    asset_key = asset if isinstance(asset, dg.AssetKey) else dg.AssetKey(asset)
+    subject = f"{asset_key.to_user_string()} [{partition_key}]"
     description = f"{subject}: {name} passed" if passed else f"{subject}: {name} failed: " + "; ".join(problems)
     return dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(asset),
+        asset_key=asset_key,
         check_name=name,
         passed=passed,
         metadata={
@@ -512,124 +493,6 @@ def check_evaluation(
     )
 
 
-def latest_materializations(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
-    """partition key -> the target data of its latest materialization, so the UI can tell
-    whether a check result is current."""
-    # Not exported at the top level in 1.13; it is the type AssetCheckResult itself fills in.
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
-
-    return {
-        key: AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
-        for key, record in latest_materialization_records(instance, asset, partition_keys).items()
-    }
-
-
-# --- the checks that measure a stage's output, run inside `variant_media` ------------------
-
-
-class StageCheckInput(NamedTuple):
-    """What a stage check reads: the artifact store, the variant's brief, the stage's
-    manifest and the manifests of the stages it read."""
-
-    artifacts: BaseArtifactStore
-    brief: VariantBriefDoc
-    manifest: Any
-    inputs: Mapping[str, Any]
-
-
-class StageCheck(NamedTuple):
-    asset: str
-    name: str
-    blocking: bool
-    description: str
-    evaluate: Callable[[StageCheckInput], CheckOutcome]
-
-    def spec(self) -> dg.AssetCheckSpec:
-        return dg.AssetCheckSpec(
-            self.name, asset=self.asset, blocking=self.blocking, description=self.description, partitions_def=variant_partitions
-        )
-
-
-def _png_valid(min_short_side: int | None) -> Callable[[StageCheckInput], CheckOutcome]:
-    def evaluate(item: StageCheckInput) -> CheckOutcome:
-        image: ImageArtifact = item.manifest
-        return check_png(
-            item.artifacts.get(image.artifact),
-            item.brief.aspect_ratio,
-            declared_size=(image.width, image.height),
-            min_short_side=min_short_side,
-        )
-
-    return evaluate
-
-
-def _loudness(item: StageCheckInput) -> CheckOutcome:
-    audio: AudioArtifact = item.manifest
-    passed, metadata = check_loudness(item.artifacts.get(audio.artifact))
-    metadata["manifest_loudness_lufs"] = dg.MetadataValue.float(round(audio.loudness_lufs, 3))
-    metadata["manifest_true_peak_dbtp"] = dg.MetadataValue.float(round(audio.true_peak_dbtp, 3))
-    return CheckOutcome(passed, metadata)
-
-
-def _caption_rules(item: StageCheckInput) -> CheckOutcome:
-    track: CaptionTrack = item.manifest
-    words = item.inputs["voiceover"].words
-    results = {name: check_captions(item.artifacts.get(ref).decode("utf-8"), words) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
-    problems = [f"{name}: {p}" for name, (_, md) in results.items() for p in md["problems"]]
-    metadata = {k: v for k, v in results["vtt"].metadata.items() if k != "problems"}
-    return _outcome(problems, metadata)
-
-
-def _caption_banned_terms(item: StageCheckInput) -> CheckOutcome:
-    track: CaptionTrack = item.manifest
-    texts = {name: caption_text(parse_webvtt(item.artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
-    return check_banned_terms(texts, item.brief.banned_terms)
-
-
-def _concept_banned_terms(item: StageCheckInput) -> CheckOutcome:
-    doc: ConceptDoc = item.manifest
-    return check_banned_terms({"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}, item.brief.banned_terms)
-
-
-def _on_brief(item: StageCheckInput) -> CheckOutcome:
-    spec = item.brief
-    return check_semantic_alignment(item.manifest.script, spec.product, spec.audience, spec.tone)
-
-
-def _av_in_sync(item: StageCheckInput) -> CheckOutcome:
-    video: VideoArtifact = item.manifest
-    return check_av_sync(item.artifacts.get(video.artifact), fps=video.fps)
-
-
-STAGE_CHECKS: tuple[StageCheck, ...] = (
-    StageCheck("concept", "no_banned_terms", True, "No banned term of the brief (whole word, any case) in the headline, script or image prompt.", _concept_banned_terms),
-    StageCheck(
-        "concept", "on_brief", True,
-        f"MiniLM cosine between the script and the brief's product, audience and tone >= {SEMANTIC_ALIGNMENT_THRESHOLD:.2f}.",
-        _on_brief,
-    ),
-    StageCheck("draft_image", "png_valid", True, "The PNG decodes, at its declared size and exactly the variant's aspect ratio.", _png_valid(None)),
-    StageCheck(
-        "refined_image", "png_valid", True,
-        f"The PNG decodes, at its declared size and exactly the variant's aspect ratio; short side >= {REFINED_MIN_SHORT_SIDE} px.",
-        _png_valid(REFINED_MIN_SHORT_SIDE),
-    ),
-    StageCheck(
-        "voiceover", "loudness_within_spec", True,
-        f"Measured from the WAV: integrated loudness {TARGET_LUFS:g} LUFS +/- {LOUDNESS_TOLERANCE_LU:g} LU, true peak <= {MAX_TRUE_PEAK_DBTP:g} dBTP.",
-        _loudness,
-    ),
-    StageCheck(
-        "captions", "caption_rules", True,
-        f"From the stored WebVTT and SRT: <= {MAX_CHARS_PER_LINE} chars a line, <= {MAX_LINES} lines a cue, "
-        f"cues >= {MIN_CUE_S:g} s except the last, each starting within {CUE_WORD_START_TOLERANCE_S * 1000:.0f} ms of a word start.",
-        _caption_rules,
-    ),
-    StageCheck("captions", "no_banned_terms", True, "No banned term of the brief (whole word, any case) in the stored caption text (WebVTT and SRT).", _caption_banned_terms),
-    StageCheck("synced_video", "av_in_sync", True, "Measured with PyAV: audio and video stream durations within one frame; moov before mdat.", _av_in_sync),
-)
-
-
 # --- the budget check: its own step, after the media ------------------------------------------
 
 
@@ -642,7 +505,7 @@ def evaluate_partitions(
     keys are still checked. Then the check's output, so downstream steps may start.
     """
     (spec,) = context.check_specs
-    asset = spec.asset_key.to_user_string()
+    asset = spec.asset_key
     targets = latest_materializations(context.instance, asset, list(context.partition_keys))
     for partition_key in context.partition_keys:
         try:
@@ -653,14 +516,15 @@ def evaluate_partitions(
     yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
 
 
-def build_asset_checks() -> list[dg.AssetChecksDefinition]:
-    """The checks that are steps of their own (the media checks run inside `variant_media`)."""
+def build_budget_check(pipeline: Pipeline) -> dg.AssetChecksDefinition:
+    """The campaign's spend within its budget, on the pipeline's final stage: a step of its own
+    (the media checks run inside the model step, as each stage completes)."""
 
     @dg.asset_check(
-        asset="synced_video",
+        asset=pipeline.key(pipeline.final_stage.name),
         name="campaign_within_budget",
-        additional_ins={"brief": dg.AssetIn("brief")},
-        partitions_def=variant_partitions,
+        additional_ins={"brief": dg.AssetIn(pipeline.key("brief"))},
+        partitions_def=pipeline.partitions_def,
         blocking=False,
         description="The budget ledger's spend for the variant's campaign is within the brief's budget_usd.",
     )
@@ -677,4 +541,4 @@ def build_asset_checks() -> list[dg.AssetChecksDefinition]:
 
         yield from evaluate_partitions(context, evaluate)
 
-    return [campaign_budget]
+    return campaign_budget

@@ -1,11 +1,11 @@
 """What every variant asset shares: partitions, single-run backfills, the manifest IO manager."""
 
-from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
-from assets.partitions import variant_partitions
+from assets.dagster_api import single_run_backfill_policy
+from assets.stages import Pipeline
 
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
 
@@ -28,6 +28,7 @@ FOLLOW_UPSTREAM = dg.AutomationCondition.eager() | (
 
 
 def variant_asset_kwargs(
+    pipeline: Pipeline,
     *,
     group: str,
     kinds: set[str],
@@ -39,9 +40,9 @@ def variant_asset_kwargs(
     return {
         "pool": pool,
         "automation_condition": automation,
-        "partitions_def": variant_partitions,
+        "partitions_def": pipeline.partitions_def,
         # Many variants in one run; the step handles `context.partition_keys` concurrently.
-        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "backfill_policy": single_run_backfill_policy(),
         "io_manager_key": MANIFEST_IO_MANAGER_KEY,
         "group_name": group,
         "kinds": kinds,
@@ -49,23 +50,3 @@ def variant_asset_kwargs(
         "code_version": code_version,
         "owners": STUDIO_OWNERS,
     }
-
-
-def latest_materialization_records(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
-    """partition key -> its latest materialization's event record, for the keys that have one
-    (pages of records, newest first, until every key is found or none are left)."""
-    wanted, found = set(partition_keys), {}
-    cursor = None
-    while wanted - set(found):
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=sorted(wanted - set(found))),
-            limit=max(100, 2 * len(wanted)),
-            cursor=cursor,
-        )
-        for record in result.records:
-            if record.partition_key in wanted and record.partition_key not in found:
-                found[record.partition_key] = record
-        if not result.has_more:
-            break
-        cursor = result.cursor
-    return found

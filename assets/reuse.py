@@ -11,11 +11,11 @@ metadata. When a run asks for a stage whose fingerprint is unchanged, and
 - the stored manifest has it too, its files are all in the artifact store,
 - and every check selected for the stage passed when it was made,
 
-the stored manifest is used as it is: no provider call, no check, and, when
-the whole run's variants are unchanged for that stage, no new materialization
-(its checks are then skipped in that run; their last results stand). The
-`force` setting of `variant_media` makes and records everything again (from
-the response cache, where the routing allows it).
+the stored manifest is used as it is: no provider call, no check. It is still
+recorded (assets/recorder.py): a materialization marked `reused` with the
+metadata of the one it repeats, so a run or backfill of an unchanged
+partition ends green. The `force` setting of the model step makes everything
+again (from the response cache, where the routing allows it).
 """
 
 import hashlib
@@ -26,9 +26,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.checks import StageCheck
-from assets.common import latest_materialization_records
-from assets.stages import VariantMediaSettings
+from assets.dagster_api import latest_materialization_records
+from assets.stages import Pipeline, StageCheck
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
 
@@ -45,15 +44,15 @@ def content_digest(manifest: Manifest) -> str:
 
 
 def input_fingerprint(
-    stage: str, code_version: str, brief: VariantBriefDoc, settings: VariantMediaSettings, inputs: Mapping[str, Manifest]
+    stage: str, code_version: str, brief: VariantBriefDoc, settings: Any, inputs: Mapping[str, Manifest]
 ) -> str:
-    stage_settings = getattr(settings, stage, None)
+    """`settings`: the stage's own settings (a pydantic model); `inputs`: its input slots' manifests."""
     payload = {
         "stage": stage,
         "code_version": code_version,
         "brief": brief.fingerprint,
         "seed": brief.seed,
-        "settings": stage_settings.model_dump(mode="json") if stage_settings is not None else None,
+        "settings": settings.model_dump(mode="json") if settings is not None else None,
         "inputs": {name: content_digest(manifest) for name, manifest in sorted(inputs.items())},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -69,10 +68,10 @@ class RecordedMaterialization:
     metadata: Mapping[str, Any]
 
 
-def latest_recorded(instance: dg.DagsterInstance, asset: str, partition_keys: Sequence[str]) -> dict[str, RecordedMaterialization]:
+def latest_recorded(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, RecordedMaterialization]:
     """partition key -> its latest materialization's fingerprint and metadata."""
     found = {}
-    for key, record in latest_materialization_records(instance, asset, partition_keys).items():
+    for key, record in latest_materialization_records(instance, asset_key, partition_keys).items():
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         found[key] = RecordedMaterialization(getattr(metadata.get(FINGERPRINT_METADATA_KEY), "value", None), metadata)
     return found
@@ -93,6 +92,7 @@ class ReusePlan:
     def for_run(
         cls,
         instance: dg.DagsterInstance,
+        pipeline: Pipeline,
         stages: Iterable[str],
         partition_keys: Sequence[str],
         checks: Iterable[StageCheck],
@@ -101,8 +101,8 @@ class ReusePlan:
     ) -> "ReusePlan":
         stages, checks = list(stages), list(checks)
         return cls(
-            recorded={stage: latest_recorded(instance, stage, partition_keys) for stage in stages},
-            checks_by_stage={stage: frozenset(c.name for c in checks if c.asset == stage) for stage in stages},
+            recorded={stage: latest_recorded(instance, pipeline.key(stage), partition_keys) for stage in stages},
+            checks_by_stage={stage: frozenset(c.name for c in checks if c.stage == stage) for stage in stages},
             load_stored=load_stored,
             artifacts=artifacts,
         )

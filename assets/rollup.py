@@ -18,6 +18,12 @@ same JSON the inputs would give) and rolls up each campaign whose variants
 all have every stage stored; the others are listed as pending, with what is
 missing.
 
+One roll-up per pipeline; what it gathers comes from the pipeline's stage
+kinds: every stage must be stored for a variant to count as done, each
+routed stage's provenance gives a cost/latency column, each kind names the
+files it contributes, and the last stage whose kind makes a picture gives
+the contact sheet's tiles (a pipeline without one, `audio`, has no sheet).
+
 Output, per complete campaign, written to the artifact store:
 - a contact sheet PNG: every variant's refined image as a thumbnail in a
   grid, labelled with the variant id, aspect ratio and locale;
@@ -52,17 +58,28 @@ from pydantic import BaseModel, ConfigDict
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.metadata import jpeg_markdown, thumbnail_of
-from assets.partitions import variant_partitions
+from assets.stages import Pipeline
 from model_adapters.fonts import load_font
 from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
 
 ROLLUP_CODE_VERSION = "1"
 
-# Stages whose manifests a variant needs to count as done, in pipeline order.
-VARIANT_STAGES = ("brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
-# Stages that call a model, so their manifests carry provenance (cost, latency).
-PAID_STAGES = ("concept", "draft_image", "refined_image", "voiceover", "synced_video")
+
+
+def variant_stages(pipeline: Pipeline) -> tuple[str, ...]:
+    """Stages whose manifests a variant needs to count as done, in pipeline order."""
+    return ("brief", *pipeline.stage_names)
+
+
+def paid_stages(pipeline: Pipeline) -> tuple[str, ...]:
+    """Stages that call a model, so their manifests carry provenance (cost, latency)."""
+    return tuple(stage.name for stage in pipeline.routed_stages)
+
+
+def tile_stage(pipeline: Pipeline):
+    """The stage whose picture stands for a variant on the contact sheet (the last that makes one)."""
+    return next((stage for stage in reversed(pipeline.stages) if stage.kind.contact_sheet_tile is not None), None)
 
 ROLLUP_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label(
     "eager, over whichever campaigns are complete"
@@ -113,7 +130,7 @@ class CampaignRollupDoc(_Doc):
     budget_usd: float
     ledger_spent_usd: float | None
     variants: tuple[VariantRollup, ...]
-    contact_sheet: ArtifactRef
+    contact_sheet: ArtifactRef | None  # None when the pipeline makes no picture
     cost_by_stage_usd: dict[str, float]
     latency_by_stage_s: dict[str, float]
     total_cost_usd: float
@@ -172,19 +189,15 @@ def stage_figures(provenance: Provenance) -> StageFigures:
     )
 
 
-def variant_rollup(partition_key: str, manifests: dict[str, object]) -> VariantRollup:
+def variant_rollup(partition_key: str, manifests: dict[str, object], pipeline: Pipeline) -> VariantRollup:
     """One variant's URIs and per-stage figures from its stage manifests ({stage: manifest})."""
     brief = manifests["brief"]
-    captions = manifests["captions"]
     artifacts = {
-        "draft_image": manifests["draft_image"].artifact.uri,
-        "refined_image": manifests["refined_image"].artifact.uri,
-        "voiceover": manifests["voiceover"].artifact.uri,
-        "captions_vtt": captions.vtt.uri,
-        "captions_srt": captions.srt.uri,
-        "synced_video": manifests["synced_video"].artifact.uri,
+        label: ref.uri
+        for stage in pipeline.stages
+        for label, ref in stage.kind.rollup_files(stage.name, manifests[stage.name]).items()
     }
-    stages = {stage: stage_figures(manifests[stage].provenance) for stage in PAID_STAGES}
+    stages = {stage: stage_figures(manifests[stage].provenance) for stage in paid_stages(pipeline)}
     return VariantRollup(
         partition_key=partition_key,
         variant_id=brief.variant_id,
@@ -199,10 +212,16 @@ def variant_rollup(partition_key: str, manifests: dict[str, object]) -> VariantR
 
 
 def campaign_doc(
-    campaign_id: str, product: str, budget_usd: float, variants: list[VariantRollup], contact_sheet: ArtifactRef, ledger_spent_usd: float | None
+    campaign_id: str,
+    product: str,
+    budget_usd: float,
+    variants: list[VariantRollup],
+    contact_sheet: ArtifactRef | None,
+    ledger_spent_usd: float | None,
+    stages: tuple[str, ...],
 ) -> CampaignRollupDoc:
-    cost_by_stage = {stage: round(sum(v.stages[stage].cost_usd for v in variants), 6) for stage in PAID_STAGES}
-    latency_by_stage = {stage: round(sum(v.stages[stage].latency_s for v in variants), 4) for stage in PAID_STAGES}
+    cost_by_stage = {stage: round(sum(v.stages[stage].cost_usd for v in variants), 6) for stage in stages}
+    latency_by_stage = {stage: round(sum(v.stages[stage].latency_s for v in variants), 4) for stage in stages}
     return CampaignRollupDoc(
         campaign_id=campaign_id,
         product=product,
@@ -219,19 +238,20 @@ def campaign_doc(
 
 def cost_table_markdown(doc: CampaignRollupDoc) -> str:
     """Variants down, stages across: `$cost / latency s` per cell (cached calls marked), totals last."""
-    header = "| variant | " + " | ".join(PAID_STAGES) + " | total |"
-    rule = "|" + " --- |" * (len(PAID_STAGES) + 2)
+    stages = list(doc.cost_by_stage_usd)
+    header = "| variant | " + " | ".join(stages) + " | total |"
+    rule = "|" + " --- |" * (len(stages) + 2)
 
     def cell(figures: StageFigures) -> str:
         return f"${figures.cost_usd:.4f} / {figures.latency_s:.2f}s" + (" (cached)" if figures.cache_hit else "")
 
     rows = [
-        f"| {v.variant_id} | " + " | ".join(cell(v.stages[s]) for s in PAID_STAGES) + f" | ${v.cost_usd:.4f} / {v.latency_s:.2f}s |"
+        f"| {v.variant_id} | " + " | ".join(cell(v.stages[s]) for s in stages) + f" | ${v.cost_usd:.4f} / {v.latency_s:.2f}s |"
         for v in doc.variants
     ]
     totals = (
         "| **total** | "
-        + " | ".join(f"${doc.cost_by_stage_usd[s]:.4f} / {doc.latency_by_stage_s[s]:.2f}s" for s in PAID_STAGES)
+        + " | ".join(f"${doc.cost_by_stage_usd[s]:.4f} / {doc.latency_by_stage_s[s]:.2f}s" for s in stages)
         + f" | **${doc.total_cost_usd:.4f} / {doc.total_latency_s:.2f}s** |"
     )
     budget = f"\n\nBudget ${doc.budget_usd:.2f}" + (f"; ledger spend ${doc.ledger_spent_usd:.4f}" if doc.ledger_spent_usd is not None else "")
@@ -241,37 +261,35 @@ def cost_table_markdown(doc: CampaignRollupDoc) -> str:
 # --- the asset ----------------------------------------------------------------------------
 
 
-def _load_variant(io_manager, partition_key: str) -> tuple[dict[str, object], list[str]]:
+def _load_variant(io_manager, pipeline: Pipeline, partition_key: str) -> tuple[dict[str, object], list[str]]:
     """({stage: manifest}, [missing stages]) for one variant."""
     manifests, missing = {}, []
-    for stage in VARIANT_STAGES:
+    for stage in variant_stages(pipeline):
         try:
-            manifests[stage] = io_manager.load_manifest(dg.AssetKey(stage), partition_key)
+            manifests[stage] = io_manager.load_manifest(pipeline.key(stage), partition_key)
         except FileNotFoundError:
             missing.append(stage)
     return manifests, missing
-
-
-def _tile(store, refined) -> bytes:
-    """The refined image's stored thumbnail (sized for a cell), else the full PNG."""
-    return store.get(refined.thumbnail or refined.artifact)
 
 
 def _uri_metadata(ref: ArtifactRef) -> dg.MetadataValue:
     return dg.MetadataValue.path(ref.uri.removeprefix("file://")) if ref.uri.startswith("file://") else dg.MetadataValue.url(ref.uri)
 
 
-def build_campaign_rollup_asset() -> dg.AssetsDefinition:
+def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
+    tiled = tile_stage(pipeline)
+    stages = paid_stages(pipeline)
+
     @dg.asset(
-        name="campaign_rollup",
-        deps=[dg.AssetDep(stage, partition_mapping=dg.AllPartitionMapping()) for stage in VARIANT_STAGES],
+        key=pipeline.key("campaign_rollup"),
+        deps=[dg.AssetDep(pipeline.key(stage), partition_mapping=dg.AllPartitionMapping()) for stage in variant_stages(pipeline)],
         required_resource_keys={MANIFEST_IO_MANAGER_KEY, "artifacts", "router"},
         automation_condition=ROLLUP_AUTOMATION,
-        group_name="rollup",
+        group_name="rollup" if not pipeline.key_prefix else pipeline.name,
         kinds={"png", "json"},
         code_version=ROLLUP_CODE_VERSION,
         owners=["team:creative-ops"],
-        description="Per campaign whose variants are all done: a contact sheet of the refined images and a JSON cost/latency summary.",
+        description=f"Per campaign of the {pipeline.name!r} pipeline whose variants are all done: a contact sheet and a JSON cost/latency summary.",
     )
     def campaign_rollup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
@@ -279,24 +297,30 @@ def build_campaign_rollup_asset() -> dg.AssetsDefinition:
         ledger = context.resources.router.ledger()
 
         by_campaign: dict[str, list[str]] = defaultdict(list)
-        for key in context.instance.get_dynamic_partitions(variant_partitions.name):
+        for key in context.instance.get_dynamic_partitions(pipeline.partitions_name):
             by_campaign[split_partition_key(key)[0]].append(key)
 
         metadata: dict[str, object] = {}
         done, pending = [], {}
         for campaign_id, keys in sorted(by_campaign.items()):
-            loaded = {key: _load_variant(io_manager, key) for key in sorted(keys)}
+            loaded = {key: _load_variant(io_manager, pipeline, key) for key in sorted(keys)}
             missing = {key: gaps for key, (_, gaps) in loaded.items() if gaps}
             if missing:
                 pending[campaign_id] = missing
                 continue
-            variants = [variant_rollup(key, manifests) for key, (manifests, _) in loaded.items()]
-            tiles = [(v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", _tile(store, loaded[v.partition_key][0]["refined_image"])) for v in variants]
+            variants = [variant_rollup(key, manifests, pipeline) for key, (manifests, _) in loaded.items()]
             first_brief = loaded[variants[0].partition_key][0]["brief"]
-            sheet = contact_sheet(f"{campaign_id}: {first_brief.product}", tiles)
-            sheet_ref = store.put(sheet_png(sheet), extension=".png", media_type="image/png")
+            sheet = sheet_ref = None
+            if tiled is not None:
+                tile_of = tiled.kind.contact_sheet_tile
+                tiles = [
+                    (v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", store.get(tile_of(loaded[v.partition_key][0][tiled.name])))
+                    for v in variants
+                ]
+                sheet = contact_sheet(f"{campaign_id}: {first_brief.product}", tiles)
+                sheet_ref = store.put(sheet_png(sheet), extension=".png", media_type="image/png")
             doc = campaign_doc(
-                campaign_id, first_brief.product, first_brief.budget_usd, variants, sheet_ref, ledger.totals(campaign_id)["spent_usd"]
+                campaign_id, first_brief.product, first_brief.budget_usd, variants, sheet_ref, ledger.totals(campaign_id)["spent_usd"], stages
             )
             summary_ref = store.put(
                 json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), extension=".json", media_type="application/json"
@@ -304,14 +328,15 @@ def build_campaign_rollup_asset() -> dg.AssetsDefinition:
             done.append(campaign_id)
             metadata.update(
                 {
-                    f"{campaign_id}/contact_sheet": jpeg_markdown(thumbnail_of(sheet), f"{campaign_id} contact sheet"),
                     f"{campaign_id}/costs": dg.MetadataValue.md(cost_table_markdown(doc)),
                     f"{campaign_id}/summary": _uri_metadata(summary_ref),
-                    f"{campaign_id}/contact_sheet_file": _uri_metadata(sheet_ref),
                     f"{campaign_id}/total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
                     f"{campaign_id}/total_latency_s": dg.MetadataValue.float(doc.total_latency_s),
                 }
             )
+            if sheet is not None:
+                metadata[f"{campaign_id}/contact_sheet"] = jpeg_markdown(thumbnail_of(sheet), f"{campaign_id} contact sheet")
+                metadata[f"{campaign_id}/contact_sheet_file"] = _uri_metadata(sheet_ref)
             context.log.info(f"rolled up {campaign_id}: {len(variants)} variants, ${doc.total_cost_usd:.4f}, summary {summary_ref.uri}")
 
         pending_md = "\n".join(

@@ -1,65 +1,100 @@
-"""A stage: how one variant's asset is made from its inputs.
+"""Stage kinds, and a pipeline as the stages it instantiates.
 
-Each stage module (concept, images, voiceover, captions, video) defines one or
-two `Stage`s: the asset's spec (name, upstream assets, group, kinds,
-description) and a coroutine that makes one variant's manifest and the
-materialization metadata the UI shows. `assets/variant_media.py` runs the
-stages of every variant of a run as one pipeline.
+A *stage kind* (one record, `StageKind`) is how one variant's asset is made:
+the manifests it reads (named input slots), the routed task it calls (or
+none), its settings model, the checks that judge its output (thresholds from
+its own settings), whether it wants an accelerator, what it adds to the
+campaign roll-up, and the coroutine that does the work. Kinds are registered
+by name in assets/stage_kinds/; nothing else lists them.
+
+A *pipeline* (`Pipeline`, loaded from config/pipelines/*.yaml by
+orchestration/pipelines.py) instantiates kinds as named stages, binds each
+input slot to an earlier stage, fixes the settings and the task, and picks the
+checks. assets/variant_media.py turns one pipeline into one subsettable
+multi-asset step; jobs, GPU placement, the roll-up, estimates and the
+benchmark read the same records.
 """
+
+from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 
+from model_adapters.tasks import TaskSpec
 from resources.artifact_store import BaseArtifactStore
-from resources.manifests import Manifest, VariantBriefDoc
+from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
 from resources.model_router import RouterSession, VariantContext
 
 
-class DraftImageSettings(dg.Config):
-    short_side: int = 576
+class StageSettings(dg.Config):
+    """Base of every stage kind's settings: a pipeline file sets them, the launchpad overrides them per run."""
 
 
-class RefinedImageSettings(dg.Config):
-    min_short_side: int = 1080
+class NoSettings(StageSettings):
+    pass
 
 
-class VideoSettings(dg.Config):
-    short_side: int = 720  # 720p class: 720x1280, 720x720, 1280x720
-    fps: int = 30
-    tail_s: float = 0.5  # picture held after the voice ends
+class CheckOutcome(NamedTuple):
+    """What a check function found: pass/fail and the measured values.
+
+    `metadata["problems"]` lists what failed (empty when it passed); the rest
+    are measurements, ready to be Dagster metadata.
+    """
+
+    passed: bool
+    metadata: dict[str, Any]
 
 
-class VariantMediaSettings(dg.Config):
-    """Run config of the `variant_media` step, one section per stage that has settings."""
+class StageCheckInput(NamedTuple):
+    """What a stage check reads: the artifact store, the variant's brief, the stage's
+    manifest, the manifests bound to its input slots and the stage's settings."""
 
-    draft_image: DraftImageSettings = DraftImageSettings()
-    refined_image: RefinedImageSettings = RefinedImageSettings()
-    synced_video: VideoSettings = VideoSettings()
-    # Make and record every selected stage even where nothing changed (assets/reuse.py);
-    # provider answers still come from the response cache where the routing allows it.
-    force: bool = False
+    artifacts: BaseArtifactStore
+    brief: VariantBriefDoc
+    manifest: Any
+    inputs: Mapping[str, Any]
+    settings: Any
+
+
+@dataclass(frozen=True)
+class CheckKind:
+    """A check a stage kind offers. `describe(settings)` says what it requires with the
+    stage's own thresholds, so the description and the verdict cannot disagree."""
+
+    name: str
+    blocking: bool
+    describe: Callable[[Any], str]
+    evaluate: Callable[[StageCheckInput], CheckOutcome]
 
 
 @dataclass(frozen=True)
 class StageCall:
-    """What a stage gets for one variant: the router session, the artifact store,
-    the step's settings, the variant's brief and its upstream stages' manifests."""
+    """What a stage's work gets for one variant: the router session, the artifact store,
+    the stage's settings, the variant's brief, the manifests bound to its input slots,
+    and the routed task it calls."""
 
     session: RouterSession
     artifacts: BaseArtifactStore
-    settings: VariantMediaSettings
+    settings: Any
     partition_key: str
     spec: VariantBriefDoc
     inputs: Mapping[str, Manifest]
+    task: str | None = None
 
     def variant(self) -> VariantContext:
         """What the router needs to know about the variant: route rules and the campaign budget."""
         spec = self.spec
         return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)
+
+    async def call_model(self, request: Any, *blobs: bytes) -> Any:
+        """Ask the router for this stage's task, seeded and budgeted for the variant."""
+        if self.task is None:
+            raise RuntimeError("this stage has no routed task")
+        return await self.session.call(self.task, request, *blobs, seed=self.spec.seed, variant=self.variant())
 
     async def off_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """CPU and disk work (decoding, thumbnails, storing) in a thread, so the
@@ -71,12 +106,125 @@ StageWork = Callable[[StageCall], Awaitable[tuple[Manifest, Mapping[str, Any]]]]
 
 
 @dataclass(frozen=True)
-class Stage:
+class StageKind:
     name: str
-    upstream: tuple[str, ...]  # other stages this one reads (besides `brief`, which every stage reads)
-    task: str | None  # the routed task; its route's identity is part of the code version
-    group: str
-    kinds: frozenset[str]
     description: str
+    inputs: Mapping[str, type]  # input slot -> the manifest type it reads
+    output: type  # the manifest type it makes
+    task: TaskSpec | None  # what it calls; the pipeline names the routed task (default: the spec's name)
     work: StageWork
-    own_code_version: str = "1"  # bumped when the stage's own code changes what it produces
+    settings: type[StageSettings] = NoSettings
+    checks: tuple[CheckKind, ...] = ()
+    accelerator: bool = False  # its adapters run torch models: worth a GPU
+    group: str = "media"
+    kinds: frozenset[str] = frozenset()  # Dagster kinds (UI badges)
+    # Files it contributes to the campaign roll-up: (stage name, manifest) -> {label: ref}.
+    rollup_files: Callable[[str, Any], Mapping[str, ArtifactRef]] = lambda stage, manifest: {}
+    # The picture the roll-up's contact sheet shows for a variant, if this kind makes one.
+    contact_sheet_tile: Callable[[Any], ArtifactRef] | None = None
+    code_revision: str = "1"  # bumped when the kind's own code changes what it produces
+
+    def check(self, name: str) -> CheckKind:
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    """A check as a pipeline runs it: on one stage, blocking or not, with that stage's settings."""
+
+    stage: str
+    asset_key: dg.AssetKey
+    kind: CheckKind
+    blocking: bool
+    settings: Any
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.asset_key, self.kind.name)
+
+    def description(self, settings: Any = None) -> str:
+        return self.kind.describe(self.settings if settings is None else settings)
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """One stage of a pipeline: a kind instantiated with its inputs, settings, task and checks."""
+
+    name: str
+    kind: StageKind
+    inputs: Mapping[str, str]  # input slot -> the stage that feeds it
+    settings: StageSettings
+    task: str | None
+    checks: tuple[tuple[str, bool], ...]  # (check name, blocking)
+    description: str
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.inputs.values()))
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    name: str
+    from_stages: tuple[str, ...]  # these stages and everything downstream of them; empty: the whole pipeline
+    description: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    source: str  # the file it came from (errors and the UI name it)
+    description: str
+    key_prefix: tuple[str, ...]
+    partitions_name: str
+    stages: tuple[PipelineStage, ...]  # in dependency order
+    jobs: tuple[PipelineJob, ...] = ()
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, name])
+
+    def named(self, base: str) -> str:
+        """A Dagster name (op, job, schedule) unique to this pipeline."""
+        return "__".join([*self.key_prefix, base])
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+    def stage(self, name: str) -> PipelineStage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"pipeline {self.name!r} has no stage {name!r}")
+
+    @property
+    def final_stage(self) -> PipelineStage:
+        return self.stages[-1]
+
+    @property
+    def routed_stages(self) -> tuple[PipelineStage, ...]:
+        return tuple(stage for stage in self.stages if stage.task is not None)
+
+    @property
+    def produce_job_name(self) -> str:
+        return f"produce_{self.name}"
+
+    @property
+    def partitions_def(self) -> dg.DynamicPartitionsDefinition:
+        return dg.DynamicPartitionsDefinition(name=self.partitions_name)  # equal by name
+
+    def checks(self, settings_by_stage: Mapping[str, Any] | None = None) -> tuple[StageCheck, ...]:
+        """The pipeline's checks, with each stage's settings (the pipeline's, or a run's)."""
+        found = []
+        for stage in self.stages:
+            settings = (settings_by_stage or {}).get(stage.name, stage.settings)
+            for name, blocking in stage.checks:
+                found.append(StageCheck(stage.name, self.key(stage.name), stage.kind.check(name), blocking, settings))
+        return tuple(found)

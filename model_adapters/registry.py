@@ -11,17 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import Task
-
-# The coroutine an adapter of each task exposes, and the byte inputs it takes
-# after the request.
-TASK_METHODS: dict[Task, str] = {
-    "concept": "write",
-    "image": "generate",
-    "refine": "refine",
-    "voice": "synthesize",
-    "video": "compose",
-}
 
 
 @dataclass(frozen=True)
@@ -62,6 +53,15 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind("fal-video-compose", "video", "model_adapters.http.video:FalVideoCompose", "1", local=False),
     )
 }
+
+
+def validate_adapter_kinds() -> None:
+    """Every adapter kind does a task that has a spec (model_adapters/tasks.py)."""
+    for name, kind in ADAPTER_KINDS.items():
+        if kind.name != name:
+            raise ValueError(f"adapter kind {name!r} is registered under another name ({kind.name!r})")
+        if kind.task not in TASK_SPECS:
+            raise ValueError(f"adapter kind {name!r} does task {kind.task!r}, which has no task spec; known: {', '.join(sorted(TASK_SPECS))}")
 
 
 def adapter_kind(name: str) -> AdapterKind:

@@ -14,8 +14,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Task = Literal["concept", "image", "refine", "voice", "video"]
-TASKS: tuple[Task, ...] = ("concept", "image", "refine", "voice", "video")
+# A routed task's name: a key of `model_adapters.tasks.TASK_SPECS` (checked where configs load).
+Task = str
 
 AspectRatio = Literal["9:16", "1:1", "16:9"]
 

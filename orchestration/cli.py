@@ -123,7 +123,16 @@ def cmd_campaign_add(args: argparse.Namespace) -> int:
 
     if args.no_register:
         return EXIT_OK
-    added = register_partitions(brief.partition_keys())
+    from orchestration.estimate import brief_pipeline
+    from resources.routing_config import load_routing_config
+    from resources.settings import routing_config_path
+
+    try:
+        pipeline = brief_pipeline(brief, load_routing_config(routing_config_path()), str(routing_config_path()))
+    except ValueError as exc:
+        _error(f"{source_path}: {exc}")
+        return EXIT_INVALID
+    added = register_partitions(brief.partition_keys(), pipeline.partitions_name)
     print(f"registered {len(added)} new partition(s) of {len(brief.variants)} on the Dagster instance "
           f"({os.environ['DAGSTER_HOME']}): {', '.join(added) if added else 'none new'}")
     print("the brief_sensor requests a run for each new or changed variant on its next tick "
@@ -131,16 +140,15 @@ def cmd_campaign_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register_partitions(keys: list[str]) -> list[str]:
-    """Add the variant partitions the instance does not have yet (what the brief sensor does); the new ones."""
-    from assets.partitions import variant_partitions
+def register_partitions(keys: list[str], partitions_name: str) -> list[str]:
+    """Add the variant partitions the pipeline's partitions do not have yet (what the brief sensor does); the new ones."""
     from orchestration.instance import local_instance
 
     instance = local_instance()
-    existing = set(instance.get_dynamic_partitions(variant_partitions.name))
+    existing = set(instance.get_dynamic_partitions(partitions_name))
     new = [key for key in keys if key not in existing]
     if new:
-        instance.add_dynamic_partitions(variant_partitions.name, new)
+        instance.add_dynamic_partitions(partitions_name, new)
     return new
 
 
@@ -148,7 +156,7 @@ def register_partitions(keys: list[str]) -> list[str]:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from orchestration.estimate import estimate_campaign, projection_lines, spent_line
+    from orchestration.estimate import brief_pipeline, estimate_campaign, projection_lines, spent_line
     from resources.brief_schema import BriefError, load_brief
     from resources.routing_config import RoutingConfigError, load_routing_config
     from resources.settings import routing_config_path
@@ -169,7 +177,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 print(f"{exc.path}: {problem}", file=sys.stderr)
             status = EXIT_INVALID
             continue
-        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing))))
+        try:
+            pipeline = brief_pipeline(brief, routing, str(routing_path))
+        except ValueError as exc:  # a pipeline file, or the brief's pipeline field
+            _error(f"{path}: {exc}")
+            status = EXIT_INVALID
+            continue
+        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing, pipeline))))
         if args.spent:
             print("  " + spent_line(routing, brief.campaign_id, str(routing_path)))
     return status

@@ -1,9 +1,13 @@
-"""The code location: assets, resources, jobs and sensors, built when Dagster loads it.
+"""The code location: the pipelines (a Dagster Component), resources, automation, executor.
 
-`@dg.definitions` defers the work (reading the routing config, building the
-assets) from import time to load time, so importing this module has no side
-effects. The routing config is validated here: a bad config fails the load
-with a message naming the file and the field.
+`@dg.definitions` defers the work (reading the routing config and the
+pipeline files, building the assets) from import time to load time, so
+importing this module has no side effects. The pipelines come from the
+project's defs folder (`orchestration/defs/`, loaded by
+`dg.load_from_defs_folder`: the `StudioPipelines` component of
+orchestration/components.py). The routing config and every pipeline file are
+validated here: a bad one fails the load with a message naming the file and
+the field.
 
 Two settings are read here, at load, and nowhere else: `STUDIO_ENV` picks the
 storage (orchestration/storage.py: filesystem or S3) and
@@ -17,18 +21,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import build_assets
-from assets.checks import build_asset_checks
-from assets.rollup import build_campaign_rollup_asset
+from model_adapters.registry import validate_adapter_kinds
+from model_adapters.tasks import validate_task_specs
+from orchestration.components import StudioPipelines
 from orchestration.deployment import apply_deployment_target, check_storage_for_target
-from orchestration.jobs import STAGE_JOBS, produce_campaign_job
-from orchestration.schedules import nightly_repair
-from orchestration.sensors import brief_sensor
 from orchestration.storage import storage_resources
 from resources.brief_source import BriefSource
 from resources.model_router import ModelRouter
 from resources.routing_config import RoutingConfig, load_routing_config
-from resources.settings import deploy_target, routing_config_path, studio_env
+from resources.settings import PROJECT_ROOT, deploy_target, routing_config_path, studio_env
 
 
 def provider_resource_key(provider_id: str) -> str:
@@ -62,22 +63,33 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
+def pipeline_definitions(routing_path: Path | None = None) -> dg.Definitions:
+    """The pipelines' definitions: through the project's defs folder, or, for an explicit
+    routing config (the dry run, tests), the same component built with it."""
+    if routing_path is None:
+        return dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+    return StudioPipelines(routing=str(routing_path)).build_defs(None)  # builds from its own attributes alone
+
+
 def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
-    path = Path(routing_path) if routing_path else routing_config_path()
+    validate_task_specs()
+    validate_adapter_kinds()
+    path = Path(routing_path).resolve() if routing_path else routing_config_path()
     routing = load_routing_config(path)
     environment, target = studio_env(), deploy_target()
     check_storage_for_target(target, environment)
+    pipelines = pipeline_definitions(Path(routing_path).resolve() if routing_path else None)
     # Locally and on ECS steps run in the run's own process (torch and the models
     # load once per run; variants run concurrently inside each step); on
-    # Kubernetes each step gets a pod placed for its stage (GPU for torch stages).
-    assets, executor = apply_deployment_target(build_assets(routing) + [build_campaign_rollup_asset()], target)
+    # Kubernetes each step gets a pod placed for its stages (GPU when one wants it).
+    assets, executor = apply_deployment_target(list(pipelines.assets or []), target)
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_asset_checks(),
+        asset_checks=list(pipelines.asset_checks or []),
         resources=build_resources(routing, path, environment),
-        jobs=[produce_campaign_job, *STAGE_JOBS],
-        sensors=[brief_sensor, automation_sensor],
-        schedules=[nightly_repair],
+        jobs=list(pipelines.jobs or []),
+        sensors=[*(pipelines.sensors or []), automation_sensor],
+        schedules=list(pipelines.schedules or []),
         executor=executor,
     )
 

@@ -16,14 +16,13 @@ import warnings
 from collections import defaultdict
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
-from assets.partitions import variant_partitions
+from assets.dagster_api import partition_range_tags
 from model_adapters.concurrency import COMPUTE_SLOTS
+from orchestration.components import StudioPipelines
 from orchestration.definitions import build_definitions
 from orchestration.instance import local_instance
-from orchestration.jobs import produce_campaign_job
 from orchestration.storage import resolved_resource
 from resources.brief_source import BriefSource
 from resources.settings import briefs_dir, dagster_home, studio_env, studio_home
@@ -56,62 +55,75 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     instance = local_instance()
     definitions = build_definitions()
-    job = definitions.resolve_job_def(produce_campaign_job.name)
+    pipelines, _ = StudioPipelines().resolve_pipelines()
 
     campaigns: dict[str, list[str]] = {}
+    campaign_pipeline: dict[str, str] = {}
     for brief_file in BriefSource().scan():
         if brief_file.error:
             print(f"skipping invalid brief: {brief_file.error}", file=sys.stderr)
             continue
         if args.campaign and brief_file.brief.campaign_id not in args.campaign:
             continue
+        if brief_file.brief.pipeline not in pipelines:
+            print(f"skipping {brief_file.path}: pipeline: unknown pipeline {brief_file.brief.pipeline!r}", file=sys.stderr)
+            continue
         campaigns[brief_file.brief.campaign_id] = brief_file.brief.partition_keys()
+        campaign_pipeline[brief_file.brief.campaign_id] = brief_file.brief.pipeline
     if not campaigns:
         print(f"no valid briefs in {briefs_dir()}", file=sys.stderr)
         return 1
 
-    existing = set(instance.get_dynamic_partitions(variant_partitions.name))
-    new_keys = [k for keys in campaigns.values() for k in keys if k not in existing]
-    if new_keys:
-        instance.add_dynamic_partitions(variant_partitions.name, new_keys)
-    ordered = instance.get_dynamic_partitions(variant_partitions.name)
-    print(f"registered {len(new_keys)} new variant partition(s); {sum(map(len, campaigns.values()))} to produce")
+    new_count = 0
+    for name, pipeline in pipelines.items():
+        existing = set(instance.get_dynamic_partitions(pipeline.partitions_name))
+        new_keys = [k for c, keys in campaigns.items() if campaign_pipeline[c] == name for k in keys if k not in existing]
+        if new_keys:
+            instance.add_dynamic_partitions(pipeline.partitions_name, new_keys)
+        new_count += len(new_keys)
+    print(f"registered {new_count} new variant partition(s); {sum(map(len, campaigns.values()))} to produce")
 
     step_seconds: dict[str, float] = defaultdict(float)
     failed = False
     for campaign_id, keys in campaigns.items():
+        pipeline = pipelines[campaign_pipeline[campaign_id]]
+        job = definitions.resolve_job_def(pipeline.produce_job_name)
+        ordered = instance.get_dynamic_partitions(pipeline.partitions_name)
         for first, last in contiguous_ranges(keys, ordered):
             run_started = time.perf_counter()
             result = job.execute_in_process(
                 instance=instance,
                 # Step-by-step DEBUG events stay in the run's log (see `make ui`); print only problems.
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, "campaign": campaign_id},
+                tags={**partition_range_tags(first, last), "campaign": campaign_id},
                 raise_on_error=False,
             )
             for event in result.get_step_success_events():
                 step_seconds[event.step_key] += event.event_specific_data.duration_ms / 1000.0
             status = "ok" if result.success else "FAILED"
             failed |= not result.success
-            print(f"{campaign_id} [{first} .. {last}]: {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})")
+            print(f"{campaign_id} [{first} .. {last}] ({pipeline.name}): {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})")
 
     print(f"\nartifacts (STUDIO_ENV={studio_env()}):")
     video_seconds = 0.0
     with resolved_resource(definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
-        for keys in campaigns.values():
+        for campaign_id, keys in campaigns.items():
+            pipeline = pipelines[campaign_pipeline[campaign_id]]
+            # Each variant's files of the stages that make one (the last two such stages).
+            shown = [s for s in pipeline.stages if getattr(s.kind.output, "model_fields", {}).get("artifact")][-2:]
             for key in keys:
-                for asset in ("refined_image", "synced_video"):
+                for stage in shown:
                     try:
-                        manifest = manifests.load_manifest(dg.AssetKey(asset), key)
+                        manifest = manifests.load_manifest(pipeline.key(stage.name), key)
                     except FileNotFoundError:
-                        print(f"  {key:32s} {asset:14s} (missing)")
+                        print(f"  {key:32s} {stage.name:14s} (missing)")
                         continue
-                    print(f"  {key:32s} {asset:14s} {manifest.artifact.uri.removeprefix('file://')}")
-                    if asset == "synced_video":
+                    print(f"  {key:32s} {stage.name:14s} {manifest.artifact.uri.removeprefix('file://')}")
+                    if stage.kind.name == "video":
                         video_seconds += manifest.duration_s
 
     variants = sum(map(len, campaigns.values()))
-    print("\nseconds per step (the model stages pipeline in one step, variant_media):")
+    print("\nseconds per step (each pipeline's stages pipeline in one step, its variant_media):")
     for step, seconds in step_seconds.items():
         print(f"  {step:36s} {seconds:7.2f}")
     # Compute time of the local models (the device slot they hold, without the wait).

@@ -7,12 +7,13 @@
   stages. On ECS the run's task definition decides the machine (see
   deploy/ecs/dagster.yaml and docs/deploy.md).
 - `k8s`: every step runs in its own pod (`k8s_job_executor`), so each step
-  can be placed on the nodes it needs: a step with a torch stage
-  (`draft_image`, `refined_image`, `synced_video`) on a GPU node, the others
-  on CPU nodes. The model stages share one step (`variant_media`, so a
-  variant's stages pipeline), so that step gets the GPU pod; `brief`, the
+  can be placed on the nodes it needs: a step with a stage whose kind wants an
+  accelerator (`StageKind.accelerator`: image, refine, video) on a GPU node,
+  the others on CPU nodes. A pipeline's stages share one step (its model
+  step, so a variant's stages pipeline): that step gets the GPU pod when any
+  of its stages wants one (the `audio` pipeline's does not); `brief`, the
   roll-up and the checks run on CPU pods. The placement is a
-  `dagster-k8s/config` value per step (`op_tags_by_asset`).
+  `dagster-k8s/config` value per step.
 
 The stage sources in assets/ stay free of deployment detail. Dagster 1.13's
 public API cannot add op tags to a built asset (`AssetsDefinition.with_attributes`
@@ -31,17 +32,16 @@ needs `STUDIO_ENV=s3`; ECS run tasks lose their disk when the run ends, so
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
+from assets.variant_media import ACCELERATOR_TAG
+
 # The annotation key dagster-k8s reads from op tags (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY).
 K8S_CONFIG_TAG = "dagster-k8s/config"
-ACCELERATOR_TAG = "studio/accelerator"
-
-# Stages whose adapters run torch models: worth a GPU.
-GPU_STAGES = frozenset({"draft_image", "refined_image", "synced_video"})
+GPU = "nvidia-gpu"
 
 # A GPU node: the label the NVIDIA GPU operator's feature discovery sets, the
 # taint GPU node pools usually carry, one GPU. STUDIO_DEVICE=cuda makes a step
@@ -75,20 +75,14 @@ CPU_STEP_K8S_CONFIG: dict[str, Any] = {
 TARGETS_NEEDING_SHARED_STORAGE = frozenset({"ecs", "k8s"})
 
 
-def k8s_step_config(asset_name: str) -> dict[str, Any]:
-    """The `dagster-k8s/config` value for one stage's step pod."""
-    return copy.deepcopy(GPU_STEP_K8S_CONFIG if asset_name in GPU_STAGES else CPU_STEP_K8S_CONFIG)
+def k8s_step_config(wants_gpu: bool) -> dict[str, Any]:
+    """The `dagster-k8s/config` value for a step's pod."""
+    return copy.deepcopy(GPU_STEP_K8S_CONFIG if wants_gpu else CPU_STEP_K8S_CONFIG)
 
 
-def op_tags_by_asset(target: str, asset_names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Asset name -> the op tags that target wants on its step (empty unless `k8s`)."""
-    if target != "k8s":
-        return {}
-    return {name: {K8S_CONFIG_TAG: k8s_step_config(name)} for name in asset_names}
-
-
-def accelerator(asset_name: str) -> str:
-    return "nvidia-gpu" if asset_name in GPU_STAGES else "cpu"
+def step_wants_gpu(assets_def: dg.AssetsDefinition) -> bool:
+    """A step goes to a GPU node when any of its assets' stage kinds wants an accelerator."""
+    return any(spec.tags.get(ACCELERATOR_TAG) == GPU for spec in assets_def.specs)
 
 
 def check_storage_for_target(target: str, environment: str) -> None:
@@ -115,19 +109,9 @@ def apply_deployment_target(
 
     from dagster_k8s import k8s_job_executor  # only a k8s deployment needs the kubernetes client
 
-    placed = [
-        a.map_asset_specs(lambda spec, step=_step_stage(a): spec.merge_attributes(tags={ACCELERATOR_TAG: accelerator(step)}))
-        for a in assets
-    ]
-    return placed, k8s_job_executor.configured(k8s_executor_config(assets), name="k8s")
-
-
-def _step_stage(assets_def: dg.AssetsDefinition) -> str:
-    """The stage that decides a step's placement: a GPU stage if the step has one."""
-    names = sorted(key.path[-1] for key in assets_def.keys)
-    return next((name for name in names if name in GPU_STAGES), names[0])
+    return list(assets), k8s_job_executor.configured(k8s_executor_config(assets), name="k8s")
 
 
 def k8s_executor_config(assets: Sequence[dg.AssetsDefinition]) -> dict[str, Any]:
     """The k8s_job_executor config: each step's `dagster-k8s/config`, keyed by its op (step) name."""
-    return {"per_step_k8s_config": {a.node_def.name: k8s_step_config(_step_stage(a)) for a in assets}}
+    return {"per_step_k8s_config": {a.node_def.name: k8s_step_config(step_wants_gpu(a)) for a in assets}}

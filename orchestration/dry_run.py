@@ -33,7 +33,6 @@ from resources.settings import PROJECT_ROOT
 
 CLOUD_ROUTING = PROJECT_ROOT / "config" / "routing.cloud.yaml"
 DRY_RUN_KEY = "sim-dry-run-key"
-MODEL_ASSETS = ("concept", "draft_image", "refined_image", "voiceover", "synced_video")
 
 
 def point_routing_at(simulator_url: str, routing: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -66,8 +65,9 @@ class DryRunReport:
     statuses: dict[str, int]
     spent_usd: float
     paid_calls: int
-    adapters: dict[str, Counter] = field(default_factory=dict)  # asset -> adapter id -> variants
+    adapters: dict[str, Counter] = field(default_factory=dict)  # routed stage -> adapter id -> variants
     cost_by_asset: dict[str, float] = field(default_factory=dict)
+    model_stages: tuple[str, ...] = ()  # the pipeline's routed stages, in order
     failures: list[str] = field(default_factory=list)
     projection: list[str] = field(default_factory=list)
 
@@ -79,7 +79,7 @@ class DryRunReport:
             out.append(f"    {group:14s} {calls:5d}")
         out.append("  statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items())))
         out.append(f"  {'stage':14s} {'cost_usd':>10s}  adapters")
-        for asset in MODEL_ASSETS:
+        for asset in self.model_stages:
             adapters = ", ".join(f"{a} x{n}" for a, n in sorted(self.adapters.get(asset, Counter()).items()))
             out.append(f"  {asset:14s} {self.cost_by_asset.get(asset, 0.0):10.4f}  {adapters or '-'}")
         out.append(f"  ledger: ${self.spent_usd:.4f} in {self.paid_calls} paid calls (simulated prices)")
@@ -137,13 +137,10 @@ def dry_run_campaign(
 ) -> DryRunReport:
     """`on_start(steps)` is called with the number of steps of the run, `on_step(step_key)` as each one ends."""
     import dagster as dg
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-    from assets.partitions import variant_partitions
+    from assets.dagster_api import partition_range_tags
     from model_adapters.simulator import ProviderSimulator, SimulatorSettings
     from orchestration.definitions import build_definitions
-    from orchestration.estimate import estimate_campaign, projection_lines
-    from orchestration.jobs import produce_campaign_job
+    from orchestration.estimate import brief_pipeline, estimate_campaign, projection_lines
     from resources.io_manager import JsonManifestIOManager
     from resources.model_router import ModelRouter
     from resources.routing_config import load_routing_config, parse_routing_config
@@ -173,13 +170,14 @@ def dry_run_campaign(
             with _environment(env):
                 routing = parse_routing_config(sim_routing.read_text(), str(sim_routing))
                 definitions = build_definitions(sim_routing)
-                job = definitions.resolve_job_def(produce_campaign_job.name)
+                pipeline = brief_pipeline(brief, routing, str(sim_routing))
+                job = definitions.resolve_job_def(pipeline.produce_job_name)
                 keys = brief.partition_keys()
                 # A throwaway instance: quiet (no telemetry banner), SQLite in the dry run's home.
                 (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
                 on_start(len(job.graph.node_dict))
                 with dg.DagsterInstance.local_temp(str(home / "dagster")) as instance:
-                    instance.add_dynamic_partitions(variant_partitions.name, keys)
+                    instance.add_dynamic_partitions(pipeline.partitions_name, keys)
                     run_id = str(uuid.uuid4())
                     stop = threading.Event()
                     watcher = threading.Thread(target=_watch_steps, args=(instance, run_id, on_step, stop), daemon=True)
@@ -190,10 +188,12 @@ def dry_run_campaign(
                             instance=instance,
                             run_id=run_id,
                             run_config={
-                                "ops": {"variant_media": {"config": {"synced_video": {"short_side": video_short_side}}}},
+                                "ops": {pipeline.named("variant_media"): {"config": {
+                                    stage.name: {"short_side": video_short_side} for stage in pipeline.stages if stage.kind.name == "video"
+                                }}},
                                 "loggers": {"console": {"config": {"log_level": "ERROR"}}},
                             },
-                            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+                            tags=partition_range_tags(keys[0], keys[-1]),
                             raise_on_error=False,
                         )
                     finally:
@@ -210,15 +210,16 @@ def dry_run_campaign(
                 adapters: dict[str, Counter] = defaultdict(Counter)
                 costs: dict[str, float] = defaultdict(float)
                 manifests = JsonManifestIOManager()
-                for asset in MODEL_ASSETS:
+                model_stages = tuple(stage.name for stage in pipeline.routed_stages)
+                for asset in model_stages:
                     for key in keys:
                         try:
-                            provenance = manifests.load_manifest(dg.AssetKey(asset), key).provenance
+                            provenance = manifests.load_manifest(pipeline.key(asset), key).provenance
                         except FileNotFoundError:
                             continue
                         adapters[asset][provenance.adapter_id] += 1
                         costs[asset] += provenance.cost_usd
-                projection = projection_lines(brief, estimate_campaign(brief, routing))
+                projection = projection_lines(brief, estimate_campaign(brief, routing, pipeline))
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -235,4 +236,5 @@ def dry_run_campaign(
         cost_by_asset=dict(costs),
         failures=failures,
         projection=projection,
+        model_stages=model_stages,
     )

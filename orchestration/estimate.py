@@ -12,50 +12,48 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from model_adapters.local_concept import concept_word_budget
-from model_adapters.types import TASKS, ConceptRequest, ImageRequest, RefineRequest, VideoRequest, VoiceRequest
+from assets.stages import Pipeline
+from model_adapters.tasks import TASK_SPECS, VariantOutline
 from resources.brief_schema import Brief, BriefError, load_brief
-from resources.model_router import ModelRouter, estimate_cost
+from resources.model_router import ModelRouter
 from resources.routing_config import RoutingConfig, RoutingConfigError, load_routing_config
-from resources.settings import routing_config_path
-
-CHARACTERS_PER_WORD = 6  # spoken scripts average ~5 letters and a space
+from resources.settings import pipelines_dir, routing_config_path
 
 
-def projected_requests(brief: Brief, variant_index: int) -> dict[str, object]:
-    """Representative requests for one variant, sized like the real ones."""
+def variant_outline(brief: Brief, variant_index: int) -> VariantOutline:
     variant = brief.variants[variant_index]
-    words = concept_word_budget(variant.duration_s)
-    return {
-        "concept": ConceptRequest(
-            campaign_id=brief.campaign_id, variant_id=variant.id, product=brief.product, audience=brief.audience,
-            tone=brief.tone, palette=brief.palette, banned_terms=brief.banned_terms, locale=variant.locale,
-            aspect_ratio=variant.aspect_ratio, duration_s=variant.duration_s, seed=0,
-        ),
-        "image": ImageRequest(prompt="x", width=8, height=8, palette=brief.palette, seed=0),
-        "refine": RefineRequest(
-            source_sha256="0" * 64, min_short_side=1080, aspect_ratio=variant.aspect_ratio,
-            palette=brief.palette, headline="x", seed=0,
-        ),
-        "voice": VoiceRequest(text="x" * (words * CHARACTERS_PER_WORD), locale=variant.locale, voice=variant.voice),
-        "video": VideoRequest(
-            image_sha256="0" * 64, audio_sha256="0" * 64, audio_duration_s=variant.duration_s, cues=(), width=8, height=8
-        ),
-    }
+    return VariantOutline(
+        campaign_id=brief.campaign_id, variant_id=variant.id, product=brief.product, audience=brief.audience,
+        tone=brief.tone, palette=brief.palette, banned_terms=brief.banned_terms, locale=variant.locale,
+        voice=variant.voice, aspect_ratio=variant.aspect_ratio, duration_s=variant.duration_s,
+    )
 
 
-def estimate_campaign(brief: Brief, routing: RoutingConfig) -> dict[str, dict[str, float]]:
-    """{task: {"calls": n, "cost_usd": x, "providers": "a, b"}} for the whole campaign."""
+def brief_pipeline(brief: Brief, routing: RoutingConfig, routing_source: str) -> Pipeline:
+    """The pipeline the brief names, loaded (and validated) against `routing`."""
+    from orchestration.pipelines import PipelineError, load_pipelines
+
+    pipelines = load_pipelines(pipelines_dir(), routing, routing_source)
+    if brief.pipeline not in pipelines:
+        raise PipelineError(f"pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}")
+    return pipelines[brief.pipeline]
+
+
+def estimate_campaign(brief: Brief, routing: RoutingConfig, pipeline: Pipeline | None = None) -> dict[str, dict]:
+    """{stage: {"calls": n, "cost_usd": x, "providers": "a, b"}} for the whole campaign: each
+    routed stage of its pipeline, priced by its task's spec from a projected request."""
+    pipeline = pipeline or brief_pipeline(brief, routing, "<routing>")
     totals: dict[str, dict] = defaultdict(lambda: {"calls": 0, "cost_usd": 0.0, "providers": set()})
     for index, variant in enumerate(brief.variants):
-        requests = projected_requests(brief, index)
-        for task in TASKS:
-            provider_id = routing.tasks[task].choose(variant.tier, variant.locale)[0]
+        outline = variant_outline(brief, index)
+        for stage in pipeline.routed_stages:
+            spec = TASK_SPECS[stage.task]
+            provider_id = routing.tasks[stage.task].choose(variant.tier, variant.locale)[0]
             price = routing.providers[provider_id].price
-            totals[task]["calls"] += 1
-            totals[task]["cost_usd"] += estimate_cost(price, task, requests[task])
-            totals[task]["providers"].add(provider_id)
-    return {task: {**t, "providers": ", ".join(sorted(t["providers"]))} for task, t in totals.items()}
+            totals[stage.name]["calls"] += 1
+            totals[stage.name]["cost_usd"] += spec.estimate_cost(price, spec.projected_request(outline))
+            totals[stage.name]["providers"].add(provider_id)
+    return {stage: {**t, "providers": ", ".join(sorted(t["providers"]))} for stage, t in totals.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
             continue
-        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing))))
+        try:
+            pipeline = brief_pipeline(brief, routing, str(args.routing or routing_config_path()))
+        except ValueError as exc:  # a pipeline file, or the brief's pipeline field
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        print("\n".join(projection_lines(brief, estimate_campaign(brief, routing, pipeline))))
     if args.spent:
         for campaign_id in args.spent:
             print(spent_line(routing, campaign_id, str(args.routing)))
@@ -88,16 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def projection_lines(brief: Brief, projection: dict[str, dict]) -> list[str]:
-    """The projection as a table: one line per task, then the total and the budget verdict."""
+    """The projection as a table: one line per routed stage, then the total and the budget verdict."""
     total = sum(t["cost_usd"] for t in projection.values())
     lines = [
-        f"{brief.campaign_id}: {len(brief.variants)} variants, budget ${brief.budget_usd:.2f}",
-        f"  {'task':8s} {'calls':>5s} {'cost_usd':>10s}  providers",
+        f"{brief.campaign_id}: {len(brief.variants)} variants, budget ${brief.budget_usd:.2f}, pipeline {brief.pipeline}",
+        f"  {'stage':14s} {'calls':>5s} {'cost_usd':>10s}  providers",
     ]
-    for task, t in projection.items():
-        lines.append(f"  {task:8s} {t['calls']:5d} {t['cost_usd']:10.4f}  {t['providers']}")
+    for stage, t in projection.items():
+        lines.append(f"  {stage:14s} {t['calls']:5d} {t['cost_usd']:10.4f}  {t['providers']}")
     verdict = "within budget" if total <= brief.budget_usd else "OVER BUDGET"
-    lines.append(f"  {'total':8s} {sum(t['calls'] for t in projection.values()):5d} {total:10.4f}  {verdict}")
+    lines.append(f"  {'total':14s} {sum(t['calls'] for t in projection.values()):5d} {total:10.4f}  {verdict}")
     return lines
 
 

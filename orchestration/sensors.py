@@ -1,5 +1,10 @@
 """The brief sensor: validate briefs, register one partition per variant, request runs.
 
+Each brief names its pipeline (`pipeline:`, default `campaign`); its variants
+are registered in that pipeline's partitions and requested from its
+`produce_<pipeline>` job. A brief naming no loaded pipeline is an error of
+the brief (file and field named), like any other.
+
 The cursor remembers each variant's fingerprint (the campaign fields plus
 that variant) and which file declared each campaign, so only new or changed
 variants are requested. An invalid brief is reported, naming the file and
@@ -20,23 +25,29 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.partitions import variant_partitions
-from orchestration.jobs import produce_campaign_job
+from assets.stages import Pipeline
 from resources.brief_source import BriefFile, BriefSource
 
 
 @dataclass
 class BriefScanOutcome:
-    partitions_to_add: list[str] = field(default_factory=list)
+    partitions_to_add: dict[str, list[str]] = field(default_factory=dict)  # pipeline -> new partition keys
     variants_to_run: dict[str, str] = field(default_factory=dict)  # partition key -> fingerprint
     campaigns: dict[str, list[str]] = field(default_factory=dict)  # campaign id -> its partition keys
     campaign_files: dict[str, str] = field(default_factory=dict)  # campaign id -> the brief file declaring it
     problems: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    pipelines: dict[str, str] = field(default_factory=dict)  # campaign id -> its pipeline
 
 
-def plan_brief_changes(scanned: list[BriefFile], known_fingerprints: dict[str, str], existing_partitions: set[str]) -> BriefScanOutcome:
-    """What to register and run, given the briefs on disk and what was seen before."""
+def plan_brief_changes(
+    scanned: list[BriefFile],
+    known_fingerprints: dict[str, str],
+    existing_partitions: dict[str, set[str]],
+    pipelines: dict[str, Pipeline] | None = None,
+) -> BriefScanOutcome:
+    """What to register and run, given the briefs on disk, what was seen before, the partitions
+    each pipeline has ({pipeline: keys}) and the loaded pipelines (None: any name goes)."""
     outcome = BriefScanOutcome()
     owner_of_campaign: dict[str, str] = {}
     for brief_file in scanned:
@@ -44,6 +55,11 @@ def plan_brief_changes(scanned: list[BriefFile], known_fingerprints: dict[str, s
             outcome.problems.append(str(brief_file.error))
             continue
         brief = brief_file.brief
+        if pipelines is not None and brief.pipeline not in pipelines:
+            outcome.problems.append(
+                f"{brief_file.path}: pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}"
+            )
+            continue
         if brief.campaign_id in owner_of_campaign:
             outcome.problems.append(
                 f"{brief_file.path}: campaign_id: {brief.campaign_id!r} is already declared by "
@@ -53,12 +69,13 @@ def plan_brief_changes(scanned: list[BriefFile], known_fingerprints: dict[str, s
         owner_of_campaign[brief.campaign_id] = str(brief_file.path)
         outcome.campaigns[brief.campaign_id] = brief.partition_keys()
         outcome.campaign_files[brief.campaign_id] = str(brief_file.path)
+        outcome.pipelines[brief.campaign_id] = brief.pipeline
         for variant in brief.variants:
             key = brief.partition_key(variant.id)
             fingerprint = brief.variant_fingerprint(variant.id)
             outcome.fingerprints[key] = fingerprint
-            if key not in existing_partitions:
-                outcome.partitions_to_add.append(key)
+            if key not in existing_partitions.get(brief.pipeline, set()):
+                outcome.partitions_to_add.setdefault(brief.pipeline, []).append(key)
             if known_fingerprints.get(key) != fingerprint:
                 outcome.variants_to_run[key] = fingerprint
     return outcome
@@ -86,36 +103,47 @@ def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, inv
     )
 
 
-@dg.sensor(
-    name="brief_sensor",
-    job=produce_campaign_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the briefs folder: validates briefs, adds a partition per variant, requests runs for new or changed variants.",
-)
-def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg.SensorResult:
+def build_brief_sensor(pipelines: dict[str, Pipeline], produce_jobs: list) -> dg.SensorDefinition:
+    """One sensor for the briefs folder; `produce_jobs`: each pipeline's `produce_<pipeline>` job."""
+
+    @dg.sensor(
+        name="brief_sensor",
+        jobs=produce_jobs,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Watches the briefs folder: validates briefs, adds a partition per variant in its pipeline, requests runs for new or changed variants.",
+    )
+    def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg.SensorResult:
+        return evaluate_briefs(context, briefs, pipelines)
+
+    return brief_sensor
+
+
+def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pipelines: dict[str, Pipeline]) -> dg.SensorResult:
     known, previous_files = _load_cursor(context.cursor)
-    existing = set(context.instance.get_dynamic_partitions(variant_partitions.name))
+    existing = {name: set(context.instance.get_dynamic_partitions(p.partitions_name)) for name, p in pipelines.items()}
+    every_existing = set().union(*existing.values()) if existing else set()
     scanned = briefs.scan()
-    outcome = plan_brief_changes(scanned, known, existing)
+    outcome = plan_brief_changes(scanned, known, existing, pipelines)
     for problem in outcome.problems:
         context.log.error(f"invalid brief: {problem}")
     invalid_paths = {str(f.path) for f in scanned if f.error is not None}
     removed = removed_since(previous_files, outcome, invalid_paths)
     for campaign in removed:
-        kept = sorted(k for k in existing if k.startswith(campaign + "."))
+        kept = sorted(k for k in every_existing if k.startswith(campaign + "."))
         context.log.warning(
             f"brief for campaign {campaign!r} ({previous_files[campaign]}) was removed; its {len(kept)} partition(s) "
             "and their artifacts are kept (delete the partitions in the UI to drop them)"
         )
     for campaign, keys in outcome.campaigns.items():
-        dropped = sorted(k for k in existing if k.startswith(campaign + ".") and k not in keys)
+        dropped = sorted(k for k in existing[outcome.pipelines[campaign]] if k.startswith(campaign + ".") and k not in keys)
         if dropped:
             context.log.warning(f"variants removed from {campaign!r}: {', '.join(dropped)}; their partitions are kept")
 
     run_requests = [
         dg.RunRequest(
             run_key=f"{key}:{fingerprint[:16]}",
+            job_name=pipelines[outcome.pipelines[key.split(".", 1)[0]]].produce_job_name,
             partition_key=key,
             tags={"campaign": key.split(".", 1)[0]},
         )
@@ -128,7 +156,9 @@ def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg
     cursor = json.dumps(
         {"fingerprints": {**known, **outcome.fingerprints}, "campaign_files": campaign_files}, sort_keys=True
     )
-    partition_requests = [variant_partitions.build_add_request(outcome.partitions_to_add)] if outcome.partitions_to_add else []
+    partition_requests = [
+        pipelines[name].partitions_def.build_add_request(keys) for name, keys in sorted(outcome.partitions_to_add.items())
+    ]
     skip_reason = None
     if not run_requests:
         skip_reason = "no new or changed variants"

@@ -26,13 +26,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from dagster import Field
-from dagster._config import StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
+
+from assets.dagster_api import SQLITE_BUSY_TIMEOUT_SECONDS, ConfigurableClassData, SqliteEventLogStorage, StringSource
 
 # The index, the running run's shard, and a few shards the webserver or a sensor reads.
 DEFAULT_OPEN_SHARDS = 8

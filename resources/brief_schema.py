@@ -101,6 +101,8 @@ class Brief(_Strict):
     palette: tuple[HexColour, ...] = Field(min_length=1, max_length=8)
     banned_terms: tuple[Annotated[str, StringConstraints(min_length=1, max_length=80)], ...] = ()
     budget_usd: float = Field(ge=0)
+    # The pipeline (config/pipelines/<name>.yaml) that makes this campaign's variants.
+    pipeline: Slug = "campaign"
     variants: tuple[Variant, ...] = Field(min_length=1, max_length=256)
 
     @field_validator("budget_usd", mode="before")

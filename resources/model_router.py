@@ -23,8 +23,9 @@ from typing import Any, Generic, TypeVar
 import dagster as dg
 from pydantic import Field
 
-from model_adapters.registry import TASK_METHODS, adapter_kind
-from model_adapters.types import AdapterError, Price, Task, canonical_json, request_hash
+from model_adapters.registry import adapter_kind
+from model_adapters.tasks import Blob, task_spec
+from model_adapters.types import AdapterError, Price, Task, request_hash
 from resources.manifests import ArtifactRef, Provenance
 from resources.policies.budget import BudgetLedger, CampaignBudget
 from resources.policies.cache import ResponseCache, cache_key, decode_result, encode_result
@@ -88,24 +89,9 @@ class ProviderResource(dg.ConfigurableResource):
 
 
 def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) -> float:
-    """A call's cost from the provider's price table: before the call (`result`
-    None) an estimate from the request, after it the actual from the result."""
-    if task == "concept":
-        if result is not None:
-            input_tokens, output_tokens = result.input_tokens, result.output_tokens
-        else:
-            # ~4 characters a token for the prompt; the script's words plus JSON overhead.
-            input_tokens = len(canonical_json(request)) // 4 + 200
-            output_tokens = int(request.duration_s * 4) + 150
-        return price.per_input_token * input_tokens + price.per_output_token * output_tokens
-    if task in ("image", "refine"):
-        return price.per_image
-    if task == "voice":
-        return price.per_1k_characters * len(request.text) / 1000.0
-    if task == "video":
-        seconds = result.duration_s if result is not None else request.audio_duration_s + request.tail_s
-        return price.per_output_second * seconds
-    return 0.0
+    """A call's cost from the provider's price table, as the task's spec prices it: before
+    the call (`result` None) an estimate from the request, after it the actual from the result."""
+    return task_spec(task).estimate_cost(price, request, result)
 
 
 @dataclass(frozen=True)
@@ -201,10 +187,10 @@ class RouterSession:
             return None  # an entry whose media is gone, or that is damaged or planted, is a miss
 
     def _remember(self, task: Task, key: str, value: Any, provider_id: str) -> None:
-        def put_blob(data: bytes, extension: str) -> dict:
-            return self._store.put(data, extension=extension, media_type=_MEDIA_TYPES[extension]).model_dump()
+        def put_blob(data: bytes, blob: Blob) -> dict:
+            return self._store.put(data, extension=blob.extension, media_type=blob.media_type).model_dump()
 
-        self._cache.write(key, {"task": task, "provider": provider_id, "result": encode_result(value, put_blob)})
+        self._cache.write(key, {"task": task, "provider": provider_id, "result": encode_result(task, value, put_blob)})
 
     @staticmethod
     def _lacks_locale(adapter: Any, variant: VariantContext | None) -> bool:
@@ -250,7 +236,7 @@ class RouterSession:
         raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
 
     async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
-        method = getattr(adapter, TASK_METHODS[task])
+        method = getattr(adapter, task_spec(task).method)
         price = adapter.info.price
         attempt = 0
         while True:
@@ -310,9 +296,6 @@ class RouterSession:
     async def aclose(self) -> None:
         for adapter in self._adapters.values():
             await adapter.aclose()
-
-
-_MEDIA_TYPES = {".png": "image/png", ".wav": "audio/wav", ".mp4": "video/mp4"}
 
 
 class ModelRouter(dg.ConfigurableResource):

@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from model_adapters.registry import adapter_kind
-from model_adapters.types import TASKS, Price, Task
+from model_adapters.tasks import TASK_SPECS
+from model_adapters.types import Price, Task
 
 ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
@@ -104,14 +105,15 @@ class RoutingConfig(_Strict):
     version: int = Field(default=1, ge=1, le=1)
     defaults: RoutingDefaults = RoutingDefaults()
     providers: dict[ProviderId, ProviderConfig] = Field(min_length=1)
+    # Routes for the tasks the loaded pipelines use (a pipeline naming a task with no
+    # route fails at load, orchestration/pipelines.py); other tasks need none.
     tasks: dict[Task, TaskRoute]
 
     @model_validator(mode="after")
     def _routes_are_consistent(self) -> "RoutingConfig":
-        missing = [task for task in TASKS if task not in self.tasks]
-        if missing:
-            raise ValueError(f"tasks: no route for {', '.join(missing)}")
         for task, task_route in self.tasks.items():
+            if task not in TASK_SPECS:
+                raise ValueError(f"tasks.{task}: unknown task; known tasks: {', '.join(sorted(TASK_SPECS))}")
             routes = [(f"tasks.{task}.route", task_route.route)]
             routes += [(f"tasks.{task}.rules[{i}].route", rule.route) for i, rule in enumerate(task_route.rules)]
             for where_route, route in routes:
@@ -125,7 +127,24 @@ class RoutingConfig(_Strict):
                             f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, "
                             f"which does the {kind.task!r} task, not {task!r}"
                         )
+        for provider_id, provider in self.providers.items():
+            # A price in a unit the task is not billed by would be estimated at $0: never budgeted.
+            spec = TASK_SPECS[adapter_kind(provider.adapter).task]
+            billed = {unit for unit, value in provider.price.model_dump().items() if value}
+            if billed - spec.price_units:
+                raise ValueError(
+                    f"providers.{provider_id}.price: {', '.join(sorted(billed - spec.price_units))} is not how the "
+                    f"{spec.name!r} task is priced; use {', '.join(sorted(spec.price_units))}"
+                )
         return self
+
+    def require_routes(self, tasks: dict[str, str], source: str) -> None:
+        """Every task in `tasks` ({task: who needs it}) has a route here; else one error naming them all."""
+        missing = {task: who for task, who in tasks.items() if task not in self.tasks}
+        if missing:
+            raise ValueError(
+                "; ".join(f"{who}: task {task!r} has no route in {source}" for task, who in sorted(missing.items()))
+            )
 
     def route(self, task: Task) -> tuple[str, ...]:
         return self.tasks[task].route

@@ -33,6 +33,11 @@ def briefs_dir() -> Path:
     return Path(os.environ.get("STUDIO_BRIEFS_DIR") or PROJECT_ROOT / "briefs").resolve()
 
 
+def pipelines_dir() -> Path:
+    """`STUDIO_PIPELINES_DIR` (default `config/pipelines/`): the pipeline files the definitions load."""
+    return Path(os.environ.get("STUDIO_PIPELINES_DIR") or PROJECT_ROOT / "config" / "pipelines").resolve()
+
+
 def routing_config_path() -> Path:
     return Path(os.environ.get("STUDIO_ROUTING") or PROJECT_ROOT / "config" / "routing.local.yaml").resolve()
 

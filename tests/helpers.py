@@ -21,12 +21,11 @@ import av
 import dagster as dg
 import numpy as np
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from PIL import Image
 
+from assets.dagster_api import partition_range_tags
 from model_adapters.captions import parse_webvtt
 from orchestration.definitions import build_definitions
-from orchestration.sensors import brief_sensor
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
 
@@ -39,19 +38,24 @@ FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side"
 VARIANT_ASSETS = ("brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
 
 
-def register(instance) -> list[str]:
-    result = brief_sensor(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
+def brief_sensor(definitions=None) -> dg.SensorDefinition:
+    return (definitions or build_definitions()).resolve_sensor_def("brief_sensor")
+
+
+def register(instance, definitions=None) -> list[str]:
+    """What the brief sensor does on a tick: the partitions of every brief's variants; the keys it requests."""
+    result = brief_sensor(definitions)(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return [r.partition_key for r in result.run_requests]
 
 
-def run_campaign(instance, keys, run_config=None, definitions=None):
-    job = (definitions or build_definitions()).resolve_job_def("produce_campaign")
+def run_campaign(instance, keys, run_config=None, definitions=None, job_name="produce_campaign"):
+    job = (definitions or build_definitions()).resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance,
         run_config=run_config or FAST_VIDEO,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        tags=partition_range_tags(keys[0], keys[-1]),
         raise_on_error=False,
     )
 

@@ -8,7 +8,6 @@ bytes inside a result are content-addressed artifacts and the entry holds
 their reference. Nothing is pickled.
 """
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -16,18 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from model_adapters.types import ConceptResult, ImageResult, Task, VideoResult, VoiceResult, WordTiming, canonical_json
+from model_adapters.tasks import Blob, task_spec
+from model_adapters.types import Task, canonical_json
 
-RESULT_TYPES: dict[Task, type] = {
-    "concept": ConceptResult,
-    "image": ImageResult,
-    "refine": ImageResult,
-    "voice": VoiceResult,
-    "video": VideoResult,
-}
-_BLOB_EXTENSIONS = {"png": ".png", "wav": ".wav", "mp4": ".mp4"}
-
-PutBlob = Callable[[bytes, str], dict]  # (data, extension) -> a stored artifact reference
+PutBlob = Callable[[bytes, Blob], dict]  # (data, how it is stored) -> a stored artifact reference
 GetBlob = Callable[[dict], bytes]  # reference -> data (verified against its sha256)
 
 
@@ -40,34 +31,13 @@ def cache_key(identity: dict[str, Any], request: BaseModel, blobs: tuple[bytes, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def encode_result(result: Any, put_blob: PutBlob) -> dict:
-    if isinstance(result, BaseModel):
-        return {"kind": "model", "value": result.model_dump(mode="json")}
-    fields = {}
-    for f in dataclasses.fields(result):
-        value = getattr(result, f.name)
-        if isinstance(value, bytes):
-            fields[f.name] = {"$blob": put_blob(value, _BLOB_EXTENSIONS[f.name])}
-        elif f.name == "words":
-            fields[f.name] = [w.model_dump(mode="json") for w in value]
-        else:
-            fields[f.name] = value
-    return {"kind": "dataclass", "value": fields}
+def encode_result(task: Task, result: Any, put_blob: PutBlob) -> dict:
+    """A result as a JSON entry; its bytes (the task spec's blobs) stored through `put_blob`."""
+    return task_spec(task).encode_result(result, put_blob)
 
 
 def decode_result(task: Task, entry: dict, get_blob: GetBlob) -> Any:
-    cls = RESULT_TYPES[task]
-    if entry["kind"] == "model":
-        return cls.model_validate(entry["value"])
-    values = {}
-    for name, value in entry["value"].items():
-        if isinstance(value, dict) and "$blob" in value:
-            values[name] = get_blob(value["$blob"])
-        elif name == "words":
-            values[name] = tuple(WordTiming.model_validate(w) for w in value)
-        else:
-            values[name] = value
-    return cls(**values)
+    return task_spec(task).decode_result(entry, get_blob)
 
 
 class ResponseCache:

@@ -1,16 +1,25 @@
-"""`synced_video`: the refined still with a slow camera move, the voiceover as AAC, captions burned in."""
+"""`video`: the refined still with a slow camera move, the voiceover as AAC, captions burned in."""
 
 import dagster as dg
 
+from assets.checks import MAX_DRIFT_FRAMES, check_av_sync
 from assets.metadata import artifact_metadata, provenance_metadata
-from assets.stages import Stage, StageCall
+from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import VideoRequest, VideoResult, frame_size
-from resources.manifests import VideoArtifact
+from resources.manifests import AudioArtifact, CaptionTrack, ImageArtifact, VideoArtifact
+
+
+class VideoSettings(StageSettings):
+    short_side: int = 720  # 720p class: 720x1280, 720x720, 1280x720
+    fps: int = 30
+    tail_s: float = 0.5  # picture held after the voice ends
+    max_drift_frames: float = MAX_DRIFT_FRAMES  # audio and video stream lengths may differ by this much
 
 
 async def compose_video(call: StageCall):
-    spec, settings, artifacts = call.spec, call.settings.synced_video, call.artifacts
-    still, audio, track = call.inputs["refined_image"], call.inputs["voiceover"], call.inputs["captions"]
+    spec, settings, artifacts = call.spec, call.settings, call.artifacts
+    still, audio, track = call.inputs["image"], call.inputs["voiceover"], call.inputs["captions"]
     width, height = frame_size(spec.aspect_ratio, settings.short_side)
     request = VideoRequest(
         image_sha256=still.artifact.sha256,
@@ -25,11 +34,11 @@ async def compose_video(call: StageCall):
     )
     image_png = await call.off_loop(artifacts.get, still.artifact)
     audio_wav = await call.off_loop(artifacts.get, audio.artifact)
-    routed = await call.session.call("video", request, image_png, audio_wav, seed=spec.seed, variant=call.variant())
+    routed = await call.call_model(request, image_png, audio_wav)
     result: VideoResult = routed.value
     drift = abs(result.video_duration_s - result.audio_duration_s)
-    if drift > 1.0 / settings.fps + 1e-6:
-        raise ValueError(f"{routed.provenance.adapter_id}: audio and video differ by {drift:.3f}s, more than one frame")
+    if drift > settings.max_drift_frames / settings.fps + 1e-6:
+        raise ValueError(f"{routed.provenance.adapter_id}: audio and video differ by {drift:.3f}s, more than {settings.max_drift_frames:g} frame")
     manifest = VideoArtifact(
         partition_key=call.partition_key,
         artifact=await call.off_loop(artifacts.put, result.mp4, extension=".mp4", media_type="video/mp4"),
@@ -57,12 +66,30 @@ async def compose_video(call: StageCall):
     return manifest, metadata
 
 
-SYNCED_VIDEO = Stage(
-    name="synced_video",
-    upstream=("refined_image", "voiceover", "captions"),
-    task="video",
+def _av_in_sync(item: StageCheckInput) -> CheckOutcome:
+    video: VideoArtifact = item.manifest
+    return check_av_sync(item.artifacts.get(video.artifact), fps=video.fps, max_drift_frames=item.settings.max_drift_frames)
+
+
+VIDEO = StageKind(
+    name="video",
+    description="H.264/AAC MP4 (faststart): camera move over the refined still, voiceover, burned-in captions, VTT sidecar.",
+    inputs={"image": ImageArtifact, "voiceover": AudioArtifact, "captions": CaptionTrack},
+    output=VideoArtifact,
+    task=TASK_SPECS["video"],
+    work=compose_video,
+    settings=VideoSettings,
+    checks=(
+        CheckKind(
+            "av_in_sync", True,
+            lambda s: f"Measured with PyAV: audio and video stream durations within {s.max_drift_frames:g} frame; moov before mdat.",
+            _av_in_sync,
+        ),
+    ),
+    accelerator=True,
     group="video",
     kinds=frozenset({"mp4"}),
-    description="H.264/AAC MP4 (faststart): camera move over the refined still, voiceover, burned-in captions, VTT sidecar.",
-    work=compose_video,
+    rollup_files=lambda stage, manifest: {stage: manifest.artifact},
 )
+
+KINDS = (VIDEO,)

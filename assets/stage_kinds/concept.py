@@ -1,23 +1,18 @@
 """`concept`: headline, script sized to the target duration, image prompt, caption lines."""
 
-import re
-
 import dagster as dg
 
+from assets.checks import SEMANTIC_ALIGNMENT_THRESHOLD, banned_terms_in, check_banned_terms, check_semantic_alignment
 from assets.metadata import provenance_metadata
-from assets.stages import Stage, StageCall
+from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ConceptRequest, ConceptResult
 from resources.manifests import ConceptDoc
 
 
-def banned_terms_in(texts: dict[str, str], banned: tuple[str, ...]) -> list[str]:
-    """`field: term` for every banned term found, matched as a whole word, case-insensitively."""
-    found = []
-    for field, text in texts.items():
-        for term in banned:
-            if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, flags=re.IGNORECASE):
-                found.append(f"{field}: {term!r}")
-    return found
+class ConceptSettings(StageSettings):
+    # How close to the brief a script must be (assets/checks.py says how 0.30 was chosen).
+    on_brief_min_cosine: float = SEMANTIC_ALIGNMENT_THRESHOLD
 
 
 async def write_concept(call: StageCall):
@@ -35,7 +30,7 @@ async def write_concept(call: StageCall):
         duration_s=spec.duration_s,
         seed=spec.seed,
     )
-    routed = await call.session.call("concept", request, seed=spec.seed, variant=call.variant())
+    routed = await call.call_model(request)
     result: ConceptResult = routed.value
     # Whatever model wrote it, banned terms never flow on.
     hits = banned_terms_in(
@@ -63,12 +58,38 @@ async def write_concept(call: StageCall):
     return doc, metadata
 
 
-CONCEPT = Stage(
+def _banned_terms(item: StageCheckInput) -> CheckOutcome:
+    doc: ConceptDoc = item.manifest
+    return check_banned_terms({"headline": doc.headline, "script": doc.script, "image_prompt": doc.image_prompt}, item.brief.banned_terms)
+
+
+def _on_brief(item: StageCheckInput) -> CheckOutcome:
+    brief = item.brief
+    return check_semantic_alignment(item.manifest.script, brief.product, brief.audience, brief.tone, threshold=item.settings.on_brief_min_cosine)
+
+
+CONCEPT = StageKind(
     name="concept",
-    upstream=(),
-    task="concept",
+    description="Headline, voiceover script, image prompt and caption lines for the variant.",
+    inputs={},
+    output=ConceptDoc,
+    task=TASK_SPECS["concept"],
+    work=write_concept,
+    settings=ConceptSettings,
+    checks=(
+        CheckKind(
+            "no_banned_terms", True,
+            lambda s: "No banned term of the brief (whole word, any case) in the headline, script or image prompt.",
+            _banned_terms,
+        ),
+        CheckKind(
+            "on_brief", True,
+            lambda s: f"MiniLM cosine between the script and the brief's product, audience and tone >= {s.on_brief_min_cosine:.2f}.",
+            _on_brief,
+        ),
+    ),
     group="concept",
     kinds=frozenset({"python"}),
-    description="Headline, voiceover script, image prompt and caption lines for the variant.",
-    work=write_concept,
 )
+
+KINDS = (CONCEPT,)

@@ -1,13 +1,23 @@
-"""`draft_image` (the generated visual, no text) and `refined_image` (the still a marketer would post)."""
+"""`image` (the generated visual, no text) and `refine` (the still a marketer would post)."""
 
 import io
 
 from PIL import Image
 
+from assets.checks import check_png
 from assets.metadata import artifact_metadata, jpeg_markdown, provenance_metadata, thumbnail_of
-from assets.stages import Stage, StageCall
+from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
 from resources.manifests import ConceptDoc, ImageArtifact
+
+
+class DraftImageSettings(StageSettings):
+    short_side: int = 576
+
+
+class RefinedImageSettings(StageSettings):
+    min_short_side: int = 1080
 
 
 def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int] | None = None) -> tuple[bytes, bytes]:
@@ -50,9 +60,9 @@ def _image_metadata(manifest: ImageArtifact, preview) -> dict:
 async def draft_image(call: StageCall):
     spec, idea = call.spec, call.inputs["concept"]
     assert isinstance(idea, ConceptDoc)
-    width, height = frame_size(spec.aspect_ratio, call.settings.draft_image.short_side)
+    width, height = frame_size(spec.aspect_ratio, call.settings.short_side)
     request = ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=spec.palette, seed=spec.seed)
-    routed = await call.session.call("image", request, seed=spec.seed, variant=call.variant())
+    routed = await call.call_model(request)
     artifact, thumbnail_ref, thumbnail = await call.off_loop(
         _checked_and_stored, call.artifacts, routed.value, routed.provenance.adapter_id, (width, height)
     )
@@ -77,8 +87,8 @@ def _refined_size_ok(result: ImageResult, provider: str, aspect_ratio: str, min_
 
 
 async def refined_image(call: StageCall):
-    spec, idea, draft = call.spec, call.inputs["concept"], call.inputs["draft_image"]
-    min_short_side = call.settings.refined_image.min_short_side
+    spec, idea, draft = call.spec, call.inputs["concept"], call.inputs["image"]
+    min_short_side = call.settings.min_short_side
     request = RefineRequest(
         source_sha256=draft.artifact.sha256,
         min_short_side=min_short_side,
@@ -88,7 +98,7 @@ async def refined_image(call: StageCall):
         seed=spec.seed,
     )
     source_png = await call.off_loop(call.artifacts.get, draft.artifact)
-    routed = await call.session.call("refine", request, source_png, seed=spec.seed, variant=call.variant())
+    routed = await call.call_model(request, source_png)
     result = routed.value
     _refined_size_ok(result, routed.provenance.adapter_id, spec.aspect_ratio, min_short_side)
     artifact, thumbnail_ref, thumbnail = await call.off_loop(_checked_and_stored, call.artifacts, result, routed.provenance.adapter_id)
@@ -105,22 +115,64 @@ async def refined_image(call: StageCall):
     return manifest, {**_image_metadata(manifest, preview), "headline": idea.headline}
 
 
-DRAFT_IMAGE = Stage(
-    name="draft_image",
-    upstream=("concept",),
-    task="image",
+def _png_valid(item: StageCheckInput) -> CheckOutcome:
+    image: ImageArtifact = item.manifest
+    return check_png(
+        item.artifacts.get(image.artifact),
+        item.brief.aspect_ratio,
+        declared_size=(image.width, image.height),
+        min_short_side=getattr(item.settings, "min_short_side", None),
+    )
+
+
+def _describe_png(settings) -> str:
+    text = "The PNG decodes, at its declared size and exactly the variant's aspect ratio"
+    minimum = getattr(settings, "min_short_side", None)
+    return text + (f"; short side >= {minimum} px." if minimum is not None else ".")
+
+
+PNG_VALID = CheckKind("png_valid", True, _describe_png, _png_valid)
+
+
+def _image_files(stage: str, manifest: ImageArtifact) -> dict:
+    return {stage: manifest.artifact}
+
+
+def _tile(manifest: ImageArtifact):
+    """The stored preview (sized for a contact-sheet cell), else the full PNG."""
+    return manifest.thumbnail or manifest.artifact
+
+
+IMAGE = StageKind(
+    name="image",
+    description="The generated visual at the variant's exact aspect ratio, without text.",
+    inputs={"concept": ConceptDoc},
+    output=ImageArtifact,
+    task=TASK_SPECS["image"],
+    work=draft_image,
+    settings=DraftImageSettings,
+    checks=(PNG_VALID,),
+    accelerator=True,
     group="image",
     kinds=frozenset({"torch", "png"}),
-    description="The generated visual at the variant's exact aspect ratio, without text.",
-    work=draft_image,
+    rollup_files=_image_files,
+    contact_sheet_tile=_tile,
 )
 
-REFINED_IMAGE = Stage(
-    name="refined_image",
-    upstream=("concept", "draft_image"),
-    task="refine",
+REFINE = StageKind(
+    name="refine",
+    description="Upscaled (short side >= 1080 px), graded toward the brand palette, sharpened, headline set in safe margins.",
+    inputs={"concept": ConceptDoc, "image": ImageArtifact},
+    output=ImageArtifact,
+    task=TASK_SPECS["refine"],
+    work=refined_image,
+    settings=RefinedImageSettings,
+    checks=(PNG_VALID,),
+    accelerator=True,
     group="image",
     kinds=frozenset({"torch", "png"}),
-    description="Upscaled (short side >= 1080 px), graded toward the brand palette, sharpened, headline set in safe margins.",
-    work=refined_image,
+    rollup_files=_image_files,
+    contact_sheet_tile=_tile,
 )
+
+KINDS = (IMAGE, REFINE)
