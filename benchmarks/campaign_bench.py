@@ -57,7 +57,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+
+
+def campaign_stages() -> tuple[str, ...]:
+    """The stages of the shipped campaign pipeline (config/pipelines/campaign.yaml), in order."""
+    from orchestration.components import StudioPipelines
+
+    return StudioPipelines().resolve_pipelines()[0]["campaign"].stage_names
+
 # Per-stage provider latency in the simulator (ms): half of the issue's example
 # figures, so that the full run (3 sizes, repeats, naive, local) fits in 10 minutes.
 SIM_LATENCY_MS = {"concept": 250, "image": 1000, "refine": 500, "voice": 250, "video": 1500}
@@ -283,7 +290,7 @@ class Studio:
         self.instance.add_dynamic_partitions("variants", self.keys)
 
     def run(self, keys: list[str], media: dict[str, Any] | None) -> tuple[float, Any]:
-        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+        from assets.dagster_api import partition_range_tags
 
         run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         if media:
@@ -292,7 +299,7 @@ class Studio:
         result = self.job.execute_in_process(
             instance=self.instance,
             run_config=run_config,
-            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+            tags=partition_range_tags(keys[0], keys[-1]),
             raise_on_error=False,
         )
         seconds = time.perf_counter() - started
@@ -399,11 +406,12 @@ def local_child(variants: int, out: Path) -> None:
         from assets.common import MANIFEST_IO_MANAGER_KEY
         from orchestration.storage import resolved_resource
 
-        service: dict[str, list[float]] = {s: [] for s in STAGES}
+        stages = campaign_stages()
+        service: dict[str, list[float]] = {s: [] for s in stages}
         video_seconds, frames_by_size, videos = 0.0, {}, []
         with resolved_resource(studio.definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
             for key in studio.keys:
-                for stage in STAGES:
+                for stage in stages:
                     manifest = manifests.load_manifest(AssetKey(stage), key)
                     provenance = getattr(manifest, "provenance", None)
                     if provenance is not None:

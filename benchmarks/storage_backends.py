@@ -45,7 +45,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import boto3  # noqa: E402
 import dagster as dg  # noqa: E402
 import psycopg2  # noqa: E402
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+from assets.dagster_api import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
@@ -169,7 +169,7 @@ def run_once(backend: str, campaign: str, run_config: dict, moto_endpoint: str) 
                     result = job.execute_in_process(
                         instance=instance,
                         run_config=run_config,
-                        tags={ASSET_PARTITION_RANGE_START_TAG: ordered[0], ASSET_PARTITION_RANGE_END_TAG: ordered[-1]},
+                        tags={PARTITION_RANGE_START_TAG: ordered[0], PARTITION_RANGE_END_TAG: ordered[-1]},
                         raise_on_error=False,
                     )
                     wall = time.perf_counter() - started

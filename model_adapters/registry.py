@@ -39,6 +39,7 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind("local-torch-refiner", "refine", "model_adapters.local_refine:TorchRefiner", "1"),
         AdapterKind("local-espeak", "voice", "model_adapters.local_voice:EspeakVoiceAdapter", "1"),
         AdapterKind("local-pyav", "video", "model_adapters.local_video:PyAVCompositor", "1"),
+        AdapterKind("local-music-bed", "music", "model_adapters.local_music:LocalMusicBed", "1"),
         # HTTP providers (model_adapters.http): built with model, base_url,
         # api_key_env, timeout_s, allowed_hosts and options.
         AdapterKind("openai-chat", "concept", "model_adapters.http.openai_compat:OpenAIChatConcept", "1", local=False),

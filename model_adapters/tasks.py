@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from model_adapters.types import (
     AspectRatio,
@@ -35,6 +35,7 @@ from model_adapters.types import (
     VideoResult,
     VoiceRequest,
     VoiceResult,
+    StrictModel,
     canonical_json,
 )
 
@@ -156,6 +157,28 @@ def _concept_projection(v: VariantOutline) -> ConceptRequest:
     )
 
 
+# --- music: a bed under the voice (the worked example of docs/stages.md) ------------------
+
+
+class MusicRequest(StrictModel):
+    duration_s: float = Field(gt=0, le=600)
+    mood: str  # the brief's tone
+    palette: tuple[str, ...]  # the brand colours: they pick the key
+    seed: int
+    sample_rate: int = Field(default=22050, ge=8000, le=48000)
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicResult:
+    wav: bytes
+    sample_rate: int
+    duration_s: float
+
+
+def _music_cost(price: Price, request: MusicRequest, result: MusicResult | None) -> float:
+    return price.per_output_second * (result.duration_s if result is not None else request.duration_s)
+
+
 TASK_SPECS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -217,6 +240,17 @@ TASK_SPECS: dict[str, TaskSpec] = {
                 image_sha256="0" * 64, audio_sha256="0" * 64, audio_duration_s=v.duration_s, cues=(), width=8, height=8
             ),
             description="still + voice + captions to an MP4",
+        ),
+        TaskSpec(
+            name="music",
+            method="compose_music",
+            request_type=MusicRequest,
+            result_type=MusicResult,
+            blobs={"wav": Blob(".wav", "audio/wav")},
+            price_units=frozenset({"per_output_second"}),
+            cost=_music_cost,
+            projected_request=lambda v: MusicRequest(duration_s=v.duration_s, mood=v.tone, palette=v.palette, seed=0),
+            description="an instrumental bed of a given length",
         ),
     )
 }

@@ -67,7 +67,7 @@ def pipeline_definitions(routing_path: Path | None = None) -> dg.Definitions:
     """The pipelines' definitions: through the project's defs folder, or, for an explicit
     routing config (the dry run, tests), the same component built with it."""
     if routing_path is None:
-        return dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+        return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
     return StudioPipelines(routing=str(routing_path)).build_defs(None)  # builds from its own attributes alone
 
 

@@ -160,6 +160,12 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
                 )
                 continue
             inputs[slot] = source_stage
+        unknown = sorted(set(stage.settings) - set(kind.settings.model_fields))
+        for name in unknown:  # Dagster's Config ignores unknown fields: a typo would pass silently
+            problems.append(
+                f"{where}.settings.{name}: the {kind.name!r} kind has no setting {name!r}; "
+                f"its settings: {', '.join(kind.settings.model_fields) or 'none'}"
+            )
         try:
             settings = kind.settings.model_validate(stage.settings)
         except ValidationError as exc:

@@ -38,6 +38,13 @@ FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side"
 VARIANT_ASSETS = ("brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
 
 
+def shipped_pipelines() -> dict:
+    """The pipelines of config/pipelines/, resolved against the routing in effect."""
+    from orchestration.components import StudioPipelines
+
+    return StudioPipelines().resolve_pipelines()[0]
+
+
 def brief_sensor(definitions=None) -> dg.SensorDefinition:
     return (definitions or build_definitions()).resolve_sensor_def("brief_sensor")
 

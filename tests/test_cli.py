@@ -16,7 +16,6 @@ import dagster as dg
 import httpx
 import pytest
 
-from assets.partitions import variant_partitions
 from orchestration.cli import main
 from orchestration.estimate import estimate_campaign
 from resources.brief_schema import load_brief
@@ -102,12 +101,12 @@ def test_campaign_add_copies_registers_and_refuses_conflicts(studio_home, briefs
     out = capsys.readouterr().out
     assert "registered 1 new partition(s)" in out and "mini-lamp.square-en" in out
     instance = dg.DagsterInstance.get()
-    assert instance.get_dynamic_partitions(variant_partitions.name) == ["mini-lamp.square-en"]
+    assert instance.get_dynamic_partitions("variants") == ["mini-lamp.square-en"]
 
     # Again: nothing to copy, nothing new to register.
     assert main(["campaign", "add", str(mini_brief)]) == 0
     assert "already up to date" in capsys.readouterr().out
-    assert instance.get_dynamic_partitions(variant_partitions.name) == ["mini-lamp.square-en"]
+    assert instance.get_dynamic_partitions("variants") == ["mini-lamp.square-en"]
 
     # Another file declaring the same campaign id is refused, and not copied.
     twin = tmp_path / "incoming" / "mini-lamp-copy.yaml"
@@ -135,7 +134,7 @@ def test_campaign_add_copies_registers_and_refuses_conflicts(studio_home, briefs
     # The brief sensor agrees: it requests the new variants and has no partition left to add.
     result_keys = register(instance)
     assert "mini-lamp.square-en" in result_keys
-    assert set(instance.get_dynamic_partitions(variant_partitions.name)) >= {"mini-lamp.square-en"}
+    assert set(instance.get_dynamic_partitions("variants")) >= {"mini-lamp.square-en"}
     assert BriefSource().find("mini-lamp").path == copied
 
 

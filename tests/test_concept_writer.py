@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from assets.concept import banned_terms_in
+from assets.checks import banned_terms_in
 from model_adapters.local_concept import CAPTION_LINE_CHARS, LocalConceptWriter, concept_word_budget
 from model_adapters.types import ConceptRequest
 

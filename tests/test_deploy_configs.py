@@ -25,7 +25,8 @@ from dagster_k8s import DagsterK8sJobConfig, K8sRunLauncher, construct_dagster_k
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, get_user_defined_k8s_config
 
 from orchestration.definitions import build_definitions
-from orchestration.deployment import ACCELERATOR_TAG, GPU_STAGES, K8S_CONFIG_TAG, k8s_executor_config, op_tags_by_asset
+from assets.variant_media import ACCELERATOR_TAG
+from orchestration.deployment import K8S_CONFIG_TAG, k8s_executor_config, k8s_step_config
 from tests.conftest import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -36,7 +37,6 @@ INSTANCE_CONFIGS = {
 }
 LAUNCHERS = {"ecs": EcsRunLauncher, "k8s": K8sRunLauncher}
 SHARED_SECTIONS = ("storage", "run_coordinator", "concurrency", "run_monitoring", "run_retries")
-ALL_STAGES = {"brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video", "campaign_rollup"}
 
 
 def _env_names(node) -> set[str]:
@@ -112,16 +112,16 @@ def _k8s_job_for(step_config: dict):
 
 
 def test_k8s_step_config_puts_torch_stages_on_gpu_nodes():
-    tags = op_tags_by_asset("k8s", sorted(ALL_STAGES))
-    assert set(tags) == ALL_STAGES and op_tags_by_asset("local", ALL_STAGES) == {} and op_tags_by_asset("ecs", ALL_STAGES) == {}
-    for stage, stage_tags in tags.items():
+    for wants_gpu in (True, False):
+        stage_tags = {K8S_CONFIG_TAG: k8s_step_config(wants_gpu)}
+        stage = "gpu step" if wants_gpu else "cpu step"
         assert K8S_CONFIG_TAG == USER_DEFINED_K8S_CONFIG_KEY
         assert validate_config(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, stage_tags[K8S_CONFIG_TAG]).success, stage
         pod = _k8s_job_for(stage_tags[K8S_CONFIG_TAG]).spec.template.spec
         [container] = pod.containers
         limits = container.resources.limits or {}
         env = {var.name: var.value for var in container.env or []}
-        if stage in GPU_STAGES:
+        if wants_gpu:
             assert limits["nvidia.com/gpu"] == "1", stage
             assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
             assert [(t.key, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "NoSchedule")]
@@ -147,13 +147,16 @@ def test_k8s_target_builds_per_step_pods_and_needs_s3(studio_home, monkeypatch):
     # The config the executor was built with passes the executor's own schema.
     assert process_config(k8s_job_executor.config_schema.config_type, executor_config).success
     per_step = executor_config["per_step_k8s_config"]
-    assert set(per_step) == {a.node_def.name for a in assets} == {"brief", "variant_media", "campaign_rollup"}
-    # The model stages pipeline in one step: it gets the GPU pod, the others CPU pods.
+    assert set(per_step) == {a.node_def.name for a in assets} == {
+        f"{prefix}{name}" for prefix in ("", "stills__", "audio__") for name in ("brief", "variant_media", "campaign_rollup")
+    }
+    # A pipeline's stages pipeline in one step: it gets the GPU pod when a stage's kind wants
+    # one (image, refine, video; the audio pipeline has none), the others CPU pods.
     gpu = {name for name, config in per_step.items() if "nvidia.com/gpu" in config["container_config"]["resources"]["limits"]}
-    assert gpu == {"variant_media"}
+    assert gpu == {"variant_media", "stills__variant_media"}
     for a in assets:
-        for spec in a.specs:
-            assert spec.tags[ACCELERATOR_TAG] == ("nvidia-gpu" if a.node_def.name in gpu else "cpu"), spec.key
+        wanted = {spec.tags.get(ACCELERATOR_TAG) for spec in a.specs}
+        assert ("nvidia-gpu" in wanted) == (a.node_def.name in gpu), a.node_def.name
 
 
 @pytest.mark.parametrize("target", ["local", "ecs"])
@@ -163,7 +166,9 @@ def test_other_targets_run_steps_in_process(target, studio_home, monkeypatch):
     monkeypatch.setenv("STUDIO_S3_BUCKET", "campaign-media")
     definitions = build_definitions()
     assert definitions.resolve_job_def("produce_campaign").executor_def is dg.in_process_executor
-    assert all(ACCELERATOR_TAG not in spec.tags for a in definitions.resolve_asset_graph().assets_defs for spec in a.specs)
+    # The stages still say what they want; nothing places them.
+    tags = {spec.key.to_user_string(): spec.tags.get(ACCELERATOR_TAG) for a in definitions.resolve_asset_graph().assets_defs for spec in a.specs}
+    assert tags["refined_image"] == "nvidia-gpu" and tags["captions"] == "cpu"
     monkeypatch.setenv("STUDIO_DEPLOY_TARGET", "nomad")
     with pytest.raises(ValueError, match="STUDIO_DEPLOY_TARGET='nomad' is not one of local, ecs, k8s"):
         build_definitions()

@@ -9,9 +9,11 @@ def test_projection_uses_each_variants_route_and_prices():
     cloud = estimate_campaign(brief, load_routing_config(PROJECT_ROOT / "config" / "routing.cloud.yaml"))
     assert all(t["calls"] == 4 for t in cloud.values())
     # Two standard variants on fal ($0.003), one premium on GMI ($0.025), one draft local ($0).
-    assert cloud["image"]["cost_usd"] == 2 * 0.003 + 0.025
-    assert cloud["image"]["providers"] == "fal-image, gmi-image, local-image"
-    assert cloud["voice"]["cost_usd"] > 0 and cloud["video"]["cost_usd"] == 0
+    # One row per routed stage of the brief's pipeline (campaign), priced by its task's spec.
+    assert list(cloud) == ["concept", "draft_image", "refined_image", "voiceover", "synced_video"]
+    assert cloud["draft_image"]["cost_usd"] == 2 * 0.003 + 0.025
+    assert cloud["draft_image"]["providers"] == "fal-image, gmi-image, local-image"
+    assert cloud["voiceover"]["cost_usd"] > 0 and cloud["synced_video"]["cost_usd"] == 0
     local = estimate_campaign(brief, load_routing_config(PROJECT_ROOT / "config" / "routing.local.yaml"))
     assert sum(t["cost_usd"] for t in local.values()) == 0
 

@@ -36,7 +36,8 @@ from model_adapters.http.base import (
 )
 from model_adapters.http.comfyui import refine_size
 from model_adapters.http.openai_compat import closest_size, estimate_word_timings
-from model_adapters.registry import ADAPTER_KINDS, TASK_METHODS, adapter_kind
+from model_adapters.registry import ADAPTER_KINDS, adapter_kind
+from model_adapters.tasks import task_spec
 from model_adapters.simulator import ProviderSimulator, SimulatorSettings
 from model_adapters.simulator.server import encode_wav16, render_png, synth_speech
 from model_adapters.types import (
@@ -190,7 +191,7 @@ def build(
 
 def call(adapter: Any, *args: Any) -> Any:
     """Run the adapter's task coroutine once in a fresh loop, closing the adapter after."""
-    method = getattr(adapter, TASK_METHODS[adapter.info.task])
+    method = getattr(adapter, task_spec(adapter.info.task).method)
 
     async def main() -> Any:
         try:
@@ -242,7 +243,7 @@ def test_every_http_kind_builds_with_router_kwargs_and_has_its_task_method():
             assert info.adapter_id == f"test-{kind}" and info.task == ADAPTER_KINDS[kind].task
             assert info.model == MODELS[kind] and info.model_version and info.provider
             assert info.max_concurrency == 4
-            assert inspect.iscoroutinefunction(getattr(adapter, TASK_METHODS[info.task]))
+            assert inspect.iscoroutinefunction(getattr(adapter, task_spec(info.task).method))
             asyncio.run(adapter.aclose())
 
 

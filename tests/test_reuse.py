@@ -1,6 +1,7 @@
-"""Unchanged stages are not made, checked or recorded again (assets/reuse.py), on the
-embedded default: a re-run of an unchanged campaign, a changed setting, a lost file,
-`force`, and a new Dagster home over the same studio."""
+"""Unchanged stages are not made or checked again (assets/reuse.py), on the embedded
+default: a re-run of an unchanged campaign (recorded as `reused`, so the run and its
+backfill end green), a changed setting, a lost file, `force`, and a new Dagster home
+over the same studio."""
 
 import copy
 import os
@@ -19,6 +20,17 @@ STAGES = ("concept", "draft_image", "refined_image", "voiceover", "captions", "s
 
 def _materializations(instance) -> dict[str, int]:
     return {stage: len(instance.fetch_materializations(dg.AssetKey(stage), limit=1000).records) for stage in STAGES}
+
+
+def _made(instance) -> dict[str, int]:
+    """Materializations of outputs really made (not those marked `reused`)."""
+    return {
+        stage: sum(
+            not r.asset_materialization.metadata["reused"].value
+            for r in instance.fetch_materializations(dg.AssetKey(stage), limit=1000).records
+        )
+        for stage in STAGES
+    }
 
 
 def _evaluations(instance, run_id: str) -> list:
@@ -40,7 +52,7 @@ def _video_config(fps: int, force: bool = False) -> dict:
     return config
 
 
-def test_an_unchanged_rerun_records_nothing_and_a_change_remakes_only_what_it_touches(studio_home, one_campaign):
+def test_an_unchanged_rerun_makes_nothing_and_a_change_remakes_only_what_it_touches(studio_home, one_campaign):
     load = JsonManifestIOManager().load_manifest
     with dg.instance_for_test() as instance:
         keys = register(instance)
@@ -53,25 +65,33 @@ def test_an_unchanged_rerun_records_nothing_and_a_change_remakes_only_what_it_to
             assert manifest.input_fingerprint and len(manifest.input_fingerprint) == 64
         assert set(load(dg.AssetKey("voiceover"), keys[0]).checks_passed) == {"loudness_within_spec"}
 
-        # 1. The same run again: no stage made, checked or recorded; the roll-up has nothing new.
+        # 1. The same run again: no stage made or checked; each is recorded as `reused`, with the
+        # metadata of the materialization it repeats, so the partition shows as materialized by this run.
         again = run_campaign(instance, keys)
         assert again.success
-        assert _materializations(instance) == counts
+        assert _made(instance) == counts
+        assert _materializations(instance) == {stage: 2 * n for stage, n in counts.items()}
+        for stage in STAGES:
+            records = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(stage), asset_partitions=[keys[0]]), limit=2).records
+            first_record, repeat = sorted(records, key=lambda r: r.storage_id)
+            assert repeat.run_id == again.run_id and repeat.asset_materialization.metadata["reused"].value is True
+            assert repeat.asset_materialization.metadata["input_fingerprint"] == first_record.asset_materialization.metadata["input_fingerprint"]
         assert _manifests(keys) == manifests
-        assert _evaluations(instance, again.run_id) == []
-        skipped = {e.step_key for e in again.all_events if e.event_type_value == "STEP_SKIPPED"}
-        assert "campaign_rollup" in skipped
+        # The media checks stand as they were (the budget check, its own step, runs as always).
+        evaluations = [e for e in _evaluations(instance, again.run_id) if e.check_name != "campaign_within_budget"]
+        assert evaluations and all(e.passed and "unchanged" in e.metadata for e in evaluations)
         messages = [entry.message for entry in instance.all_logs(again.run_id) if entry.dagster_event is None]
-        assert any("unchanged, not made or recorded again: " + ", ".join(STAGES) in m for m in messages), messages
+        assert any("unchanged, not made again: " + ", ".join(STAGES) in m for m in messages), messages
 
         # 2. A video setting changes: only the video is made again, for every variant.
+        counts = _made(instance)
         changed = run_campaign(instance, keys, run_config=_video_config(fps=25))
         assert changed.success
-        after = _materializations(instance)
+        after = _made(instance)
         assert after == {**counts, "synced_video": 2 * len(keys)}
         for key in keys:
             assert load(dg.AssetKey("synced_video"), key).fps == 25
-        checked = {(e.asset_key.path[-1], e.partition) for e in _evaluations(instance, changed.run_id)}
+        checked = {(e.asset_key.path[-1], e.partition) for e in _evaluations(instance, changed.run_id) if "unchanged" not in e.metadata}
         assert checked and {asset for asset, _ in checked} == {"synced_video"}
         assert_campaign_media(keys, load, fps=25)
 
@@ -81,11 +101,11 @@ def test_an_unchanged_rerun_records_nothing_and_a_change_remakes_only_what_it_to
         lost = load(dg.AssetKey("refined_image"), keys[1]).artifact
         path = lost.uri.removeprefix("file://")
         os.remove(path)
-        before = _materializations(instance)
+        before = _made(instance)
         remade = run_campaign(instance, keys, run_config=_video_config(fps=25))
         assert remade.success
         assert os.path.exists(path)
-        assert _materializations(instance) == {**before, "refined_image": before["refined_image"] + len(keys)}
+        assert _made(instance) == {**before, "refined_image": before["refined_image"] + 1}
         evaluations = [e for e in _evaluations(instance, remade.run_id) if e.asset_key.path[-1] == "refined_image"]
         assert evaluations and all(e.passed for e in evaluations)
         by_partition = {e.partition: "unchanged" in e.metadata for e in evaluations}
@@ -96,10 +116,10 @@ def test_an_unchanged_rerun_records_nothing_and_a_change_remakes_only_what_it_to
         assert all(r.asset_materialization.metadata["input_fingerprint"].value == load(dg.AssetKey("refined_image"), r.partition_key).input_fingerprint for r in refreshed)
 
         # 4. `force`: everything is made and recorded again (from the response cache).
-        before = _materializations(instance)
+        before = _made(instance)
         forced = run_campaign(instance, keys, run_config=_video_config(fps=25, force=True))
         assert forced.success
-        assert _materializations(instance) == {stage: n + len(keys) for stage, n in before.items()}
+        assert _made(instance) == {stage: n + len(keys) for stage, n in before.items()}
         for stage in ("concept", "draft_image", "refined_image", "voiceover", "synced_video"):
             assert all(load(dg.AssetKey(stage), key).provenance.cache_hit for key in keys), stage
 
@@ -108,7 +128,7 @@ def test_an_unchanged_rerun_records_nothing_and_a_change_remakes_only_what_it_to
     with dg.instance_for_test() as fresh:
         keys = register(fresh)
         assert run_campaign(fresh, keys, run_config=_video_config(fps=25)).success
-        assert _materializations(fresh) == {stage: len(keys) for stage in STAGES}
+        assert _made(fresh) == {stage: len(keys) for stage in STAGES}
 
 
 def test_the_fingerprint_follows_content_not_how_it_was_made(studio_home, one_campaign):

@@ -15,14 +15,16 @@ from assets.rollup import (
     LABEL_H,
     MAX_COLUMNS,
     PAD,
-    PAID_STAGES,
     CampaignRollupDoc,
     contact_sheet,
+    paid_stages,
     sheet_png,
 )
 from resources.io_manager import JsonManifestIOManager
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.helpers import materialized_sample_campaign, read_artifact, register
+from tests.helpers import materialized_sample_campaign, read_artifact, register, shipped_pipelines
+
+PAID_STAGES = paid_stages(shipped_pipelines()["campaign"])
 
 pytestmark = pytest.mark.e2e
 

@@ -4,14 +4,22 @@ import shutil
 import dagster as dg
 
 from orchestration.definitions import build_definitions
-from orchestration.sensors import brief_sensor
 from resources.brief_source import BriefSource
 from tests.conftest import SAMPLE_BRIEFS
+from tests.helpers import brief_sensor
+
+_SENSOR = []
+
+
+def _sensor():
+    if not _SENSOR:  # the definitions are built once for this module's tests
+        _SENSOR.append(brief_sensor())
+    return _SENSOR[0]
 
 
 def evaluate(instance, cursor=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"briefs": BriefSource()})
-    result = brief_sensor(context)
+    result = _sensor()(context)
     # Apply partition requests the way the daemon would.
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -75,10 +83,12 @@ def test_fixing_a_brief_requests_only_its_variants(briefs_folder, sample_briefs)
         assert json.loads(fixed.cursor)["fingerprints"].keys() >= {r.partition_key for r in fixed.run_requests}
 
 
-def test_sensor_is_in_definitions_and_targets_the_campaign_job():
+def test_sensor_is_in_definitions_and_targets_each_pipelines_produce_job():
     definitions = build_definitions()
     sensor = definitions.resolve_sensor_def("brief_sensor")
-    assert sensor.job_name == "produce_campaign"
+    assert {job.name for job in sensor.jobs} == {
+        "produce_campaign", "produce_stills", "produce_audio"
+    }
     assert definitions.resolve_job_def("produce_campaign")
 
 

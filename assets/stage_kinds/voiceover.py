@@ -79,6 +79,15 @@ def _loudness(item: StageCheckInput) -> CheckOutcome:
     return CheckOutcome(passed, metadata)
 
 
+LOUDNESS_WITHIN_SPEC = CheckKind(
+    "loudness_within_spec", True,
+    lambda s: (
+        f"Measured from the WAV: integrated loudness {s.target_lufs:g} LUFS +/- {s.loudness_tolerance_lu:g} LU, "
+        f"true peak <= {s.max_true_peak_dbtp:g} dBTP."
+    ),
+    _loudness,
+)
+
 VOICEOVER = StageKind(
     name="voiceover",
     description="Speech of the script in the variant's locale and voice, with word timings, at -16 LUFS / -1 dBTP.",
@@ -87,16 +96,7 @@ VOICEOVER = StageKind(
     task=TASK_SPECS["voice"],
     work=speak,
     settings=VoiceSettings,
-    checks=(
-        CheckKind(
-            "loudness_within_spec", True,
-            lambda s: (
-                f"Measured from the WAV: integrated loudness {s.target_lufs:g} LUFS +/- {s.loudness_tolerance_lu:g} LU, "
-                f"true peak <= {s.max_true_peak_dbtp:g} dBTP."
-            ),
-            _loudness,
-        ),
-    ),
+    checks=(LOUDNESS_WITHIN_SPEC,),
     group="audio",
     kinds=frozenset({"wav"}),
     rollup_files=lambda stage, manifest: {stage: manifest.artifact},

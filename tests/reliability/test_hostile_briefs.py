@@ -7,11 +7,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from orchestration.sensors import brief_sensor
 from resources.brief_schema import BriefError, load_brief
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
-from tests.helpers import run_campaign
+from tests.helpers import brief_sensor, run_campaign
 from tests.reliability.simcloud import SMALL_RUN, decode_mp4, local_bytes
 
 VALID = {
@@ -144,14 +143,14 @@ def test_sensor_stays_up_and_valid_briefs_still_produce(studio_home, hostile_fol
     (hostile_folder / "valid-two.yaml").write_text(yaml.safe_dump(second))
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()})
-        result = brief_sensor(context)  # must not raise
+        result = brief_sensor()(context)  # must not raise
         assert sorted(r.partition_key for r in result.run_requests) == ["valid-one.solo", "valid-two.wide"]
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         assert sorted(instance.get_dynamic_partitions("variants")) == ["valid-one.solo", "valid-two.wide"]
 
         # Evaluated again with nothing new: the skip reason lists every bad file and its field.
-        again = brief_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"briefs": BriefSource()}))
+        again = brief_sensor()(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"briefs": BriefSource()}))
         assert again.run_requests == []
         reason = again.skip_reason.skip_message
         for name, (_, field) in CORPUS.items():

@@ -1,0 +1,137 @@
+"""Pipelines through Dagster: the campaign pipeline reproduces its recorded outputs; one variant of each shipped pipeline."""
+
+import hashlib
+import io
+import json
+import shutil
+import wave
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from model_adapters.captions import parse_webvtt
+from resources.io_manager import JsonManifestIOManager
+from resources.manifests import ArtifactRef
+from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS
+from tests.helpers import mp4_top_level_boxes, read_artifact, register, run_campaign, studio_definitions
+
+pytestmark = pytest.mark.e2e
+
+DIGESTS = PROJECT_ROOT / "tests" / "data" / "campaign_digests.json"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def manifest_digests(load, keys, stages) -> dict[str, dict[str, str]]:
+    """`stage/partition` -> {field: sha256} for every stored file of each manifest (the concept: its text)."""
+    out = {}
+    for key in sorted(keys):
+        for stage in stages:
+            manifest = load(dg.AssetKey(stage), key)
+            if stage == "concept":
+                text = json.dumps([manifest.headline, manifest.script, manifest.image_prompt, list(manifest.caption_lines)])
+                out[f"{stage}/{key}"] = {"text": hashlib.sha256(text.encode()).hexdigest()}
+                continue
+            fields = type(manifest).model_fields
+            out[f"{stage}/{key}"] = {n: getattr(manifest, n).sha256 for n in fields if isinstance(getattr(manifest, n), ArtifactRef)}
+    return out
+
+
+def test_campaign_pipeline_reproduces_the_recorded_artifact_digests(studio_home, sample_briefs):
+    """config/pipelines/campaign.yaml makes, byte for byte, what the hard-wired graph made: every file of every
+    manifest of the sample briefs on the local routing at the shipped settings. A change meant to change outputs
+    (a new model, say) updates tests/data/campaign_digests.json deliberately."""
+    definitions = studio_definitions()
+    with dg.instance_for_test() as instance:
+        keys = register(instance, definitions)
+        for campaign in sorted({k.split(".")[0] for k in keys}):
+            ks = [k for k in keys if k.startswith(campaign + ".")]
+            assert run_campaign(instance, ks, run_config=QUIET, definitions=definitions).success
+    stages = ("concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+    found = manifest_digests(JsonManifestIOManager().load_manifest, keys, stages)
+    expected = json.loads(DIGESTS.read_text())
+    assert len(expected) == 42 and sum(len(v) for v in expected.values()) == 70
+    assert found == expected
+
+
+def brief(campaign: str, pipeline: str | None, locale="en-US", ratio="1:1", duration=3) -> dict:
+    data = yaml.safe_load((SAMPLE_BRIEFS / "aurora-lamp.yaml").read_text())
+    data["campaign_id"] = campaign
+    data["variants"] = [{"id": "one", "locale": locale, "aspect_ratio": ratio, "duration_s": duration}]
+    if pipeline:
+        data["pipeline"] = pipeline
+    return data
+
+
+FAST = {"loggers": QUIET["loggers"]}
+
+
+def test_one_variant_of_each_shipped_pipeline(studio_home, briefs_folder):
+    for campaign, pipeline in (("lamp-video", None), ("lamp-stills", "stills"), ("lamp-radio", "audio")):
+        (briefs_folder / f"{campaign}.yaml").write_text(yaml.safe_dump(brief(campaign, pipeline)))
+    definitions = studio_definitions()
+    load = JsonManifestIOManager().load_manifest
+    with dg.instance_for_test() as instance:
+        sensor = definitions.resolve_sensor_def("brief_sensor")
+        result = sensor(dg.build_sensor_context(instance=instance, resources={"briefs": definitions.resources["briefs"]}))
+        jobs = {r.partition_key: r.job_name for r in result.run_requests}
+        assert jobs == {"lamp-video.one": "produce_campaign", "lamp-stills.one": "produce_stills", "lamp-radio.one": "produce_audio"}
+        partitions = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
+        assert partitions == {"variants": ["lamp-video.one"], "stills_variants": ["lamp-stills.one"], "audio_variants": ["lamp-radio.one"]}
+        for name, keys in partitions.items():
+            instance.add_dynamic_partitions(name, keys)
+        for key, job in jobs.items():
+            run_config = {**FAST}
+            if job == "produce_campaign":
+                run_config["ops"] = {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24}}}}
+            assert run_campaign(instance, [key], run_config=run_config, definitions=definitions, job_name=job).success, job
+
+        # stills: a finished still at the brief's size, nothing spoken; its own asset keys.
+        refined = load(dg.AssetKey(["stills", "refined_image"]), "lamp-stills.one")
+        with Image.open(io.BytesIO(read_artifact(refined.artifact))) as png:
+            assert png.format == "PNG" and png.size == (1080, 1080)
+            assert np.asarray(png.convert("L")).std() > 10
+        assert not instance.fetch_materializations(dg.AssetKey(["stills", "voiceover"]), limit=1).records
+        stills_rollup = instance.fetch_materializations(dg.AssetKey(["stills", "campaign_rollup"]), limit=1).records[0]
+        assert "data:image/jpeg;base64," in stills_rollup.asset_materialization.metadata["lamp-stills/contact_sheet"].value
+
+        # audio: a voiceover at -16 LUFS with its captions, no picture; the roll-up has no contact sheet.
+        audio = load(dg.AssetKey(["audio", "voiceover"]), "lamp-radio.one")
+        with wave.open(io.BytesIO(read_artifact(audio.artifact))) as wav:
+            assert wav.getnframes() / wav.getframerate() == pytest.approx(audio.duration_s, abs=0.01) and audio.duration_s > 1
+        captions = load(dg.AssetKey(["audio", "captions"]), "lamp-radio.one")
+        cues = parse_webvtt(read_artifact(captions.vtt).decode())
+        assert " ".join(line for cue in cues for line in cue.lines).split() == [w.word for w in audio.words]
+        radio_rollup = instance.fetch_materializations(dg.AssetKey(["audio", "campaign_rollup"]), limit=1).records[0].asset_materialization.metadata
+        assert "lamp-radio/costs" in radio_rollup and "lamp-radio/contact_sheet" not in radio_rollup
+        assert not list((studio_home / "manifests" / "audio").glob("*image*"))
+
+        # campaign: the video decodes, H.264 + AAC, faststart.
+        video = load(dg.AssetKey("synced_video"), "lamp-video.one")
+        assert mp4_top_level_boxes(read_artifact(video.artifact)).index("moov") < mp4_top_level_boxes(read_artifact(video.artifact)).index("mdat")
+        assert (video.width, video.height) == (360, 360)
+
+        # Each pipeline's checks ran on its own assets.
+        for key in (dg.AssetKey(["stills", "refined_image"]), dg.AssetKey(["audio", "voiceover"])):
+            check = "png_valid" if "stills" in key.path else "loudness_within_spec"
+            evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(key, check)])
+            assert evaluation[dg.AssetCheckKey(key, check)].status.value == "SUCCEEDED"
+
+
+def test_a_brief_naming_an_unknown_pipeline_is_refused_by_file_and_field(studio_home, briefs_folder):
+    (briefs_folder / "odd.yaml").write_text(yaml.safe_dump(brief("odd", "posters")))
+    shutil.copy(SAMPLE_BRIEFS / "trail-runner.yaml", briefs_folder)
+    definitions = studio_definitions()
+    with dg.instance_for_test() as instance:
+        result = definitions.resolve_sensor_def("brief_sensor")(
+            dg.build_sensor_context(instance=instance, resources={"briefs": definitions.resources["briefs"]})
+        )
+        assert {r.partition_key.split(".")[0] for r in result.run_requests} == {"trail-runner"}
+        assert not instance.get_dynamic_partitions("stills_variants")
+    from orchestration.sensors import plan_brief_changes
+    from tests.helpers import shipped_pipelines
+
+    outcome = plan_brief_changes(definitions.resources["briefs"].scan(), {}, {}, shipped_pipelines())
+    assert outcome.problems == [f"{briefs_folder / 'odd.yaml'}: pipeline: unknown pipeline 'posters'; loaded pipelines: audio, campaign, stills"]
