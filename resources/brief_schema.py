@@ -102,7 +102,7 @@ class Brief(_Strict):
     banned_terms: tuple[Annotated[str, StringConstraints(min_length=1, max_length=80)], ...] = ()
     budget_usd: float = Field(ge=0)
     # The pipeline (config/pipelines/<name>.yaml) that makes this campaign's variants.
-    pipeline: Slug = "campaign"
+    pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")] = "campaign"
     variants: tuple[Variant, ...] = Field(min_length=1, max_length=256)
 
     @field_validator("budget_usd", mode="before")
