@@ -44,7 +44,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from assets.dagster_api import latest_materializations
+from assets.dagster_api import latest_materializations, partition_check_evaluation, partitioned_asset_check
 from assets.stages import CheckOutcome, Pipeline
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
 from model_adapters.local_video import mp4_top_level_boxes
@@ -476,7 +476,7 @@ def check_evaluation(
     asset_key = asset if isinstance(asset, dg.AssetKey) else dg.AssetKey(asset)
     subject = f"{asset_key.to_user_string()} [{partition_key}]"
     description = f"{subject}: {name} passed" if passed else f"{subject}: {name} failed: " + "; ".join(problems)
-    return dg.AssetCheckEvaluation(
+    return partition_check_evaluation(
         asset_key=asset_key,
         check_name=name,
         passed=passed,
@@ -520,7 +520,7 @@ def build_budget_check(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     """The campaign's spend within its budget, on the pipeline's final stage: a step of its own
     (the media checks run inside the model step, as each stage completes)."""
 
-    @dg.asset_check(
+    @partitioned_asset_check(
         asset=pipeline.key(pipeline.final_stage.name),
         name="campaign_within_budget",
         additional_ins={"brief": dg.AssetIn(pipeline.key("brief"))},

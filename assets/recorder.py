@@ -8,10 +8,11 @@ evaluation per check and partition, aimed at the materialization it judged.
 
 A variant whose stage was reused (unchanged inputs, assets/reuse.py) is
 recorded too: a materialization of the same manifest, marked `reused`, with
-the metadata of the one it repeats, and each of its checks passed as
-`unchanged` (the verdict the output got when it was made). So a run that
-changed nothing still ends green and the UI shows the partition as
-materialized by it: a backfill of an unchanged partition completes.
+the metadata of the one it repeats. So a run that changed nothing still ends
+green and the UI shows the partition as materialized by it: a backfill of an
+unchanged partition completes. Its checks are not evaluated again: their last
+evaluations judged the same manifest and stand (re-recording them would be
+one event per check and variant, most of an unchanged re-run's cost).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from assets.reuse import ReusePlan
 from assets.stages import CheckOutcome, Pipeline, StageCheck
 
 REUSED_METADATA_KEY = "reused"
-UNCHANGED_CHECK = CheckOutcome(True, {"unchanged": "the output this check passed when it was made", "problems": []})
 
 
 class Recorder:
@@ -88,13 +88,15 @@ class Recorder:
                 metadata[key] = self.metadata[stage][key]
         add_partition_metadata(self.context, asset_key, metadata)
         yield dg.Output(self.manifests[stage], output_name=self.context.assets_def.get_output_name_for_asset_key(asset_key))
-        # Check results, one per variant, against the materialization they judged.
-        # A failed blocking one fails the step (Dagster raises once they are recorded).
-        targets = latest_materializations(self.context.instance, asset_key, self.keys) if self.checks_by_stage[stage] else {}
+        # Check results, one per variant made here, against the materialization they judged.
+        # A failed blocking one fails the step (Dagster raises once they are recorded). A reused
+        # output is not judged again: its last evaluation, of the same manifest, stands (one
+        # event per check and variant is most of what an unchanged re-run would cost).
+        made = [key for key in self.keys if key not in reused]
+        targets = latest_materializations(self.context.instance, asset_key, made) if self.checks_by_stage[stage] and made else {}
         for check in self.checks_by_stage[stage]:
-            for key in self.keys:
-                outcome = UNCHANGED_CHECK if key in reused else self.outcomes[stage][key][check.name]
-                yield check_evaluation(asset_key, check.name, check.blocking, key, outcome, targets.get(key))
+            for key in made:
+                yield check_evaluation(asset_key, check.name, check.blocking, key, self.outcomes[stage][key][check.name], targets.get(key))
 
     def finish(self) -> Iterator[dg.Output]:
         """The check outputs, the run's summary in the log, and the step's failure naming every failed variant."""

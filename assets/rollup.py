@@ -47,6 +47,7 @@ or one declared with `default_status=RUNNING`).
 """
 
 
+import hashlib
 import io
 import json
 from collections import defaultdict
@@ -64,6 +65,7 @@ from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
 
 ROLLUP_CODE_VERSION = "1"
+SHEET_NAMESPACE = "contact-sheets"
 
 
 
@@ -272,6 +274,27 @@ def _load_variant(io_manager, pipeline: Pipeline, partition_key: str) -> tuple[d
     return manifests, missing
 
 
+def _drawn_sheet(store, title: str, tiles: list[tuple[str, str, ArtifactRef]]) -> tuple[ArtifactRef, bytes]:
+    """The contact sheet of these tiles and its preview JPEG: drawn once, then found again by what
+    it shows (title, labels, the tiles' digests), so a roll-up of unchanged campaigns draws nothing."""
+    key = hashlib.sha256(json.dumps([title, [(a, b, ref.sha256) for a, b, ref in tiles]]).encode()).hexdigest()
+    raw = store.read_entry(SHEET_NAMESPACE, key)
+    if raw is not None:
+        try:
+            entry = json.loads(raw)
+            sheet_ref, preview_ref = ArtifactRef.model_validate(entry["sheet"]), ArtifactRef.model_validate(entry["preview"])
+            if store.holds(sheet_ref):
+                return sheet_ref, store.get(preview_ref)
+        except (ValueError, KeyError, TypeError, FileNotFoundError):
+            pass  # a damaged entry or a lost file: draw it again
+    sheet = contact_sheet(title, [(label, sublabel, store.get(ref)) for label, sublabel, ref in tiles])
+    sheet_ref = store.put(sheet_png(sheet), extension=".png", media_type="image/png")
+    preview = thumbnail_of(sheet)
+    preview_ref = store.put(preview, extension=".jpg", media_type="image/jpeg")
+    store.write_entry(SHEET_NAMESPACE, key, json.dumps({"sheet": sheet_ref.model_dump(), "preview": preview_ref.model_dump()}).encode())
+    return sheet_ref, preview
+
+
 def _uri_metadata(ref: ArtifactRef) -> dg.MetadataValue:
     return dg.MetadataValue.path(ref.uri.removeprefix("file://")) if ref.uri.startswith("file://") else dg.MetadataValue.url(ref.uri)
 
@@ -285,7 +308,7 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         deps=[dg.AssetDep(pipeline.key(stage), partition_mapping=dg.AllPartitionMapping()) for stage in variant_stages(pipeline)],
         required_resource_keys={MANIFEST_IO_MANAGER_KEY, "artifacts", "router"},
         automation_condition=ROLLUP_AUTOMATION,
-        group_name="rollup" if not pipeline.key_prefix else pipeline.name,
+        group_name=pipeline.group("rollup"),
         kinds={"png", "json"},
         code_version=ROLLUP_CODE_VERSION,
         owners=["team:creative-ops"],
@@ -310,15 +333,12 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                 continue
             variants = [variant_rollup(key, manifests, pipeline) for key, (manifests, _) in loaded.items()]
             first_brief = loaded[variants[0].partition_key][0]["brief"]
-            sheet = sheet_ref = None
+            sheet_ref = preview = None
             if tiled is not None:
                 tile_of = tiled.kind.contact_sheet_tile
-                tiles = [
-                    (v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", store.get(tile_of(loaded[v.partition_key][0][tiled.name])))
-                    for v in variants
-                ]
-                sheet = contact_sheet(f"{campaign_id}: {first_brief.product}", tiles)
-                sheet_ref = store.put(sheet_png(sheet), extension=".png", media_type="image/png")
+                title = f"{campaign_id}: {first_brief.product}"
+                labels = [(v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", tile_of(loaded[v.partition_key][0][tiled.name])) for v in variants]
+                sheet_ref, preview = _drawn_sheet(store, title, labels)
             doc = campaign_doc(
                 campaign_id, first_brief.product, first_brief.budget_usd, variants, sheet_ref, ledger.totals(campaign_id)["spent_usd"], stages
             )
@@ -334,8 +354,8 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                     f"{campaign_id}/total_latency_s": dg.MetadataValue.float(doc.total_latency_s),
                 }
             )
-            if sheet is not None:
-                metadata[f"{campaign_id}/contact_sheet"] = jpeg_markdown(thumbnail_of(sheet), f"{campaign_id} contact sheet")
+            if sheet_ref is not None:
+                metadata[f"{campaign_id}/contact_sheet"] = jpeg_markdown(preview, f"{campaign_id} contact sheet")
                 metadata[f"{campaign_id}/contact_sheet_file"] = _uri_metadata(sheet_ref)
             context.log.info(f"rolled up {campaign_id}: {len(variants)} variants, ${doc.total_cost_usd:.4f}, summary {summary_ref.uri}")
 

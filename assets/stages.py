@@ -190,6 +190,10 @@ class Pipeline:
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])
 
+    def group(self, default: str) -> str:
+        """The UI's asset group: the default pipeline keeps its groups by stage; others group by pipeline."""
+        return default if not self.key_prefix else self.name
+
     def named(self, base: str) -> str:
         """A Dagster name (op, job, schedule) unique to this pipeline."""
         return "__".join([*self.key_prefix, base])

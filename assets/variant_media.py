@@ -63,7 +63,7 @@ def stage_spec(pipeline: Pipeline, stage: PipelineStage, code_version: str) -> d
         key=pipeline.key(stage.name),
         deps=[pipeline.key("brief"), *(pipeline.key(name) for name in stage.upstream)],
         description=stage.description,
-        group_name=stage.kind.group if not pipeline.key_prefix else pipeline.name,
+        group_name=pipeline.group(stage.kind.group),
         kinds=set(stage.kind.kinds),
         code_version=code_version,
         automation_condition=FOLLOW_UPSTREAM,

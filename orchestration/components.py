@@ -72,6 +72,11 @@ class StudioPipelines(dg.Component, dg.Model, dg.Resolvable):
         routing = load_routing_config(path)
         return load_pipelines(self.folder(), routing, str(path)), routing
 
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+    def definitions(self) -> dg.Definitions:
+        """What `build_defs` returns; it needs nothing from the load context (paths are the
+        project's), so the dry run and tests build it with an explicit routing config too."""
         pipelines, routing = self.resolve_pipelines()
         return pipelines_definitions(pipelines, routing)
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return self.definitions()

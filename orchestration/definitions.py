@@ -68,7 +68,7 @@ def pipeline_definitions(routing_path: Path | None = None) -> dg.Definitions:
     routing config (the dry run, tests), the same component built with it."""
     if routing_path is None:
         return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
-    return StudioPipelines(routing=str(routing_path)).build_defs(None)  # builds from its own attributes alone
+    return StudioPipelines(routing=str(routing_path)).definitions()
 
 
 def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:

@@ -38,6 +38,7 @@ class BriefScanOutcome:
     problems: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
     pipelines: dict[str, str] = field(default_factory=dict)  # campaign id -> its pipeline
+    rejected_paths: set[str] = field(default_factory=set)  # files that are there but cannot be used (being edited)
 
 
 def plan_brief_changes(
@@ -53,12 +54,14 @@ def plan_brief_changes(
     for brief_file in scanned:
         if brief_file.error is not None:
             outcome.problems.append(str(brief_file.error))
+            outcome.rejected_paths.add(str(brief_file.path))
             continue
         brief = brief_file.brief
         if pipelines is not None and brief.pipeline not in pipelines:
             outcome.problems.append(
                 f"{brief_file.path}: pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}"
             )
+            outcome.rejected_paths.add(str(brief_file.path))
             continue
         if brief.campaign_id in owner_of_campaign:
             outcome.problems.append(
@@ -127,8 +130,7 @@ def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pi
     outcome = plan_brief_changes(scanned, known, existing, pipelines)
     for problem in outcome.problems:
         context.log.error(f"invalid brief: {problem}")
-    invalid_paths = {str(f.path) for f in scanned if f.error is not None}
-    removed = removed_since(previous_files, outcome, invalid_paths)
+    removed = removed_since(previous_files, outcome, outcome.rejected_paths)
     for campaign in removed:
         kept = sorted(k for k in every_existing if k.startswith(campaign + "."))
         context.log.warning(

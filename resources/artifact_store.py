@@ -60,7 +60,8 @@ def entry_key(namespace: str, key: str) -> str:
     return f"{namespace}/{key[:2]}/{key}.json"
 
 
-ENTRY_NAMESPACES = ("cache",)
+# The router's response cache; the roll-up's drawn contact sheets, by what they show.
+ENTRY_NAMESPACES = ("cache", "contact-sheets")
 
 
 def _verified(ref: ArtifactRef, data: bytes) -> bytes:

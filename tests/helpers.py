@@ -35,14 +35,18 @@ CAMPAIGN = SAMPLE_CAMPAIGN
 EXPECTED_REFINED = {"9:16": (1080, 1920), "1:1": (1080, 1080), "16:9": (1920, 1080)}
 # A smaller video keeps the test quick; 720p is what `make demo` produces.
 FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
-VARIANT_ASSETS = ("brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
 
 
 def shipped_pipelines() -> dict:
-    """The pipelines of config/pipelines/, resolved against the routing in effect."""
+    """The pipelines of config/pipelines/, resolved against the shipped local routing."""
     from orchestration.components import StudioPipelines
 
-    return StudioPipelines().resolve_pipelines()[0]
+    return StudioPipelines(routing="config/routing.local.yaml", pipelines_dir="config/pipelines").resolve_pipelines()[0]
+
+
+# The campaign pipeline's stages, from config/pipelines/campaign.yaml: what every variant has.
+CAMPAIGN_STAGES = shipped_pipelines()["campaign"].stage_names
+VARIANT_ASSETS = ("brief", *CAMPAIGN_STAGES)
 
 
 def brief_sensor(definitions=None) -> dg.SensorDefinition:

@@ -194,3 +194,19 @@ def test_stage_kinds_are_found_in_their_package():
     with pytest.raises(KeyError, match="unknown stage kind 'x'"):
         stage_kind("x")
     assert Path(stage_kind("concept").work.__code__.co_filename).parent.name == "stage_kinds"
+
+
+def test_an_incomplete_stage_kind_fails_naming_it():
+    import dataclasses
+
+    from assets.stage_kinds import stage_kind, validate_stage_kind
+    from model_adapters.tasks import TASK_SPECS
+
+    voiceover = stage_kind("voiceover")
+    with pytest.raises(TypeError, match=r"stage kind 'voiceover' \(x\): output must be a manifest model"):
+        validate_stage_kind(dataclasses.replace(voiceover, output=dict), "x")
+    stray = dataclasses.replace(TASK_SPECS["voice"], name="voice2")
+    with pytest.raises(ValueError, match="task 'voice2' is not a registered task spec"):
+        validate_stage_kind(dataclasses.replace(voiceover, task=stray), "x")
+    with pytest.raises(ValueError, match="check names repeat"):
+        validate_stage_kind(dataclasses.replace(voiceover, checks=voiceover.checks * 2), "x")

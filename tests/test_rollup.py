@@ -24,7 +24,7 @@ from resources.io_manager import JsonManifestIOManager
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 from tests.helpers import materialized_sample_campaign, read_artifact, register, shipped_pipelines
 
-PAID_STAGES = paid_stages(shipped_pipelines()["campaign"])
+PAID_STAGES = paid_stages(shipped_pipelines()["campaign"])  # the campaign pipeline's routed stages
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +140,26 @@ def test_automation_requests_the_rollup_once_variants_update(campaign):
     assert second.get_num_requested(ROLLUP) == 1
     third = dg.evaluate_automation_conditions(defs=definitions, instance=campaign.instance, cursor=second.cursor)
     assert third.get_num_requested(ROLLUP) == 0  # requested once, not on every tick
+
+
+def test_a_contact_sheet_is_drawn_once_for_what_it_shows(studio_home, monkeypatch):
+    import assets.rollup as rollup
+    from resources.artifact_store import FilesystemArtifactStore
+
+    store = FilesystemArtifactStore()
+    tile = io.BytesIO()
+    Image.new("RGB", (90, 160), (200, 120, 40)).save(tile, format="JPEG")
+    ref = store.put(tile.getvalue(), extension=".jpg", media_type="image/jpeg")
+    sheet, preview = rollup._drawn_sheet(store, "c: P", [("a", "9:16 en-US", ref)])
+    assert Image.open(io.BytesIO(store.get(sheet))).format == "PNG" and Image.open(io.BytesIO(preview)).format == "JPEG"
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(rollup, "contact_sheet", no_drawing)
+    assert rollup._drawn_sheet(store, "c: P", [("a", "9:16 en-US", ref)]) == (sheet, preview)
+    with pytest.raises(AssertionError, match="drawn again"):  # other labels: another sheet
+        rollup._drawn_sheet(store, "c: P", [("b", "9:16 en-US", ref)])
+    monkeypatch.undo()
+    (studio_home / "artifacts" / "sha256" / sheet.sha256[:2] / f"{sheet.sha256}.png").unlink()
+    assert rollup._drawn_sheet(store, "c: P", [("a", "9:16 en-US", ref)])[0] == sheet  # a lost file is drawn again

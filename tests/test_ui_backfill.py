@@ -25,11 +25,11 @@ from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST_VIDEO, VARIANT_ASSETS, register, run_campaign
+from tests.helpers import CAMPAIGN_STAGES, FAST_VIDEO, VARIANT_ASSETS, register, run_campaign
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ("concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+STAGES = CAMPAIGN_STAGES
 KEY = "quick-check.square-en"
 BRIEF = """\
 campaign_id: quick-check

@@ -10,9 +10,33 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from assets.stages import StageKind
+from pydantic import BaseModel
+
+from assets.stages import StageKind, StageSettings
+from model_adapters.tasks import TASK_SPECS
 
 _KINDS: dict[str, StageKind] = {}
+
+
+def validate_stage_kind(kind: StageKind, module: str) -> None:
+    """A kind is complete or the load fails, naming it: no silent defaults downstream."""
+    where = f"stage kind {kind.name!r} ({module})"
+    if not callable(kind.work):
+        raise TypeError(f"{where}: work must be a coroutine function")
+    if not (isinstance(kind.output, type) and issubclass(kind.output, BaseModel) and "partition_key" in kind.output.model_fields):
+        raise TypeError(f"{where}: output must be a manifest model (resources/manifests.py)")
+    for slot, manifest in kind.inputs.items():
+        if not (isinstance(manifest, type) and issubclass(manifest, BaseModel)):
+            raise TypeError(f"{where}: input {slot!r} must name a manifest type")
+    if not (isinstance(kind.settings, type) and issubclass(kind.settings, StageSettings)):
+        raise TypeError(f"{where}: settings must subclass StageSettings")
+    if kind.task is not None and TASK_SPECS.get(kind.task.name) is not kind.task:
+        raise ValueError(f"{where}: task {kind.task.name!r} is not a registered task spec (model_adapters/tasks.py)")
+    if kind.task is not None and "provenance" not in kind.output.model_fields:
+        raise ValueError(f"{where}: a routed kind's manifest needs provenance (the roll-up reads its cost and latency)")
+    names = [check.name for check in kind.checks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: check names repeat: {names}")
 
 
 def stage_kinds() -> dict[str, StageKind]:
@@ -25,6 +49,7 @@ def stage_kinds() -> dict[str, StageKind]:
             if not isinstance(kinds, tuple) or not all(isinstance(k, StageKind) for k in kinds):
                 raise TypeError(f"{module.__name__} must define KINDS, a tuple of StageKind")
             for kind in kinds:
+                validate_stage_kind(kind, module.__name__)
                 if kind.name in found:
                     raise ValueError(f"stage kind {kind.name!r} is defined twice ({module.__name__})")
                 found[kind.name] = kind
