@@ -13,6 +13,10 @@ export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
 # threads (torch, PyAV, numpy) then keep hundreds of MiB of freed memory mapped.
 # Two arenas: the 7-variant demo's peak RSS 1.3 GiB instead of 1.65-2.0, same speed.
 export MALLOC_ARENA_MAX ?= 2
+# Dagster hands a partition-range output's materializations and a run's planned events to the
+# event log in batches: one transaction each in the local SQLite log (orchestration/sqlite_event_log.py)
+# instead of one per event. An unchanged 64-variant re-run records 384 materializations.
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 .PHONY: install demo ui test bench bench-quick clean chromium
 

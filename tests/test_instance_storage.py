@@ -86,3 +86,38 @@ def test_a_forked_child_opens_its_own_connections(home):
         assert latest.asset_materialization.partition == "c"
         # The parent's own connections still work.
         assert _materialize(instance, "b").success
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition([f"p{i}" for i in range(20)]), backfill_policy=dg.BackfillPolicy.single_run())
+def many(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
+
+
+def test_batches_are_one_transaction_per_shard_and_store_what_single_writes_would(home, monkeypatch):
+    from assets.dagster_api import partition_range_tags
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        batches = []
+        original = PooledSqliteEventLogStorage.store_event_batch
+        monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", lambda self, events: (batches.append(len(events)), original(self, events))[1])
+        result = dg.materialize([many], instance=instance, tags=partition_range_tags("p0", "p19"))
+        assert result.success
+        assert max(batches) >= 20  # the planned events and the range's materializations came in batches
+        records = instance.fetch_materializations(dg.AssetKey("many"), limit=100).records
+        assert sorted(r.partition_key for r in records) == sorted(f"p{i}" for i in range(20))
+        assert instance.get_materialized_partitions(dg.AssetKey("many")) == {f"p{i}" for i in range(20)}
+        with dg.DagsterInstance.get() as reader:  # committed: another instance sees them
+            assert len(reader.fetch_materializations(dg.AssetKey("many"), limit=100).records) == 20
+
+        # A batch that fails midway keeps nothing (Dagster then stores the events one by one).
+        events = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"]
+        before = len(instance.all_logs(result.run_id))
+        broken = [*events[:3], "not an event"]
+        with pytest.raises(Exception):
+            storage.store_event_batch(broken)
+        assert len(instance.all_logs(result.run_id)) == before
+        assert storage._batch is None  # noqa: SLF001 - the next write is an ordinary one
+        storage.store_event(events[0])
+        assert len(instance.all_logs(result.run_id)) == before + 1
