@@ -1118,6 +1118,9 @@ class ProviderSimulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._rng = random.Random(self.settings.seed)
+        # One fault stream per endpoint group: the k-th request to a group draws the same
+        # fault whatever the other groups' requests interleaved with it (concurrent clients).
+        self._fault_rngs: dict[str, random.Random] = {}
         self._sequence_pos: dict[str, int] = defaultdict(int)
         self._stats = _Stats()
         self._media: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
@@ -1173,6 +1176,7 @@ class ProviderSimulator:
         with self._lock:
             self.settings = settings
             self._rng = random.Random(settings.seed)
+            self._fault_rngs.clear()
             self._sequence_pos.clear()
 
     # -- stats --
@@ -1251,7 +1255,9 @@ class ProviderSimulator:
             if position < len(faults.sequence):
                 self._sequence_pos[group] += 1
                 return faults.sequence[position]
-            roll = self._rng.random()
+            if group not in self._fault_rngs:
+                self._fault_rngs[group] = random.Random(f"{self.settings.seed}|{group}")
+            roll = self._fault_rngs[group].random()
         for name in FAULT_RATES:
             rate = getattr(faults, name)
             if roll < rate:
