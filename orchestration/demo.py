@@ -19,6 +19,7 @@ import dagster as dg
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.dagster_api import partition_range_tags
+from assets.rollup import tile_stage
 from model_adapters.concurrency import COMPUTE_SLOTS
 from orchestration.components import StudioPipelines
 from orchestration.definitions import build_definitions
@@ -109,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     with resolved_resource(definitions, MANIFEST_IO_MANAGER_KEY) as manifests:
         for campaign_id, keys in campaigns.items():
             pipeline = pipelines[campaign_pipeline[campaign_id]]
-            # Each variant's files of the stages that make one (the last two such stages).
-            shown = [s for s in pipeline.stages if getattr(s.kind.output, "model_fields", {}).get("artifact")][-2:]
+            # Each variant's picture (the roll-up's tile) and its final stage's file.
+            pictured = tile_stage(pipeline)
+            shown = [pictured] if pictured and pictured.name != pipeline.final_stage.name else []
+            shown.append(pipeline.final_stage)
             for key in keys:
                 for stage in shown:
                     try:
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     except FileNotFoundError:
                         print(f"  {key:32s} {stage.name:14s} (missing)")
                         continue
-                    print(f"  {key:32s} {stage.name:14s} {manifest.artifact.uri.removeprefix('file://')}")
+                    files = stage.kind.rollup_files(stage.name, manifest)
+                    print(f"  {key:32s} {stage.name:14s} {next(iter(files.values())).uri.removeprefix('file://') if files else '-'}")
                     if stage.kind.name == "video":
                         video_seconds += manifest.duration_s
 

@@ -135,3 +135,19 @@ def test_a_brief_naming_an_unknown_pipeline_is_refused_by_file_and_field(studio_
 
     outcome = plan_brief_changes(definitions.resources["briefs"].scan(), {}, {}, shipped_pipelines())
     assert outcome.problems == [f"{briefs_folder / 'odd.yaml'}: pipeline: unknown pipeline 'posters'; loaded pipelines: audio, campaign, stills"]
+
+
+def test_make_demo_runs_each_brief_through_its_pipeline(studio_home, briefs_folder, capsys):
+    """`make demo`'s runner: each campaign through its own pipeline's job; per variant the picture and the final file."""
+    from orchestration import demo
+
+    for campaign, pipeline in (("demo-stills", "stills"), ("demo-radio", "audio")):
+        (briefs_folder / f"{campaign}.yaml").write_text(yaml.safe_dump(brief(campaign, pipeline)))
+    assert demo.main([]) == 0
+    out = capsys.readouterr().out
+    assert "demo-stills [demo-stills.one .. demo-stills.one] (stills): ok" in out
+    assert "demo-radio [demo-radio.one .. demo-radio.one] (audio): ok" in out
+    lines = {tuple(line.split()[:2]): line.split()[2] for line in out.splitlines() if line.startswith("  demo-")}
+    assert lines[("demo-stills.one", "refined_image")].endswith(".png")
+    assert lines[("demo-radio.one", "captions")].endswith(".vtt")
+    assert ("demo-radio.one", "refined_image") not in lines
