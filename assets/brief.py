@@ -24,7 +24,7 @@ def build_brief_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         key=pipeline.key("brief"),
         **variant_asset_kwargs(
             pipeline,
-            group=pipeline.group("brief"),
+            group=pipeline.group_name,
             kinds={"yaml"},
             description="The variant's slice of its campaign brief (validated YAML from the briefs folder).",
             code_version=BRIEF_CODE_VERSION,

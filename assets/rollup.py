@@ -308,7 +308,7 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         deps=[dg.AssetDep(pipeline.key(stage), partition_mapping=dg.AllPartitionMapping()) for stage in variant_stages(pipeline)],
         required_resource_keys={MANIFEST_IO_MANAGER_KEY, "artifacts", "router"},
         automation_condition=ROLLUP_AUTOMATION,
-        group_name=pipeline.group("rollup"),
+        group_name=pipeline.group_name,
         kinds={"png", "json"},
         code_version=ROLLUP_CODE_VERSION,
         owners=["team:creative-ops"],

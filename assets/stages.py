@@ -116,7 +116,6 @@ class StageKind:
     settings: type[StageSettings] = NoSettings
     checks: tuple[CheckKind, ...] = ()
     accelerator: bool = False  # its adapters run torch models: worth a GPU
-    group: str = "media"
     kinds: frozenset[str] = frozenset()  # Dagster kinds (UI badges)
     # Files it contributes to the campaign roll-up: (stage name, manifest) -> {label: ref}.
     rollup_files: Callable[[str, Any], Mapping[str, ArtifactRef]] = lambda stage, manifest: {}
@@ -190,9 +189,10 @@ class Pipeline:
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])
 
-    def group(self, default: str) -> str:
-        """The UI's asset group: the default pipeline keeps its groups by stage; others group by pipeline."""
-        return default if not self.key_prefix else self.name
+    @property
+    def group_name(self) -> str:
+        """The UI's asset group: one per pipeline, so each shows as one box in the graph."""
+        return self.name
 
     def named(self, base: str) -> str:
         """A Dagster name (op, job, schedule) unique to this pipeline."""

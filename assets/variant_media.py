@@ -63,7 +63,7 @@ def stage_spec(pipeline: Pipeline, stage: PipelineStage, code_version: str) -> d
         key=pipeline.key(stage.name),
         deps=[pipeline.key("brief"), *(pipeline.key(name) for name in stage.upstream)],
         description=stage.description,
-        group_name=pipeline.group(stage.kind.group),
+        group_name=pipeline.group_name,
         kinds=set(stage.kind.kinds),
         code_version=code_version,
         automation_condition=FOLLOW_UPSTREAM,

@@ -82,7 +82,6 @@ CAPTIONS = StageKind(
             _banned_terms,
         ),
     ),
-    group="audio",
     kinds=frozenset({"vtt", "srt"}),
     rollup_files=lambda stage, manifest: {f"{stage}_vtt": manifest.vtt, f"{stage}_srt": manifest.srt},
 )

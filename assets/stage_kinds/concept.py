@@ -88,7 +88,6 @@ CONCEPT = StageKind(
             _on_brief,
         ),
     ),
-    group="concept",
     kinds=frozenset({"python"}),
 )
 

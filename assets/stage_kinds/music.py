@@ -76,7 +76,6 @@ MUSIC_BED = StageKind(
     work=mix_music_bed,
     settings=MusicBedSettings,
     checks=(LOUDNESS_WITHIN_SPEC,),
-    group="audio",
     kinds=frozenset({"wav"}),
     rollup_files=lambda stage, manifest: {stage: manifest.artifact},
 )

@@ -87,7 +87,6 @@ VIDEO = StageKind(
         ),
     ),
     accelerator=True,
-    group="video",
     kinds=frozenset({"mp4"}),
     rollup_files=lambda stage, manifest: {stage: manifest.artifact},
 )

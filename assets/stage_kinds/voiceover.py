@@ -97,7 +97,6 @@ VOICEOVER = StageKind(
     work=speak,
     settings=VoiceSettings,
     checks=(LOUDNESS_WITHIN_SPEC,),
-    group="audio",
     kinds=frozenset({"wav"}),
     rollup_files=lambda stage, manifest: {stage: manifest.artifact},
 )
