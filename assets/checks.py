@@ -49,6 +49,7 @@ from assets.stages import CheckOutcome, Pipeline
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
 from model_adapters.local_video import mp4_top_level_boxes
 from model_adapters.loudness import measure
+from model_adapters.received import describe_received, error_text
 from model_adapters.types import CaptionCue, WordTiming
 from resources.manifests import VariantBriefDoc
 from resources.model_router import ModelRouter
@@ -109,7 +110,7 @@ def check_png(
             image.load()
             fmt, (width, height), mode = image.format, image.size, image.mode
     except Exception as exc:  # PIL raises many types for bad data
-        return _outcome([f"does not decode as an image: {type(exc).__name__}: {exc}"], {"bytes": len(png)})
+        return _outcome([f"does not decode as an image: {error_text(exc)}; {describe_received(png)}"], {"bytes": len(png)})
     problems = []
     if fmt != "PNG":
         problems.append(f"is {fmt}, not PNG")

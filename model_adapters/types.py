@@ -196,11 +196,14 @@ class AdapterError(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
         retryable: bool | None = None,
+        billed_usd: float | None = None,
     ):
         super().__init__(message)
         self.provider = provider
         self.status = status
         self.retry_after_s = retry_after_s
+        # What the provider says this failed call cost (usage fields, a cost header), when it says.
+        self.billed_usd = billed_usd
         if retryable is not None:
             self.retryable = retryable
 

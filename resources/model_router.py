@@ -25,7 +25,7 @@ from pydantic import Field
 
 from model_adapters.registry import adapter_kind
 from model_adapters.tasks import Blob, task_spec
-from model_adapters.types import AdapterError, Price, Task, request_hash
+from model_adapters.types import AdapterError, MalformedResponse, Price, Task, request_hash
 from resources.manifests import ArtifactRef, Provenance
 from resources.policies.budget import BudgetLedger, CampaignBudget
 from resources.policies.cache import ResponseCache, cache_key, decode_result, encode_result
@@ -92,6 +92,21 @@ def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) ->
     """A call's cost from the provider's price table, as the task's spec prices it: before
     the call (`result` None) an estimate from the request, after it the actual from the result."""
     return task_spec(task).estimate_cost(price, request, result)
+
+
+def failed_call_cost(error: AdapterError, estimate_usd: float) -> float | None:
+    """What a call that raised `error` is charged (None: nothing, the call is not counted).
+
+    The provider's own figure when its answer carried one; else a call whose answer
+    arrived (HTTP 2xx) but could not be used, a malformed body or broken media, is
+    charged at its estimate: the provider did the work and bills it. A refusal (an
+    error status: 4xx, 5xx, 429), a connection that failed and our own timeout cost
+    nothing. docs/routing.md has the rule."""
+    if error.billed_usd is not None:
+        return error.billed_usd
+    if isinstance(error, MalformedResponse) and error.status in (None, *range(200, 300)):
+        return estimate_usd
+    return None
 
 
 @dataclass(frozen=True)
@@ -253,7 +268,7 @@ class RouterSession:
                     value = await method(request, *blobs)
             except AdapterError as exc:
                 if token:
-                    self._ledger.settle(variant.campaign_id, token, None)
+                    self._ledger.settle(variant.campaign_id, token, failed_call_cost(exc, estimate_cost(price, task, request)))
                 self._cooldowns.record_failure(provider_id, exc)
                 status = f" {exc.status}" if exc.status else ""
                 attempts.errors.append(f"{provider_id}: {type(exc).__name__}{status}: {exc}")

@@ -6,7 +6,9 @@ from collections import defaultdict
 import pytest
 
 from model_adapters import registry
-from model_adapters.types import AdapterInfo, FatalProviderError, ImageRequest, ImageResult, Price, RateLimited, RetryableError
+from model_adapters.types import (
+    AdapterInfo, FatalProviderError, ImageRequest, ImageResult, MalformedResponse, Price, ProviderTimeout, RateLimited, RetryableError,
+)
 from resources.artifact_store import ArtifactStore
 from resources.model_router import ModelRouter, NoProviderSucceeded, VariantContext
 from resources.policies.budget import BudgetExceeded
@@ -186,3 +188,24 @@ def test_rules_pick_routes_by_tier_and_locale_capability(router):
     # voice-en only declares English: a German variant skips it.
     (german,) = run(router, request("l"), variant=VariantContext(campaign_id="c", locale="de-DE"))
     assert german.provenance.adapter_id == "backup" and CALLS["voice-en"] == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "charged"),
+    [
+        (MalformedResponse("200 with a body that does not parse", provider="fake"), 1.0),  # answered: billed at the estimate
+        (MalformedResponse("200, the provider said what it bills", provider="fake", billed_usd=0.25), 0.25),
+        (RetryableError("503", provider="fake", status=503), 0.0),  # refused: not billed
+        (RateLimited("429", provider="fake", status=429, retry_after_s=0.0), 0.0),
+        (ProviderTimeout("our timeout, nothing came back", provider="fake"), 0.0),
+        (RetryableError("connection refused", provider="fake"), 0.0),
+    ],
+)
+def test_the_ledger_charges_what_providers_bill_for_failed_calls(router, error, charged):
+    SCRIPTS["primary"] = [error]
+    variant = VariantContext(campaign_id="camp", budget_usd=100.0)
+    (result,) = run(router, request("billed"), variant=variant)
+    assert result.provenance.adapter_id == "primary" and result.provenance.attempts == 2
+    totals = router.ledger().totals("camp")
+    assert totals["spent_usd"] == pytest.approx(1.0 + charged)  # the answered retry costs its price, 1.0
+    assert totals["calls"] == (2 if charged or error.billed_usd is not None else 1)

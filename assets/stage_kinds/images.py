@@ -8,6 +8,7 @@ from assets.checks import check_png
 from assets.metadata import artifact_metadata, jpeg_markdown, provenance_metadata, thumbnail_of
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
 from model_adapters.tasks import TASK_SPECS
+from model_adapters.received import describe_received, error_text
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
 from resources.manifests import ConceptDoc, ImageArtifact
 
@@ -30,7 +31,7 @@ def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int]
             fmt = image.format
             thumbnail = thumbnail_of(image)
     except Exception as exc:  # PIL raises many types for bad data
-        raise ValueError(f"{provider} returned an image that does not decode: {exc}") from None
+        raise ValueError(f"{provider} returned an image that does not decode ({error_text(exc)}); {describe_received(result.png)}") from None
     if fmt != "PNG":
         raise ValueError(f"{provider} returned {fmt}, not PNG")
     if size != (result.width, result.height):

@@ -9,6 +9,7 @@ from assets.checks import LOUDNESS_TOLERANCE_LU, MAX_TRUE_PEAK_DBTP, TARGET_LUFS
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
 from model_adapters.tasks import TASK_SPECS
+from model_adapters.received import describe_received, error_text
 from model_adapters.types import VoiceRequest, VoiceResult
 from resources.manifests import AudioArtifact, ConceptDoc
 
@@ -27,7 +28,7 @@ def checked_wav(result: VoiceResult, provider: str) -> bytes:
         with wave.open(io.BytesIO(result.wav)) as wav:
             frames, rate = wav.getnframes(), wav.getframerate()
     except (wave.Error, EOFError) as exc:
-        raise ValueError(f"{provider} returned audio that is not a valid WAV: {exc}") from None
+        raise ValueError(f"{provider} returned audio that is not a valid WAV ({error_text(exc)}); {describe_received(result.wav)}") from None
     if rate != result.sample_rate or frames == 0:
         raise ValueError(f"{provider} returned a WAV with {frames} frames at {rate} Hz (reported {result.sample_rate} Hz)")
     return result.wav

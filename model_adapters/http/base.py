@@ -54,6 +54,7 @@ from pydantic import BaseModel, ValidationError
 
 from model_adapters import loudness
 from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
+from model_adapters.received import describe_received, error_text
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -320,7 +321,7 @@ def open_image(data: bytes) -> Image.Image:
     except MediaError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as exc:
-        raise MediaError(f"image does not decode ({type(exc).__name__}: {exc})") from None
+        raise MediaError(f"image does not decode ({error_text(exc)}); {describe_received(data)}") from None
     return image
 
 
@@ -378,7 +379,7 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
     placeholder size) is read to the end. MediaError on anything else.
     """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise MediaError("not a RIFF/WAVE file (bad header)")
+        raise MediaError(f"not a RIFF/WAVE file (bad header); {describe_received(data)}")
     fmt: tuple[int, int, int, int] | None = None
     offset = 12
     while offset + 8 <= len(data):
@@ -755,7 +756,9 @@ class HttpAdapter:
         try:
             return json.loads(reply.content)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise self._malformed(reply.endpoint, f"body is not valid JSON ({exc})") from None
+            raise self._malformed(
+                reply.endpoint, f"body is not valid JSON ({exc}); {describe_received(reply.content, reply.headers.get('content-type'))}"
+            ) from None
 
     def _parse(self, model: type[M], data: Any, endpoint: str) -> M:
         try:

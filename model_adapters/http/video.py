@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict
 
 from model_adapters.http.base import POLL_OPTIONS, MediaError, decode_wav, fit_png
 from model_adapters.http.queue import FalQueue
+from model_adapters.received import describe_received, error_text
 from model_adapters.types import Price, VideoRequest, VideoResult
 
 MODEL = "fal-ai/ffmpeg-api/compose"
@@ -226,7 +227,7 @@ def probe_mp4(data: bytes) -> Mp4Facts:
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise MediaError(f"MP4 does not decode ({type(exc).__name__}: {exc})") from None
+        raise MediaError(f"MP4 does not decode ({error_text(exc)}); {describe_received(data)}") from None
     if facts.frames == 0:
         raise MediaError("MP4 has no decodable video frames")
     if facts.audio_duration_s <= 0:
