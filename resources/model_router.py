@@ -169,6 +169,7 @@ class RouterSession:
         self._sleep = sleep
         self._adapters: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._probes: dict[str, asyncio.Lock] = {}
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -238,17 +239,35 @@ class RouterSession:
             if wait > 0:
                 if index < len(route) - 1 or wait > self._retry.retry_after_cap_s:
                     attempts.fallbacks.append(provider_id)
-                    attempts.errors.append(f"{provider_id}: cooling down for {wait:.1f}s")
+                    attempts.errors.append(self._cooling_note(provider_id))
                     continue
                 await self._sleep(wait)  # the last option: wait it out
                 attempts.waited_s += wait
-            routed = await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
+            routed = await self._probed_call(task, provider_id, adapter, request, blobs, seed, variant, attempts)
             if routed is not None:
                 if self._cache is not None:
                     self._remember(task, keys[provider_id], routed.value, provider_id)
                 return routed
             attempts.fallbacks.append(provider_id)
         raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
+
+    def _cooling_note(self, provider_id: str) -> str:
+        # No seconds left in the text: the same refusal reads the same on every run.
+        reason = self._cooldowns.reason(provider_id)
+        return f"{provider_id}: cooling down" + (f" ({reason})" if reason else "")
+
+    async def _probed_call(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
+        """A provider that has not answered yet in this process gets one call at a time, so a
+        misconfigured one (404, the same 400 again) is cooled down after one or two calls
+        instead of one per variant in flight; once it has answered, its own limit applies."""
+        if not self._cooldowns.has_answered(provider_id):
+            async with self._probes.setdefault(provider_id, asyncio.Lock()):
+                if not self._cooldowns.has_answered(provider_id):
+                    if self._cooldowns.remaining_s(provider_id) > 0:  # the call before this one tripped it
+                        attempts.errors.append(self._cooling_note(provider_id))
+                        return None
+                    return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
+        return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
 
     async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
         method = getattr(adapter, task_spec(task).method)

@@ -93,6 +93,9 @@ class CooldownDefaults(_Strict):
     default_s: float = Field(default=30.0, ge=0, le=3600)
     auth_s: float = Field(default=300.0, ge=0, le=86400)
     failures_to_trip: int = Field(default=3, ge=1, le=100)
+    # A misconfigured provider (404/405, or the same 400 this many times in a row) is skipped this long.
+    config_error_s: float = Field(default=300.0, ge=0, le=86400)
+    config_errors_to_trip: int = Field(default=2, ge=1, le=100)
 
 
 class RoutingDefaults(_Strict):

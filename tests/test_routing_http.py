@@ -154,11 +154,16 @@ def test_cloud_campaign_through_the_simulator_twice(studio_home, one_campaign, t
             expected = {"premium": "gmi-image", "draft": "local-image", "standard": "fal-image"}[tier]
             assert image.adapter_id == expected, (key, tier, image)
         assert any(p.cost_usd > 0 for p in provenance.values())
+        refusals = []
         for key, tier in tiers.items():
             voice = provenance[("voiceover", key)]
             if tier != "draft":  # ElevenLabs refused the wrong key; OpenAI speech took over.
                 assert voice.adapter_id == "openai-voice" and voice.fallbacks == ("elevenlabs-voice",)
-                assert "AuthError 401" in voice.errors[0]
+                refusals.append(voice.errors[0])
+        # One variant's call was refused (the first call to a provider is a probe); the others
+        # found ElevenLabs cooling down and were told why.
+        assert sum("AuthError 401" in e for e in refusals) == 1, refusals
+        assert all("AuthError 401" in e or e == "elevenlabs-voice: cooling down (refused our key (401))" for e in refusals), refusals
         assert_campaign_media(keys, manifests.load_manifest)
 
         # Unchanged campaign, second run: nothing is made again (assets/reuse.py), no call made.
@@ -185,3 +190,23 @@ def test_cloud_campaign_through_the_simulator_twice(studio_home, one_campaign, t
             assert CANARY_KEY not in path.read_text(errors="ignore"), path
     captured = capfd.readouterr()
     assert CANARY_KEY not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(("status", "most_calls"), [(404, 1), (405, 1), (400, 2)])
+def test_a_misconfigured_provider_costs_one_or_two_calls_not_one_per_variant(studio_home, status, most_calls):
+    wrong = {"faults": {"server_error": 1.0, "server_error_status": status}}  # every call answers `status`
+    with simulator(endpoints={"openai_images": wrong}) as bad, simulator() as good:
+        router = image_router(
+            "[misconfigured, backup]",
+            {"misconfigured": openai_images(bad, max_concurrency=8), "backup": openai_images(good, max_concurrency=8)},
+        )
+        results = generate(router, [f"variant {i}" for i in range(16)])
+        again = generate(router, [f"variant {i}" for i in range(16, 20)])  # a later step in the same process
+        calls = sum(bad.stats()["statuses"].values())
+    assert calls <= most_calls, bad.stats()["statuses"]
+    assert all(r.provenance.adapter_id == "backup" for r in [*results, *again])
+    reasons = {e for r in [*results, *again] for e in r.provenance.errors if "cooling down" in e}
+    expected = "answered 400 with the same error" if status == 400 else f"answered {status}: the endpoint or method does not exist"
+    assert reasons and all(expected in e for e in reasons), reasons
+    # The refusal reads the same for every variant (no seconds left in it).
+    assert len(reasons) == 1
