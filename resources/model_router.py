@@ -235,15 +235,11 @@ class RouterSession:
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: does not support locale {variant.locale}")
                 continue
-            wait = self._cooldowns.remaining_s(provider_id)
-            if wait > 0:
-                if index < len(route) - 1 or wait > self._retry.retry_after_cap_s:
-                    attempts.fallbacks.append(provider_id)
-                    attempts.errors.append(self._cooling_note(provider_id))
-                    continue
-                await self._sleep(wait)  # the last option: wait it out
-                attempts.waited_s += wait
-            routed = await self._probed_call(task, provider_id, adapter, request, blobs, seed, variant, attempts)
+            last = index == len(route) - 1
+            if not await self._through_cooldown(provider_id, last, attempts):
+                attempts.fallbacks.append(provider_id)
+                continue
+            routed = await self._probed_call(task, provider_id, adapter, request, blobs, seed, variant, attempts, last)
             if routed is not None:
                 if self._cache is not None:
                     self._remember(task, keys[provider_id], routed.value, provider_id)
@@ -256,15 +252,28 @@ class RouterSession:
         reason = self._cooldowns.reason(provider_id)
         return f"{provider_id}: cooling down" + (f" ({reason})" if reason else "")
 
-    async def _probed_call(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
+    async def _through_cooldown(self, provider_id: str, last: bool, attempts: _Attempts) -> bool:
+        """False (noted) when the provider is cooling down and is skipped; the last option of a
+        route waits a cooldown out when it is within the Retry-After cap."""
+        wait = self._cooldowns.remaining_s(provider_id)
+        if wait <= 0:
+            return True
+        if not last or wait > self._retry.retry_after_cap_s:
+            attempts.errors.append(self._cooling_note(provider_id))
+            return False
+        await self._sleep(wait)
+        attempts.waited_s += wait
+        return True
+
+    async def _probed_call(self, task, provider_id, adapter, request, blobs, seed, variant, attempts, last) -> Routed[Any] | None:
         """A provider that has not answered yet in this process gets one call at a time, so a
         misconfigured one (404, the same 400 again) is cooled down after one or two calls
         instead of one per variant in flight; once it has answered, its own limit applies."""
         if not self._cooldowns.has_answered(provider_id):
             async with self._probes.setdefault(provider_id, asyncio.Lock()):
                 if not self._cooldowns.has_answered(provider_id):
-                    if self._cooldowns.remaining_s(provider_id) > 0:  # the call before this one tripped it
-                        attempts.errors.append(self._cooling_note(provider_id))
+                    # The call before this one may have tripped a cooldown meanwhile.
+                    if not await self._through_cooldown(provider_id, last, attempts):
                         return None
                     return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
         return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)

@@ -209,3 +209,15 @@ def test_the_ledger_charges_what_providers_bill_for_failed_calls(router, error, 
     totals = router.ledger().totals("camp")
     assert totals["spent_usd"] == pytest.approx(1.0 + charged)  # the answered retry costs its price, 1.0
     assert totals["calls"] == (2 if charged or error.billed_usd is not None else 1)
+
+
+def test_variants_queued_behind_a_first_call_that_was_rate_limited_wait_instead_of_failing(router, monkeypatch):
+    # One provider only: its first call (the probe) meets a 429; the calls queued behind it
+    # find it cooling down and, as it is the route's last option, wait it out.
+    config = CONFIG.replace("route: [primary, backup]", "route: [primary]")
+    only = ModelRouter.from_config(parse_routing_config(config), "test")
+    SCRIPTS["primary"] = [RateLimited("429", provider="primary", status=429, retry_after_s=2.0)]
+    waits = []
+    results = run(only, *(request(f"queued {i}") for i in range(4)), waits=waits)
+    assert all(not isinstance(r, Exception) and r.provenance.adapter_id == "primary" for r in results), results
+    assert CALLS["primary"] == 5 and 2.0 in waits
