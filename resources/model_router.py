@@ -94,6 +94,13 @@ def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) ->
     return task_spec(task).estimate_cost(price, request, result)
 
 
+# How long calls to a provider that has not answered yet wait behind its first call: a
+# misconfigured endpoint refuses at once (404, 400), a call still running after this is
+# being worked on. One window per provider per process at most, on the first calls only.
+PROBE_WINDOW_S = 0.5
+PROBE_POLL_S = 0.02
+
+
 def failed_call_cost(error: AdapterError, estimate_usd: float) -> float | None:
     """What a call that raised `error` is charged (None: nothing, the call is not counted).
 
@@ -170,6 +177,8 @@ class RouterSession:
         self._adapters: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._probes: dict[str, asyncio.Lock] = {}
+        self._probe_started: dict[str, float] = {}
+        self._probe_passed: set[str] = set()  # a first call outlasted the window: working, not refusing
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -268,14 +277,23 @@ class RouterSession:
     async def _probed_call(self, task, provider_id, adapter, request, blobs, seed, variant, attempts, last) -> Routed[Any] | None:
         """A provider that has not answered yet in this process gets one call at a time, so a
         misconfigured one (404, the same 400 again) is cooled down after one or two calls
-        instead of one per variant in flight; once it has answered, its own limit applies."""
-        if not self._cooldowns.has_answered(provider_id):
-            async with self._probes.setdefault(provider_id, asyncio.Lock()):
-                if not self._cooldowns.has_answered(provider_id):
+        instead of one per variant in flight. The others wait until a call is answered, or
+        until the call in flight has taken PROBE_WINDOW_S: a refusal comes back at once, a
+        call that takes longer is being worked on, and the provider's own limit applies."""
+        lock = self._probes.setdefault(provider_id, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        while not (self._cooldowns.has_answered(provider_id) or provider_id in self._probe_passed):
+            if not lock.locked():
+                async with lock:  # this call is the probe
+                    self._probe_started[provider_id] = loop.time()
                     # The call before this one may have tripped a cooldown meanwhile.
                     if not await self._through_cooldown(provider_id, last, attempts):
                         return None
                     return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
+            if loop.time() - self._probe_started.get(provider_id, loop.time()) >= PROBE_WINDOW_S:
+                self._probe_passed.add(provider_id)
+                break
+            await asyncio.sleep(PROBE_POLL_S)
         return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
 
     async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
