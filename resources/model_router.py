@@ -97,7 +97,7 @@ def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) ->
 # How long calls to a provider that has not answered yet wait behind its first call: a
 # misconfigured endpoint refuses at once (404, 400), a call still running after this is
 # being worked on. One window per provider per process at most, on the first calls only.
-PROBE_WINDOW_S = 0.5
+PROBE_WINDOW_S = 0.15
 PROBE_POLL_S = 0.02
 
 
