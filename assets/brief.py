@@ -21,7 +21,7 @@ def variant_seed(partition_key: str) -> int:
 
 def build_brief_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     @dg.asset(
-        key=pipeline.key("brief"),
+        key=pipeline.brief_key,
         **variant_asset_kwargs(
             pipeline,
             group=pipeline.group_name,

@@ -497,6 +497,14 @@ def check_evaluation(
 # --- the budget check: its own step, after the media ------------------------------------------
 
 
+def measured(evaluate: Callable[[Any], CheckOutcome], item: Any) -> CheckOutcome:
+    """`evaluate(item)`; a check that could not measure is a failed check, named, not a crash."""
+    try:
+        return evaluate(item)
+    except Exception as exc:
+        return CheckOutcome(False, {"problems": [f"could not be checked: {error_text(exc)}"]})
+
+
 def evaluate_partitions(
     context: dg.AssetCheckExecutionContext, evaluate: Callable[[str], CheckOutcome]
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
@@ -509,10 +517,7 @@ def evaluate_partitions(
     asset = spec.asset_key
     targets = latest_materializations(context.instance, asset, list(context.partition_keys))
     for partition_key in context.partition_keys:
-        try:
-            outcome = evaluate(partition_key)
-        except Exception as exc:  # the check could not measure: a failed check, named
-            outcome = CheckOutcome(False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]})
+        outcome = measured(evaluate, partition_key)
         yield check_evaluation(asset, spec.name, spec.blocking, partition_key, outcome, targets.get(partition_key))
     yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
 
@@ -524,7 +529,7 @@ def build_budget_check(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     @partitioned_asset_check(
         asset=pipeline.key(pipeline.final_stage.name),
         name="campaign_within_budget",
-        additional_ins={"brief": dg.AssetIn(pipeline.key("brief"))},
+        additional_ins={"brief": dg.AssetIn(pipeline.brief_key)},
         partitions_def=pipeline.partitions_def,
         blocking=False,
         description="The budget ledger's spend for the variant's campaign is within the brief's budget_usd.",

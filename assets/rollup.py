@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.metadata import jpeg_markdown, thumbnail_of
-from assets.stages import Pipeline
+from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, Pipeline
 from model_adapters.fonts import load_font
 from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
@@ -71,7 +71,7 @@ SHEET_NAMESPACE = "contact-sheets"
 
 def variant_stages(pipeline: Pipeline) -> tuple[str, ...]:
     """Stages whose manifests a variant needs to count as done, in pipeline order."""
-    return ("brief", *pipeline.stage_names)
+    return (BRIEF_ASSET, *pipeline.stage_names)
 
 
 def paid_stages(pipeline: Pipeline) -> tuple[str, ...]:
@@ -304,7 +304,7 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     stages = paid_stages(pipeline)
 
     @dg.asset(
-        key=pipeline.key("campaign_rollup"),
+        key=pipeline.key(ROLLUP_ASSET),
         deps=[dg.AssetDep(pipeline.key(stage), partition_mapping=dg.AllPartitionMapping()) for stage in variant_stages(pipeline)],
         required_resource_keys={MANIFEST_IO_MANAGER_KEY, "artifacts", "router"},
         automation_condition=ROLLUP_AUTOMATION,

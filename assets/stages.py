@@ -148,8 +148,8 @@ class StageCheck:
     def key(self) -> dg.AssetCheckKey:
         return dg.AssetCheckKey(self.asset_key, self.kind.name)
 
-    def description(self, settings: Any = None) -> str:
-        return self.kind.describe(self.settings if settings is None else settings)
+    def description(self) -> str:
+        return self.kind.describe(self.settings)
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,13 @@ class PipelineStage:
 @dataclass(frozen=True)
 class PipelineJob:
     name: str
-    from_stages: tuple[str, ...]  # these stages and everything downstream of them; empty: the whole pipeline
+    from_stages: tuple[str, ...]  # these stages and everything downstream of them
     description: str
+
+
+# The assets every pipeline has besides its stages: no stage may take these names.
+BRIEF_ASSET = "brief"
+ROLLUP_ASSET = "campaign_rollup"
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,10 @@ class Pipeline:
 
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])
+
+    @property
+    def brief_key(self) -> dg.AssetKey:
+        return self.key(BRIEF_ASSET)
 
     @property
     def group_name(self) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 import dagster as dg
 from pydantic import create_model
 
+from assets.checks import measured
 from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNERS, TORCH_POOL
 from assets.dagster_api import partitioned_check_spec, single_run_backfill_policy
 from assets.engine import Engine, Judged, Node
@@ -61,7 +62,7 @@ def accelerator(stage: PipelineStage) -> str:
 def stage_spec(pipeline: Pipeline, stage: PipelineStage, code_version: str) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=pipeline.key(stage.name),
-        deps=[pipeline.key("brief"), *(pipeline.key(name) for name in stage.upstream)],
+        deps=[pipeline.brief_key, *(pipeline.key(name) for name in stage.upstream)],
         description=stage.description,
         group_name=pipeline.group_name,
         kinds=set(stage.kind.kinds),
@@ -87,9 +88,9 @@ def step_config_class(pipeline: Pipeline) -> type[dg.Config]:
     return create_model(name, __base__=dg.Config, **fields)
 
 
-def step_checks(pipeline: Pipeline, config: Any, selected_check_keys: Any) -> list[StageCheck]:
-    settings = {stage.name: getattr(config, stage.name, stage.settings) for stage in pipeline.stages}
-    return [check for check in pipeline.checks(settings) if check.key in selected_check_keys]
+def step_settings(pipeline: Pipeline, config: Any) -> dict[str, Any]:
+    """Stage name -> its settings in this run: the run config's section, else the pipeline file's."""
+    return {stage.name: getattr(config, stage.name, stage.settings) for stage in pipeline.stages}
 
 
 class _StageHooks:
@@ -99,7 +100,7 @@ class _StageHooks:
         self,
         pipeline: Pipeline,
         code_versions: Mapping[str, str],
-        config: Any,
+        settings: Mapping[str, Any],
         checks: list[StageCheck],
         briefs: Mapping[str, VariantBriefDoc],
         artifacts: BaseArtifactStore,
@@ -107,15 +108,19 @@ class _StageHooks:
         load_stored: Any,
     ):
         self.pipeline, self.code_versions, self.briefs, self.artifacts, self.reuse_plan = pipeline, code_versions, briefs, artifacts, reuse
-        self.settings = {stage.name: getattr(config, stage.name, stage.settings) for stage in pipeline.stages}
+        self.settings = settings
         self.checks: dict[str, list[StageCheck]] = {stage.name: [] for stage in pipeline.stages}
         for check in checks:
             self.checks[check.stage].append(check)
         self._load_stored = load_stored
+        self._fingerprints: dict[tuple[str, str], str] = {}
         self.session: RouterSession | None = None
 
     def _fingerprint(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> str:
-        return input_fingerprint(stage, self.code_versions[stage], self.briefs[key], self.settings[stage], inputs)
+        # Asked by reuse, then by make for the same inputs: hashed once.
+        if (stage, key) not in self._fingerprints:
+            self._fingerprints[(stage, key)] = input_fingerprint(stage, self.code_versions[stage], self.briefs[key], self.settings[stage], inputs)
+        return self._fingerprints[(stage, key)]
 
     async def load_stored(self, stage: str, key: str) -> Manifest:
         return await asyncio.to_thread(self._load_stored, stage, key)
@@ -147,26 +152,20 @@ class _StageHooks:
 
 
 def _run_checks(checks: list[StageCheck], item: StageCheckInput) -> dict[str, CheckOutcome]:
-    outcomes = {}
-    for check in checks:
-        try:
-            outcomes[check.name] = check.kind.evaluate(item)
-        except Exception as exc:  # the check could not measure: a failed check, named
-            outcomes[check.name] = CheckOutcome(False, {"problems": [f"could not be checked: {type(exc).__name__}: {exc}"]})
-    return outcomes
+    return {check.name: measured(check.kind.evaluate, item) for check in checks}
 
 
 def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, str]) -> dg.AssetsDefinition:
     """`code_versions`: stage name -> code version (the routed ones carry their route's identity)."""
     config_class = step_config_class(pipeline)
-    brief_key = pipeline.key("brief")
 
     def variant_media(context: dg.AssetExecutionContext, config, brief: dict[str, VariantBriefDoc]):
         router: ModelRouter = context.resources.router
         artifacts: BaseArtifactStore = context.resources.artifacts
         io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
         selected = [stage.name for stage in pipeline.stages if pipeline.key(stage.name) in context.selected_asset_keys]
-        checks = step_checks(pipeline, config, context.selected_asset_check_keys)
+        settings = step_settings(pipeline, config)
+        checks = [check for check in pipeline.checks(settings) if check.key in context.selected_asset_check_keys]
         keys = list(context.partition_keys)
 
         def load_stored(name: str, key: str) -> Manifest:
@@ -179,7 +178,7 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
                 ) from None
 
         reuse = None if config.force else ReusePlan.for_run(context.instance, pipeline, selected, keys, checks, load_stored, artifacts)
-        hooks = _StageHooks(pipeline, code_versions, config, checks, {key: brief[key] for key in keys}, artifacts, reuse, load_stored)
+        hooks = _StageHooks(pipeline, code_versions, settings, checks, {key: brief[key] for key in keys}, artifacts, reuse, load_stored)
         recorder = Recorder(context, pipeline, selected, checks, keys, reuse)
 
         # The engine runs on its own event loop in a worker thread; this (the op's) thread
@@ -227,7 +226,7 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
             )
             for check in pipeline.checks()
         ],
-        ins={"brief": dg.AssetIn(brief_key)},
+        ins={"brief": dg.AssetIn(pipeline.brief_key)},
         can_subset=True,
         partitions_def=pipeline.partitions_def,
         # Many variants in one run; the step pipelines them concurrently.

@@ -17,6 +17,7 @@ No Dagster and no torch here: the definitions import this module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,13 +115,9 @@ class TaskSpec:
         return _adapter(self.result_type).validate_python(values)
 
 
-_ADAPTERS: dict[type, TypeAdapter] = {}
-
-
+@functools.cache
 def _adapter(cls: type) -> TypeAdapter:
-    if cls not in _ADAPTERS:
-        _ADAPTERS[cls] = TypeAdapter(cls)
-    return _ADAPTERS[cls]
+    return TypeAdapter(cls)
 
 
 # --- how each task is priced and projected --------------------------------------------------

@@ -123,13 +123,14 @@ def cmd_campaign_add(args: argparse.Namespace) -> int:
 
     if args.no_register:
         return EXIT_OK
-    from orchestration.estimate import brief_pipeline
+    from orchestration.pipelines import load_pipelines, pipeline_for
     from resources.routing_config import load_routing_config
-    from resources.settings import routing_config_path
+    from resources.settings import pipelines_dir, routing_config_path
 
     try:
-        pipeline = brief_pipeline(brief, load_routing_config(routing_config_path()), str(routing_config_path()))
-    except ValueError as exc:
+        routing_path = routing_config_path()
+        pipeline = pipeline_for(brief, load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path)))
+    except ValueError as exc:  # the routing or a pipeline file, or the brief's pipeline field
         _error(f"{source_path}: {exc}")
         return EXIT_INVALID
     added = register_partitions(brief.partition_keys(), pipeline.partitions_name)
@@ -156,15 +157,17 @@ def register_partitions(keys: list[str], partitions_name: str) -> list[str]:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from orchestration.estimate import brief_pipeline, estimate_campaign, projection_lines, spent_line
+    from orchestration.estimate import estimate_campaign, projection_lines, spent_line
+    from orchestration.pipelines import PipelineError, load_pipelines, pipeline_for
     from resources.brief_schema import BriefError, load_brief
     from resources.routing_config import RoutingConfigError, load_routing_config
-    from resources.settings import routing_config_path
+    from resources.settings import pipelines_dir, routing_config_path
 
     routing_path = args.routing or routing_config_path()
     try:
         routing = load_routing_config(routing_path)
-    except RoutingConfigError as exc:
+        pipelines = load_pipelines(pipelines_dir(), routing, str(routing_path))
+    except (RoutingConfigError, PipelineError) as exc:
         _error(str(exc))
         return EXIT_INVALID
     print(f"routing: {routing_path}")
@@ -178,8 +181,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             status = EXIT_INVALID
             continue
         try:
-            pipeline = brief_pipeline(brief, routing, str(routing_path))
-        except ValueError as exc:  # a pipeline file, or the brief's pipeline field
+            pipeline = pipeline_for(brief, pipelines)
+        except PipelineError as exc:
             _error(f"{path}: {exc}")
             status = EXIT_INVALID
             continue

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from model_adapters.registry import validate_adapter_kinds
-from model_adapters.tasks import validate_task_specs
 from orchestration.components import StudioPipelines
 from orchestration.deployment import apply_deployment_target, check_storage_for_target
 from orchestration.storage import storage_resources
@@ -72,13 +70,13 @@ def pipeline_definitions(routing_path: Path | None = None) -> dg.Definitions:
 
 
 def build_definitions(routing_path: str | Path | None = None) -> dg.Definitions:
-    validate_task_specs()
-    validate_adapter_kinds()
-    path = Path(routing_path).resolve() if routing_path else routing_config_path()
+    explicit = Path(routing_path).resolve() if routing_path else None
+    path = explicit or routing_config_path()
     routing = load_routing_config(path)
     environment, target = studio_env(), deploy_target()
     check_storage_for_target(target, environment)
-    pipelines = pipeline_definitions(Path(routing_path).resolve() if routing_path else None)
+    # The registries of tasks and adapter kinds are checked where the pipelines load.
+    pipelines = pipeline_definitions(explicit)
     # Locally and on ECS steps run in the run's own process (torch and the models
     # load once per run; variants run concurrently inside each step); on
     # Kubernetes each step gets a pod placed for its stages (GPU when one wants it).

@@ -24,6 +24,7 @@ from model_adapters.concurrency import COMPUTE_SLOTS
 from orchestration.components import StudioPipelines
 from orchestration.definitions import build_definitions
 from orchestration.instance import local_instance
+from orchestration.pipelines import PipelineError, pipeline_for
 from orchestration.storage import resolved_resource
 from resources.brief_source import BriefSource
 from resources.settings import briefs_dir, dagster_home, studio_env, studio_home
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.campaign and brief_file.brief.campaign_id not in args.campaign:
             continue
-        if brief_file.brief.pipeline not in pipelines:
-            print(f"skipping {brief_file.path}: pipeline: unknown pipeline {brief_file.brief.pipeline!r}", file=sys.stderr)
+        try:
+            pipeline_for(brief_file.brief, pipelines)
+        except PipelineError as exc:
+            print(f"skipping {brief_file.path}: {exc}", file=sys.stderr)
             continue
         campaigns[brief_file.brief.campaign_id] = brief_file.brief.partition_keys()
         campaign_pipeline[brief_file.brief.campaign_id] = brief_file.brief.pipeline

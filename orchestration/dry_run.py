@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from resources.brief_schema import Brief
-from resources.settings import PROJECT_ROOT
+from resources.settings import PROJECT_ROOT, pipelines_dir
 
 CLOUD_ROUTING = PROJECT_ROOT / "config" / "routing.cloud.yaml"
 DRY_RUN_KEY = "sim-dry-run-key"
@@ -140,7 +140,8 @@ def dry_run_campaign(
     from assets.dagster_api import partition_range_tags
     from model_adapters.simulator import ProviderSimulator, SimulatorSettings
     from orchestration.definitions import build_definitions
-    from orchestration.estimate import brief_pipeline, estimate_campaign, projection_lines
+    from orchestration.estimate import estimate_campaign, projection_lines
+    from orchestration.pipelines import load_pipelines, pipeline_for
     from resources.io_manager import JsonManifestIOManager
     from resources.model_router import ModelRouter
     from resources.routing_config import load_routing_config, parse_routing_config
@@ -170,7 +171,7 @@ def dry_run_campaign(
             with _environment(env):
                 routing = parse_routing_config(sim_routing.read_text(), str(sim_routing))
                 definitions = build_definitions(sim_routing)
-                pipeline = brief_pipeline(brief, routing, str(sim_routing))
+                pipeline = pipeline_for(brief, load_pipelines(pipelines_dir(), routing, str(sim_routing)))
                 job = definitions.resolve_job_def(pipeline.produce_job_name)
                 keys = brief.partition_keys()
                 # A throwaway instance: quiet (no telemetry banner), SQLite in the dry run's home.

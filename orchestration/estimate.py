@@ -14,6 +14,7 @@ from pathlib import Path
 
 from assets.stages import Pipeline
 from model_adapters.tasks import TASK_SPECS, VariantOutline
+from orchestration.pipelines import PipelineError, load_pipelines, pipeline_for
 from resources.brief_schema import Brief, BriefError, load_brief
 from resources.model_router import ModelRouter
 from resources.routing_config import RoutingConfig, RoutingConfigError, load_routing_config
@@ -29,20 +30,10 @@ def variant_outline(brief: Brief, variant_index: int) -> VariantOutline:
     )
 
 
-def brief_pipeline(brief: Brief, routing: RoutingConfig, routing_source: str) -> Pipeline:
-    """The pipeline the brief names, loaded (and validated) against `routing`."""
-    from orchestration.pipelines import PipelineError, load_pipelines
-
-    pipelines = load_pipelines(pipelines_dir(), routing, routing_source)
-    if brief.pipeline not in pipelines:
-        raise PipelineError(f"pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}")
-    return pipelines[brief.pipeline]
-
-
 def estimate_campaign(brief: Brief, routing: RoutingConfig, pipeline: Pipeline | None = None) -> dict[str, dict]:
     """{stage: {"calls": n, "cost_usd": x, "providers": "a, b"}} for the whole campaign: each
     routed stage of its pipeline, priced by its task's spec from a projected request."""
-    pipeline = pipeline or brief_pipeline(brief, routing, "<routing>")
+    pipeline = pipeline or pipeline_for(brief, load_pipelines(pipelines_dir(), routing, "<routing>"))
     totals: dict[str, dict] = defaultdict(lambda: {"calls": 0, "cost_usd": 0.0, "providers": set()})
     for index, variant in enumerate(brief.variants):
         outline = variant_outline(brief, index)
@@ -65,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.briefs and not args.spent:
         parser.error("give brief files, --spent CAMPAIGN, or both")
 
+    routing_source = str(args.routing or routing_config_path())
     try:
-        routing = load_routing_config(args.routing or routing_config_path())
-    except RoutingConfigError as exc:
+        routing = load_routing_config(routing_source)
+        pipelines = load_pipelines(pipelines_dir(), routing, routing_source) if args.briefs else {}
+    except (RoutingConfigError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     status = 0
@@ -79,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
             continue
         try:
-            pipeline = brief_pipeline(brief, routing, str(args.routing or routing_config_path()))
-        except ValueError as exc:  # a pipeline file, or the brief's pipeline field
+            pipeline = pipeline_for(brief, pipelines)
+        except PipelineError as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             status = 2
             continue

@@ -9,7 +9,7 @@ from assets.stages import Pipeline
 def pipeline_jobs(pipeline: Pipeline) -> list:
     """`produce_<pipeline>` (every stage, the roll-up and the checks, for the selected variants;
     launched by the brief sensor, the repair schedule and `make demo`), then the file's own jobs."""
-    everything = dg.AssetSelection.assets(pipeline.key("brief")).downstream()
+    everything = dg.AssetSelection.assets(pipeline.brief_key).downstream()
     jobs = [
         dg.define_asset_job(
             name=pipeline.produce_job_name,

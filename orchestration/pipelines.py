@@ -35,14 +35,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from assets.stage_kinds import stage_kinds
-from assets.stages import Pipeline, PipelineJob, PipelineStage
+from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, Pipeline, PipelineJob, PipelineStage
+from model_adapters.registry import validate_adapter_kinds
 from model_adapters.tasks import TASK_SPECS, validate_task_specs
-from resources.routing_config import RoutingConfig
+from resources.routing_config import RoutingConfig, validation_problems
 
 PipelineName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 StageName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 # Asset names every pipeline has besides its stages.
-RESERVED_STAGE_NAMES = frozenset({"brief", "campaign_rollup"})
+RESERVED_STAGE_NAMES = frozenset({BRIEF_ASSET, ROLLUP_ASSET})
 SCHEMA_FILE = "pipeline.schema.json"
 
 
@@ -92,12 +93,8 @@ class PipelineError(ValueError):
     """A pipeline file that cannot be used: the message names the file, the stage and the field."""
 
 
-def _loc(loc: tuple) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(pipeline)"
-
-
 def _describe(exc: ValidationError, prefix: str = "") -> list[str]:
-    return [f"{prefix}{_loc(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+    return validation_problems(exc, prefix, whole="(pipeline)")
 
 
 def pipeline_json_schema() -> dict:
@@ -258,6 +255,13 @@ def load_pipeline(path: str | Path, routing: RoutingConfig, routing_source: str)
     return resolve_pipeline(parse_pipeline_spec(text, str(path)), str(path), routing, routing_source)
 
 
+def pipeline_for(brief: Any, pipelines: dict[str, Pipeline]) -> Pipeline:
+    """The loaded pipeline a brief names (its `pipeline` field); a PipelineError naming the field otherwise."""
+    if brief.pipeline not in pipelines:
+        raise PipelineError(f"pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}")
+    return pipelines[brief.pipeline]
+
+
 def pipeline_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).glob("*.yaml") if p.is_file())
 
@@ -265,6 +269,7 @@ def pipeline_files(folder: str | Path) -> list[Path]:
 def load_pipelines(folder: str | Path, routing: RoutingConfig, routing_source: str) -> dict[str, Pipeline]:
     """Every pipeline file of `folder`, resolved; names, key prefixes, partitions and job names unique."""
     validate_task_specs()
+    validate_adapter_kinds()
     folder = Path(folder)
     files = pipeline_files(folder)
     if not files:

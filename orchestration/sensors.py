@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from assets.stages import Pipeline
+from orchestration.pipelines import PipelineError, pipeline_for
 from resources.brief_source import BriefFile, BriefSource
 
 
@@ -57,12 +58,13 @@ def plan_brief_changes(
             outcome.rejected_paths.add(str(brief_file.path))
             continue
         brief = brief_file.brief
-        if pipelines is not None and brief.pipeline not in pipelines:
-            outcome.problems.append(
-                f"{brief_file.path}: pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}"
-            )
-            outcome.rejected_paths.add(str(brief_file.path))
-            continue
+        if pipelines is not None:
+            try:
+                pipeline_for(brief, pipelines)
+            except PipelineError as exc:
+                outcome.problems.append(f"{brief_file.path}: {exc}")
+                outcome.rejected_paths.add(str(brief_file.path))
+                continue
         if brief.campaign_id in owner_of_campaign:
             outcome.problems.append(
                 f"{brief_file.path}: campaign_id: {brief.campaign_id!r} is already declared by "

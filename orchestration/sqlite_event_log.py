@@ -106,12 +106,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             return
         # As the parent's, without building and disposing an engine for every call.
         with self._db_lock:
-            engine = self._engine(shard)
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn, conn.begin():
+            with self._ready_engine(shard).connect() as conn, conn.begin():
                 yield conn
+
+    def _ready_engine(self, shard: str) -> Engine:
+        """The shard's kept engine, its schema created the first time (call holding `_db_lock`)."""
+        engine = self._engine(shard)
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        return engine
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """The same writes as `store_event` for each event, one transaction per shard for the
@@ -162,11 +166,7 @@ class _Batch:
 
     def connection(self, shard: str) -> Connection:
         if shard not in self.connections:
-            engine = self.storage._engine(shard)  # noqa: SLF001
-            if shard not in self.storage._initialized_dbs:  # noqa: SLF001
-                self.storage._initdb(engine)  # noqa: SLF001
-                self.storage._initialized_dbs.add(shard)  # noqa: SLF001
-            conn = engine.connect()
+            conn = self.storage._ready_engine(shard).connect()  # noqa: SLF001 - the batch holds the storage's lock
             self.connections[shard] = (conn, conn.begin())
         return self.connections[shard][0]
 

@@ -185,8 +185,13 @@ class RoutingConfigError(ValueError):
     pass
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(config)"
+def validation_problems(exc: ValidationError, prefix: str = "", whole: str = "(config)") -> list[str]:
+    """`field.path[0]: message` per error of a config file (`whole` when it is about the file itself)."""
+    problems = []
+    for error in exc.errors():
+        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in error["loc"]).replace(".[", "[") or whole
+        problems.append(f"{prefix}{path}: {error['msg'].removeprefix('Value error, ')}")
+    return problems
 
 
 def parse_routing_config(text: str, source: str = "<routing config>") -> RoutingConfig:
@@ -199,8 +204,7 @@ def parse_routing_config(text: str, source: str = "<routing config>") -> Routing
     try:
         return RoutingConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_field_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
-        raise RoutingConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise RoutingConfigError(f"{source}: " + "; ".join(validation_problems(exc))) from None
 
 
 def load_routing_config(path: str | Path) -> RoutingConfig:

@@ -8,12 +8,10 @@ read it as one (same manifest type, same word timings).
 
 import asyncio
 
-import dagster as dg
 import numpy as np
 
 from assets.checks import decode_wav
-from assets.metadata import artifact_metadata, provenance_metadata
-from assets.stage_kinds.voiceover import LOUDNESS_WITHIN_SPEC, VoiceSettings
+from assets.stage_kinds.voiceover import LOUDNESS_WITHIN_SPEC, VoiceSettings, audio_metadata
 from assets.stages import StageCall, StageKind
 from model_adapters import loudness
 from model_adapters.pcm import encode_wav, to_pcm16
@@ -55,16 +53,7 @@ async def mix_music_bed(call: StageCall):
         words=voice.words,  # the voice is not moved: its timings stand
         provenance=routed.provenance,
     )
-    metadata = {
-        "duration_s": dg.MetadataValue.float(round(manifest.duration_s, 3)),
-        "loudness_lufs": dg.MetadataValue.float(round(lufs, 2)),
-        "true_peak_dbtp": dg.MetadataValue.float(round(peak, 2)),
-        "bed_db": settings.bed_db,
-        "headline": concept.headline,
-        **artifact_metadata(manifest.artifact),
-        **provenance_metadata(routed.provenance),
-    }
-    return manifest, metadata
+    return manifest, {**audio_metadata(manifest), "bed_db": settings.bed_db, "headline": concept.headline}
 
 
 MUSIC_BED = StageKind(

@@ -53,17 +53,18 @@ async def speak(call: StageCall):
         words=result.words,
         provenance=routed.provenance,
     )
-    metadata = {
-        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
-        "duration_target_s": spec.duration_s,
-        "loudness_lufs": dg.MetadataValue.float(round(result.loudness_lufs, 2)),
-        "true_peak_dbtp": dg.MetadataValue.float(round(result.true_peak_dbtp, 2)),
-        "words": len(result.words),
-        "locale": spec.locale,
+    return manifest, {**audio_metadata(manifest), "duration_target_s": spec.duration_s, "words": len(result.words), "locale": spec.locale}
+
+
+def audio_metadata(manifest: AudioArtifact) -> dict:
+    """What the UI shows of any stage that makes an `AudioArtifact`: length, loudness, file, provenance."""
+    return {
+        "duration_s": dg.MetadataValue.float(round(manifest.duration_s, 3)),
+        "loudness_lufs": dg.MetadataValue.float(round(manifest.loudness_lufs, 2)),
+        "true_peak_dbtp": dg.MetadataValue.float(round(manifest.true_peak_dbtp, 2)),
         **artifact_metadata(manifest.artifact),
-        **provenance_metadata(routed.provenance),
+        **provenance_metadata(manifest.provenance),
     }
-    return manifest, metadata
 
 
 def _loudness(item: StageCheckInput) -> CheckOutcome:
