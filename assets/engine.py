@@ -7,7 +7,9 @@ stages feeding its input slots) and does the rest through hooks:
 - `reuse(stage, key, inputs)`: the stored output when nothing it depends on
   changed, else None (optional);
 - `check(stage, key, manifest, inputs)`: judge the output -> `Judged` (the
-  manifest as recorded, each check's outcome, what failed a blocking check);
+  manifest as recorded, each check's outcome, what failed a blocking check,
+  and `retry` when the output is rejected and the stage is to be made again:
+  the quality-aware fallback, decided by the hooks);
 - `load_stored(stage, key)`: the stored output of a stage this run does not make.
 
 Each variant goes through its stages as soon as their inputs are ready, all
@@ -47,6 +49,7 @@ class Judged:
     manifest: Any
     outcomes: Mapping[str, Any] = field(default_factory=dict)
     blocking_failures: tuple[str, ...] = ()
+    retry: bool = False  # the output was rejected and another answer may pass: make the stage again
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,11 @@ class Engine:
                 return stored
             loop = asyncio.get_running_loop()
             started = loop.time()
-            manifest, metadata = await self._make(name, key, inputs)
-            judged = await self._check(name, key, manifest, inputs)
+            while True:  # until an output is not sent back (the hooks bound the retries)
+                manifest, metadata = await self._make(name, key, inputs)
+                judged = await self._check(name, key, manifest, inputs)
+                if not judged.retry:
+                    break
             made = Made(name, key, judged.manifest, metadata, judged.outcomes, tuple(judged.blocking_failures), loop.time() - started)
             self._emit(made)
             if made.blocked:

@@ -9,13 +9,16 @@ metadata. When a run asks for a stage whose fingerprint is unchanged, and
 - Dagster's latest materialization of that partition recorded the same
   fingerprint (a new Dagster home, or a materialization since, means no),
 - the stored manifest has it too, its files are all in the artifact store,
-- and every check selected for the stage passed when it was made,
+- every check selected for the stage passed when it was made,
+- and no later stage proved the answer it holds broken (its response-cache
+  entry is marked rejected),
 
 the stored manifest is used as it is: no provider call, no check. It is still
 recorded (assets/recorder.py): a materialization marked `reused` with the
 metadata of the one it repeats, so a run or backfill of an unchanged
 partition ends green. The `force` setting of the model step makes everything
-again (from the response cache, where the routing allows it).
+again (from the response cache where the routing allows it; never an answer
+marked rejected there).
 """
 
 import hashlib
@@ -30,10 +33,11 @@ from assets.dagster_api import latest_materialization_records
 from assets.stages import Pipeline, StageCheck
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
+from resources.policies.cache import ResponseCache
 
 FINGERPRINT_METADATA_KEY = "input_fingerprint"
 # What a manifest holds besides its content: how it was made and what it was made from.
-_NOT_CONTENT = {"provenance", "input_fingerprint", "checks_passed"}
+_NOT_CONTENT = {"provenance", "input_fingerprint", "checks_passed", "history"}
 
 
 def content_digest(manifest: Manifest) -> str:
@@ -122,6 +126,9 @@ class ReusePlan:
             return None
         if not all(self.artifacts.holds(ref) for ref in artifact_refs(stored)):
             return None
+        provenance = getattr(stored, "provenance", None)
+        if provenance is not None and provenance.cache_key and ResponseCache(self.artifacts).is_rejected(provenance.cache_key):
+            return None  # a later stage proved the answer broken (assets/stages.py, BrokenInput)
         self.reused.setdefault(stage, set()).add(key)
         return stored
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import dagster as dg
 
+from model_adapters.received import media_mismatch
 from model_adapters.tasks import TaskSpec
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
@@ -63,12 +64,33 @@ class StageCheckInput(NamedTuple):
 @dataclass(frozen=True)
 class CheckKind:
     """A check a stage kind offers. `describe(settings)` says what it requires with the
-    stage's own thresholds, so the description and the verdict cannot disagree."""
+    stage's own thresholds, so the description and the verdict cannot disagree.
+
+    `judges_answer`: on a routed stage, a blocking failure of this check is a failed
+    attempt of the provider that answered (retried with a new seed, then the next
+    provider: docs/routing.md). A check of something the provider does not decide
+    (spend, say) sets it False."""
 
     name: str
     blocking: bool
     describe: Callable[[Any], str]
     evaluate: Callable[[StageCheckInput], CheckOutcome]
+    judges_answer: bool = True
+
+
+class BrokenInput(RuntimeError):
+    """A stage's input turned out unusable (its bytes do not decode as what its manifest
+    says): the answer that made it is marked rejected in the response cache and the
+    stored input is not reused, so the next run makes it again."""
+
+    def __init__(self, slot: str, reason: str):
+        super().__init__(f"input {slot!r} is unusable: {reason}")
+        self.slot = slot
+
+
+def variant_context(spec: VariantBriefDoc) -> VariantContext:
+    """What the router needs to know about a variant: route rules and the campaign budget."""
+    return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)
 
 
 @dataclass(frozen=True)
@@ -84,17 +106,30 @@ class StageCall:
     spec: VariantBriefDoc
     inputs: Mapping[str, Manifest]
     task: str | None = None
+    # One provider id per answer rejected by the stage's checks so far (quality-aware fallback).
+    rejected: tuple[str, ...] = ()
+    # The provenance of every answer this work got from the router, in order.
+    answers: list[Any] = field(default_factory=list)
 
     def variant(self) -> VariantContext:
-        """What the router needs to know about the variant: route rules and the campaign budget."""
-        spec = self.spec
-        return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)
+        return variant_context(self.spec)
 
     async def call_model(self, request: Any, *blobs: bytes) -> Any:
         """Ask the router for this stage's task, seeded and budgeted for the variant."""
         if self.task is None:
             raise RuntimeError("this stage has no routed task")
-        return await self.session.call(self.task, request, *blobs, seed=self.spec.seed, variant=self.variant())
+        routed = await self.session.call(self.task, request, *blobs, seed=self.spec.seed, variant=self.variant(), rejected=self.rejected)
+        self.answers.append(routed.provenance)
+        return routed
+
+    async def input_bytes(self, slot: str, ref: ArtifactRef) -> bytes:
+        """The bytes of an input's file, checked to be what its manifest says they are; else
+        `BrokenInput` (the artifact store already verifies the sha256)."""
+        data = await self.off_loop(self.artifacts.get, ref)
+        problem = media_mismatch(data, ref.media_type)
+        if problem:
+            raise BrokenInput(slot, problem)
+        return data
 
     async def off_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """CPU and disk work (decoding, thumbnails, storing) in a thread, so the
@@ -130,15 +165,25 @@ class StageKind:
         raise KeyError(name)
 
 
+class ChosenCheck(NamedTuple):
+    """A check as a pipeline file picks it for a stage."""
+
+    name: str
+    blocking: bool
+    judges_answer: bool
+
+
 @dataclass(frozen=True)
 class StageCheck:
-    """A check as a pipeline runs it: on one stage, blocking or not, with that stage's settings."""
+    """A check as a pipeline runs it: on one stage, blocking or not, judging the provider's
+    answer or not, with that stage's settings."""
 
     stage: str
     asset_key: dg.AssetKey
     kind: CheckKind
     blocking: bool
     settings: Any
+    judges_answer: bool = True
 
     @property
     def name(self) -> str:
@@ -161,7 +206,7 @@ class PipelineStage:
     inputs: Mapping[str, str]  # input slot -> the stage that feeds it
     settings: StageSettings
     task: str | None
-    checks: tuple[tuple[str, bool], ...]  # (check name, blocking)
+    checks: tuple[ChosenCheck, ...]
     description: str
 
     @property
@@ -238,6 +283,7 @@ class Pipeline:
         found = []
         for stage in self.stages:
             settings = (settings_by_stage or {}).get(stage.name, stage.settings)
-            for name, blocking in stage.checks:
-                found.append(StageCheck(stage.name, self.key(stage.name), stage.kind.check(name), blocking, settings))
+            for name, blocking, judges_answer in stage.checks:
+                kind = stage.kind.check(name)
+                found.append(StageCheck(stage.name, self.key(stage.name), kind, blocking, settings, judges_answer and stage.task is not None))
         return tuple(found)

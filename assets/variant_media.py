@@ -32,6 +32,7 @@ failed variant, stage and error (its stored calls are cache hits on the retry).
 """
 
 import asyncio
+import dataclasses
 import queue
 import threading
 from collections.abc import Mapping
@@ -46,10 +47,10 @@ from assets.dagster_api import partitioned_check_spec, single_run_backfill_polic
 from assets.engine import Engine, Judged, Node
 from assets.recorder import Recorder
 from assets.reuse import FINGERPRINT_METADATA_KEY, ReusePlan, input_fingerprint
-from assets.stages import CheckOutcome, Pipeline, PipelineStage, StageCall, StageCheck, StageCheckInput
+from assets.stages import BrokenInput, CheckOutcome, Pipeline, PipelineStage, StageCall, StageCheck, StageCheckInput, variant_context
 from resources.artifact_store import BaseArtifactStore
-from resources.manifests import Manifest, VariantBriefDoc
-from resources.model_router import ModelRouter, RouterSession
+from resources.manifests import HISTORY_LIMIT, Manifest, Provenance, RejectedAnswer, VariantBriefDoc
+from resources.model_router import ModelRouter, NoProviderSucceeded, RouterSession
 
 VARIANT_MEDIA_STEP = "variant_media"
 ACCELERATOR_TAG = "studio/accelerator"
@@ -94,7 +95,16 @@ def step_settings(pipeline: Pipeline, config: Any) -> dict[str, Any]:
 
 
 class _StageHooks:
-    """What the engine calls for a stage and a variant: reuse, make, check."""
+    """What the engine calls for a stage and a variant: reuse, make, check.
+
+    Quality-aware fallback lives here: when a blocking check that judges answers
+    fails on a routed stage's output, the answer is marked rejected in the
+    response cache and recorded (provider, seed, what it answered, the verdict),
+    and while the route has a provider left the engine makes the stage again:
+    the router asks the same provider with a new seed up to the task's
+    `quality_retries`, then the next one (resources/model_router.py). The answer
+    that stands carries the rejected ones in its provenance and metadata.
+    """
 
     def __init__(
         self,
@@ -114,6 +124,9 @@ class _StageHooks:
             self.checks[check.stage].append(check)
         self._load_stored = load_stored
         self._fingerprints: dict[tuple[str, str], str] = {}
+        self._rejected: dict[tuple[str, str], list[RejectedAnswer]] = {}
+        self._answers: dict[tuple[str, str], list[Provenance]] = {}  # the router's answers to the latest make
+        self._history: dict[tuple[str, str], tuple[Provenance, ...]] = {}
         self.session: RouterSession | None = None
 
     def _fingerprint(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> str:
@@ -130,12 +143,54 @@ class _StageHooks:
             return None
         return await asyncio.to_thread(self.reuse_plan.stored_if_unchanged, stage, key, self._fingerprint(stage, key, inputs))
 
+    async def _earlier_makes(self, stage: str, key: str) -> tuple[Provenance, ...]:
+        """The provenance of the stored output's makes: what this make appends to."""
+        if (stage, key) not in self._history:
+            try:
+                stored = await asyncio.to_thread(self._load_stored, stage, key)
+            except Exception:  # nothing stored yet (or unreadable: it is made again and stored over)
+                stored = None
+            provenance = getattr(stored, "provenance", None)
+            earlier = (*stored.history, provenance) if provenance is not None else ()
+            self._history[(stage, key)] = tuple(earlier[-HISTORY_LIMIT:])
+        return self._history[(stage, key)]
+
     async def make(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> tuple[Manifest, Mapping[str, Any]]:
         spec = self.pipeline.stage(stage)
-        call = StageCall(self.session, self.artifacts, self.settings[stage], key, self.briefs[key], inputs, spec.task)
-        manifest, metadata = await spec.kind.work(call)
+        rejected = self._rejected.get((stage, key), [])
+        call = StageCall(
+            self.session, self.artifacts, self.settings[stage], key, self.briefs[key], inputs, spec.task,
+            rejected=tuple(answer.provider for answer in rejected),
+        )
+        try:
+            manifest, metadata = await spec.kind.work(call)
+        except BrokenInput as exc:
+            await self._reject_input(stage, inputs, exc)
+            raise
+        except NoProviderSucceeded as exc:
+            if rejected:  # what the providers left in the route answered before, and why it was rejected
+                raise NoProviderSucceeded(f"{exc} | {rejected_summary(rejected)}") from exc
+            raise
+        self._answers[(stage, key)] = list(call.answers)
         fingerprint = self._fingerprint(stage, key, inputs)
-        return manifest.model_copy(update={"input_fingerprint": fingerprint}), {**metadata, FINGERPRINT_METADATA_KEY: fingerprint}
+        update: dict[str, Any] = {"input_fingerprint": fingerprint}
+        metadata = {**metadata, FINGERPRINT_METADATA_KEY: fingerprint}
+        provenance = getattr(manifest, "provenance", None)
+        if provenance is not None:
+            earlier = await self._earlier_makes(stage, key)
+            update["history"] = earlier
+            metadata["earlier_makes"] = len(earlier)
+            if rejected:
+                update["provenance"] = provenance.model_copy(update={"rejected": tuple(rejected)})
+                metadata["rejected_answers"] = rejected_answers_markdown(rejected)
+        return manifest.model_copy(update=update), metadata
+
+    async def _reject_input(self, stage: str, inputs: Mapping[str, Manifest], exc: BrokenInput) -> None:
+        """A later stage proved an input broken: the answer that made it is never served again,
+        and the stored input is not reused (assets/reuse.py), so the next run makes it anew."""
+        provenance = getattr(inputs.get(exc.slot), "provenance", None)
+        if provenance is not None and self.session is not None:
+            await asyncio.to_thread(self.session.reject, provenance, f"proved broken by {stage}: {exc}")
 
     async def check(self, stage: str, key: str, manifest: Manifest, inputs: Mapping[str, Manifest]) -> Judged:
         checks = self.checks[stage]
@@ -143,12 +198,72 @@ class _StageHooks:
             return Judged(manifest)
         item = StageCheckInput(self.artifacts, self.briefs[key], manifest, inputs, self.settings[stage])
         outcomes = await asyncio.to_thread(_run_checks, checks, item)
-        failed = tuple(
-            f"{check.name}: {problem}" for check in checks if check.blocking and not outcomes[check.name].passed
+        failed_checks = [check for check in checks if check.blocking and not outcomes[check.name].passed]
+        failed = tuple(f"{check.name}: {problem}" for check in failed_checks for problem in outcomes[check.name].metadata["problems"])
+        passed = tuple(check.name for check in checks if outcomes[check.name].passed)
+        judged = Judged(manifest.model_copy(update={"checks_passed": passed}), outcomes, failed)
+        verdicts = tuple(
+            f"{check.name}: {problem}"
+            for check in failed_checks if check.judges_answer
             for problem in outcomes[check.name].metadata["problems"]
         )
-        passed = tuple(check.name for check in checks if outcomes[check.name].passed)
-        return Judged(manifest.model_copy(update={"checks_passed": passed}), outcomes, failed)
+        answers = self._answers.get((stage, key), [])
+        if not verdicts or not answers:
+            return judged
+        return await self._rejected_answer(stage, key, judged, answers, verdicts)
+
+    async def _rejected_answer(
+        self, stage: str, key: str, judged: Judged, answers: list[Provenance], verdicts: tuple[str, ...]
+    ) -> Judged:
+        answer = answers[-1]
+        rejected = self._rejected.setdefault((stage, key), [])
+        rejected.append(
+            RejectedAnswer(
+                provider=answer.adapter_id,
+                model=f"{answer.model}@{answer.model_version}",
+                seed=answer.seed,
+                answered=answered(judged.manifest),
+                rejected_by=verdicts,
+                cost_usd=sum(a.cost_usd for a in answers),
+                cache_hit=answer.cache_hit,
+            )
+        )
+        reason = "; ".join(verdicts)
+        for provenance in answers:
+            await asyncio.to_thread(self.session.reject, provenance, reason)
+        task, variant = self.pipeline.stage(stage).task, variant_context(self.briefs[key])
+        if self.session.has_untried(task, variant, [r.provider for r in rejected]):
+            return dataclasses.replace(judged, retry=True)
+        # The route is exhausted: this answer is recorded as blocked, naming every rejected one.
+        summary = "every provider in the route answered something its checks rejected: " + rejected_summary(rejected)
+        return dataclasses.replace(judged, blocking_failures=(*judged.blocking_failures, summary))
+
+
+def rejected_summary(rejected: list[RejectedAnswer]) -> str:
+    return " | ".join(f"{r.provider} (seed {r.seed}) answered {r.answered}; rejected by {'; '.join(r.rejected_by)}" for r in rejected)
+
+
+def answered(manifest: Any) -> str:
+    """What an answer was, in a line: the concept's headline and script, else its file."""
+    if hasattr(manifest, "script"):
+        script = manifest.script if len(manifest.script) <= 80 else manifest.script[:77] + "..."
+        return f"headline {manifest.headline!r}, script {script!r}"
+    ref = getattr(manifest, "artifact", None)
+    if ref is None:
+        return type(manifest).__name__
+    size = f" {manifest.width}x{manifest.height}" if hasattr(manifest, "width") else ""
+    duration = f" {manifest.duration_s:.2f} s" if hasattr(manifest, "duration_s") else ""
+    return f"{ref.media_type}{size}{duration}, {ref.size_bytes} bytes"
+
+
+def rejected_answers_markdown(rejected: list[RejectedAnswer]) -> dg.MarkdownMetadataValue:
+    """The rejected answers as a table on the materialization that stands (the UI shows it)."""
+    rows = [
+        f"| {r.provider} | {r.seed if r.seed is not None else ''} | {r.answered} | {'; '.join(r.rejected_by)} | {r.cost_usd:.4f} |"
+        for r in rejected
+    ]
+    header = "| provider | seed | answered | rejected by | cost (USD) |\n|---|---|---|---|---|\n"
+    return dg.MetadataValue.md(header + "\n".join(row.replace("\n", " ") for row in rows))
 
 
 def _run_checks(checks: list[StageCheck], item: StageCheckInput) -> dict[str, CheckOutcome]:

@@ -48,3 +48,26 @@ def describe_received(data: bytes, content_type: str | None = None) -> str:
 def error_text(exc: BaseException) -> str:
     """`Type: message` with object reprs' addresses taken out."""
     return f"{type(exc).__name__}: {_OBJECT_REPR.sub(lambda m: f'<{m.group(1)}>', str(exc))}"
+
+
+# Declared media type -> what `sniff` calls bytes of that type.
+_SNIFFED_AS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WebP",
+    "audio/wav": "WAV",
+    "audio/x-wav": "WAV",
+    "audio/wave": "WAV",
+    "video/mp4": "MP4",
+    "audio/mpeg": "MP3",
+}
+
+
+def media_mismatch(data: bytes, media_type: str) -> str | None:
+    """Why `data` is not a `media_type` file, from its first bytes (None when it looks like one,
+    or the type is not one this knows)."""
+    expected = _SNIFFED_AS.get(media_type.split(";")[0].strip().lower())
+    if expected is None or sniff(data) == expected:
+        return None
+    return f"declared {media_type}, but {describe_received(data)}"

@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from assets.stage_kinds import stage_kinds
-from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, Pipeline, PipelineJob, PipelineStage
+from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, ChosenCheck, Pipeline, PipelineJob, PipelineStage
 from model_adapters.registry import validate_adapter_kinds
 from model_adapters.tasks import TASK_SPECS, validate_task_specs
 from resources.routing_config import RoutingConfig, validation_problems
@@ -54,6 +54,13 @@ class _Strict(BaseModel):
 class CheckChoice(_Strict):
     name: str = Field(description="One of the checks the stage's kind offers.")
     blocking: bool | None = Field(default=None, description="Override the kind's default (a non-blocking check only reports).")
+    judges_answer: bool | None = Field(
+        default=None,
+        description=(
+            "Override the kind's default: whether a blocking failure on a routed stage is a failed attempt of the provider "
+            "(retried with a new seed, then the next provider in the route)."
+        ),
+    )
 
 
 class StageSpec(_Strict):
@@ -187,13 +194,22 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
             if task not in routing.tasks:
                 problems.append(f"{where}.task: task {task!r} has no route in {routing_source}")
         offered = {check.name: check for check in kind.checks}
-        chosen: list[tuple[str, bool]] = []
+        chosen: list[ChosenCheck] = []
         for position, choice in enumerate(stage.checks if stage.checks is not None else list(offered)):
-            name, blocking = (choice, None) if isinstance(choice, str) else (choice.name, choice.blocking)
-            if name not in offered:
-                problems.append(f"{where}.checks[{position}]: the {kind.name!r} kind has no check {name!r}; it offers: {', '.join(offered) or 'none'}")
+            choice = CheckChoice(name=choice) if isinstance(choice, str) else choice
+            if choice.name not in offered:
+                problems.append(
+                    f"{where}.checks[{position}]: the {kind.name!r} kind has no check {choice.name!r}; it offers: {', '.join(offered) or 'none'}"
+                )
                 continue
-            chosen.append((name, offered[name].blocking if blocking is None else blocking))
+            default = offered[choice.name]
+            chosen.append(
+                ChosenCheck(
+                    choice.name,
+                    default.blocking if choice.blocking is None else choice.blocking,
+                    default.judges_answer if choice.judges_answer is None else choice.judges_answer,
+                )
+            )
         resolved[stage.name] = PipelineStage(
             name=stage.name,
             kind=kind,

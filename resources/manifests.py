@@ -18,6 +18,18 @@ class _Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RejectedAnswer(_Manifest):
+    """An answer a provider gave that failed a blocking check judging answers (docs/routing.md)."""
+
+    provider: str  # the routing config's provider id
+    model: str
+    seed: int | None = None
+    answered: str  # what it answered, briefly (a headline, a file's type and size)
+    rejected_by: tuple[str, ...]  # "check: problem" for each failed check
+    cost_usd: float = 0.0
+    cache_hit: bool = False
+
+
 class Provenance(_Manifest):
     task: str
     provider: str
@@ -33,6 +45,11 @@ class Provenance(_Manifest):
     waited_s: float = 0.0  # backoff, Retry-After and cooldown waits
     fallbacks: tuple[str, ...] = ()  # providers given up on before the one that answered
     errors: tuple[str, ...] = ()  # each failed attempt: provider, error class, status
+    # The response cache's entry holding this answer: marked rejected when a check or a later
+    # stage proves the answer unusable, so no run is served it again.
+    cache_key: str | None = None
+    # Answers rejected by the stage's checks before this one (quality-aware fallback).
+    rejected: tuple[RejectedAnswer, ...] = ()
 
 
 class ArtifactRef(_Manifest):
@@ -40,6 +57,9 @@ class ArtifactRef(_Manifest):
     sha256: str
     media_type: str
     size_bytes: int
+
+
+HISTORY_LIMIT = 50
 
 
 class _StageManifest(_Manifest):
@@ -50,6 +70,9 @@ class _StageManifest(_Manifest):
     input_fingerprint: str | None = None
     # The stage's checks that ran on it and passed when it was made.
     checks_passed: tuple[str, ...] = ()
+    # The provenance of the earlier makes of this stage for the variant, oldest first (a
+    # re-run appends; the newest HISTORY_LIMIT are kept).
+    history: tuple[Provenance, ...] = ()
 
 
 class VariantBriefDoc(_Manifest):

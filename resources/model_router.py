@@ -13,8 +13,10 @@ Policies (retries, cooldowns, budgets, caching) live in resources/policies/.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,28 @@ def failed_call_cost(error: AdapterError, estimate_usd: float) -> float | None:
     return None
 
 
+def retry_seed(seed: int, retry: int) -> int:
+    """The seed of a provider's `retry`-th try after rejected answers: derived from the
+    variant's seed, so a re-run asks exactly what the run before it asked."""
+    digest = hashlib.sha256(f"{seed}:{retry}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _reseeded(request: Any, seed: int | None, retry: int) -> tuple[Any, int | None]:
+    """(the request as asked on this try, its seed). A request without a seed field is asked
+    as it is: its rejected answer is not served from the cache, so the provider answers anew."""
+    if retry == 0:
+        return request, seed
+    base = getattr(request, "seed", None)
+    base = seed if base is None else base
+    if base is None:
+        return request, seed
+    new_seed = retry_seed(base, retry)
+    if "seed" in type(request).model_fields:
+        return request.model_copy(update={"seed": new_seed}), new_seed
+    return request, seed
+
+
 @dataclass(frozen=True)
 class Routed(Generic[T]):
     value: T
@@ -147,11 +171,13 @@ class _Attempts:
 class RouterSession:
     """The router inside one event loop: adapters, per-provider limits and the policies.
 
-    For each call: the cache first; then the route (chosen by the variant's
-    tier/locale rules) in order, skipping providers in cooldown or lacking
-    the locale; for each provider a budget reservation, the call under its
-    concurrency limit, and retries with backoff while the error is
-    retryable; then the next provider.
+    For each call, the route (chosen by the variant's tier/locale rules),
+    less the providers lacking the locale or whose answers were rejected more
+    than `quality_retries` times: first the cached answers in route order (up
+    to a provider whose cached answer was rejected: it is asked again first);
+    then in order, for each provider not cooling down, a budget reservation,
+    the call under its concurrency limit, and retries with backoff while the
+    error is retryable; then the next provider.
     """
 
     def __init__(
@@ -165,8 +191,10 @@ class RouterSession:
         cache: ResponseCache | None,
         store: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        quality_retries: int = 1,
     ):
         self._task_routes = task_routes
+        self._default_quality_retries = quality_retries
         self._providers = providers
         self._retry = retry
         self._cooldowns = cooldowns
@@ -202,14 +230,17 @@ class RouterSession:
             "options": dict(sorted(provider.options.items())),
         }
 
-    def _cached(self, task: Task, key: str) -> Any | None:
+    def _cached(self, task: Task, key: str) -> tuple[Any | None, bool]:
+        """(the cached answer or None, whether the entry holds an answer marked rejected)."""
         entry = self._cache.read(key)
         if entry is None:
-            return None
+            return None, False
+        if entry.get("rejected"):
+            return None, True
         try:
-            return decode_result(task, entry["result"], lambda ref: self._store.get(ArtifactRef.model_validate(ref)))
+            return decode_result(task, entry["result"], lambda ref: self._store.get(ArtifactRef.model_validate(ref))), False
         except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # an entry whose media is gone, or that is damaged or planted, is a miss
+            return None, False  # an entry whose media is gone, or that is damaged or planted, is a miss
 
     def _remember(self, task: Task, key: str, value: Any, provider_id: str) -> None:
         def put_blob(data: bytes, blob: Blob) -> dict:
@@ -224,37 +255,89 @@ class RouterSession:
             return False
         return variant.locale not in locales and variant.locale.split("-")[0] not in locales
 
-    async def call(
-        self, task: Task, request: Any, *blobs: bytes, seed: int | None = None, variant: VariantContext | None = None
-    ) -> Routed[Any]:
-        route = self.route_for(task, variant)
-        keys = {}
-        if self._cache is not None:
-            for provider_id in route:
-                adapter = self._adapter(provider_id)
-                keys[provider_id] = cache_key(self._cache_identity(provider_id, adapter), request, blobs)
-                value = self._cached(task, keys[provider_id])
-                if value is not None:
-                    return Routed(value, self._provenance(task, provider_id, request, seed, 0.0, 0.0, _Attempts(), cache_hit=True))
+    def _quality_retries(self, task: Task) -> int:
+        task_route = self._task_routes[task]
+        return self._default_quality_retries if task_route.quality_retries is None else task_route.quality_retries
 
+    def has_untried(self, task: Task, variant: VariantContext | None, rejected: Sequence[str]) -> bool:
+        """Whether the route still has a provider to ask after the answers `rejected` (one
+        provider id per rejected answer): the quality-aware fallback's stop condition."""
+        given, retries = Counter(rejected), self._quality_retries(task)
+        return any(
+            given[provider_id] <= retries and not self._lacks_locale(self._adapter(provider_id), variant)
+            for provider_id in self.route_for(task, variant)
+        )
+
+    async def call(
+        self,
+        task: Task,
+        request: Any,
+        *blobs: bytes,
+        seed: int | None = None,
+        variant: VariantContext | None = None,
+        rejected: Sequence[str] = (),
+    ) -> Routed[Any]:
+        """The route's first cached answer, else its first provider that answers. `rejected`
+        holds one provider id per answer a blocking check rejected for this request: a
+        provider is asked again with a new seed up to the task's `quality_retries` times,
+        then skipped. An answer marked rejected in the cache is never served."""
+        route = self.route_for(task, variant)
+        given, retries = Counter(rejected), self._quality_retries(task)
         attempts = _Attempts()
-        for index, provider_id in enumerate(route):
+        candidates = []  # (provider id, adapter, the request as asked of it, its seed, its cache key)
+        for provider_id in route:
             adapter = self._adapter(provider_id)
+            if given[provider_id] > retries:
+                attempts.fallbacks.append(provider_id)
+                attempts.errors.append(f"{provider_id}: {given[provider_id]} answers rejected by checks")
+                continue
             if self._lacks_locale(adapter, variant):
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: does not support locale {variant.locale}")
                 continue
-            last = index == len(route) - 1
+            asked, asked_seed = _reseeded(request, seed, given[provider_id])
+            key = cache_key(self._cache_identity(provider_id, adapter), asked, blobs) if self._cache is not None else None
+            candidates.append((provider_id, adapter, asked, asked_seed, key))
+
+        def hit(provider_id: str, asked: Any, asked_seed: int | None, key: str, value: Any) -> Routed[Any]:
+            provenance = self._provenance(task, provider_id, asked, asked_seed, 0.0, 0.0, attempts, cache_hit=True)
+            return Routed(value, provenance.model_copy(update={"cache_key": key}))
+
+        # Cached answers first, in route order, so an unchanged request costs no call even when
+        # a fallback answered it; but a provider whose cached answer was rejected is asked again
+        # before any later provider's answer is taken.
+        looked_up = set()
+        for provider_id, _, asked, asked_seed, key in candidates:
+            if key is None:
+                break
+            value, was_rejected = self._cached(task, key)
+            if value is not None:
+                return hit(provider_id, asked, asked_seed, key, value)
+            looked_up.add(provider_id)
+            if was_rejected:
+                break
+        for index, (provider_id, adapter, asked, asked_seed, key) in enumerate(candidates):
+            if key is not None and provider_id not in looked_up:
+                value, _ = self._cached(task, key)
+                if value is not None:
+                    return hit(provider_id, asked, asked_seed, key, value)
+            last = index == len(candidates) - 1
             if not await self._through_cooldown(provider_id, last, attempts):
                 attempts.fallbacks.append(provider_id)
                 continue
-            routed = await self._probed_call(task, provider_id, adapter, request, blobs, seed, variant, attempts, last)
+            routed = await self._probed_call(task, provider_id, adapter, asked, blobs, asked_seed, variant, attempts, last)
             if routed is not None:
-                if self._cache is not None:
-                    self._remember(task, keys[provider_id], routed.value, provider_id)
+                if key is not None:
+                    self._remember(task, key, routed.value, provider_id)
+                    routed = Routed(routed.value, routed.provenance.model_copy(update={"cache_key": key}))
                 return routed
             attempts.fallbacks.append(provider_id)
         raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
+
+    def reject(self, provenance: Provenance, reason: str) -> None:
+        """Mark the cached answer behind `provenance` rejected: no later call is served it."""
+        if self._cache is not None and provenance.cache_key:
+            self._cache.mark_rejected(provenance.cache_key, reason)
 
     def _cooling_note(self, provider_id: str) -> str:
         # No seconds left in the text: the same refusal reads the same on every run.
@@ -399,6 +482,7 @@ class ModelRouter(dg.ConfigurableResource):
             cache=cache,
             store=store,
             sleep=sleep,
+            quality_retries=routing.defaults.quality_retries,
         )
         try:
             yield session

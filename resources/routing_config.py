@@ -74,6 +74,8 @@ class RouteRule(_Strict):
 class TaskRoute(_Strict):
     route: tuple[ProviderId, ...] = Field(min_length=1)
     rules: tuple[RouteRule, ...] = ()
+    # Overrides defaults.quality_retries for this task.
+    quality_retries: int | None = Field(default=None, ge=0, le=5)
 
     def choose(self, tier: str | None, locale: str | None) -> tuple[str, ...]:
         for rule in self.rules:
@@ -102,6 +104,10 @@ class RoutingDefaults(_Strict):
     retry: RetryDefaults = RetryDefaults()
     cooldown: CooldownDefaults = CooldownDefaults()
     cache: bool = True
+    # An answer that fails a blocking check that judges answers is a failed attempt of the
+    # provider that made it: asked again with a new seed this many times, then the next
+    # provider in the route (docs/routing.md, "Quality-aware fallback").
+    quality_retries: int = Field(default=1, ge=0, le=5)
 
 
 class RoutingConfig(_Strict):

@@ -191,3 +191,19 @@ def test_engine_imports_no_dagster():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=__file__.rsplit("/tests/", 1)[0])
     assert out.stdout.strip() == "False"
     assert BlockingCheckFailed.__module__ == "assets.engine"
+
+
+def test_a_stage_sent_back_by_its_check_is_made_again_until_it_stands():
+    stages = FakeStages()
+    verdicts = iter([True, True, False])  # sent back twice, then kept
+
+    async def check(stage, key, manifest, inputs):
+        retry = stage == "a" and next(verdicts)
+        return Judged(manifest, {}, (), retry=retry)
+
+    events = []
+    engine = Engine(NODES, ["a", "b"], make=stages.make, check=check, load_stored=stages.load_stored, emit=events.append)
+    asyncio.run(engine.run(["k"]))
+    assert [entry for entry in stages.log if entry[0] == "start"] == [("start", "a", "k")] * 3 + [("start", "b", "k")]
+    made = [e for e in events if isinstance(e, Made)]
+    assert [(e.stage, e.key) for e in made] == [("a", "k"), ("b", "k")]  # one Made per stage: the output that stands

@@ -88,6 +88,17 @@ def test_bad_pipeline_files_name_the_file_stage_and_field(routing, edit, message
     assert message in str(raised.value)
 
 
+def test_which_checks_judge_a_providers_answer_is_declared_with_the_stage(routing):
+    judging = {(c.stage, c.name): c.judges_answer for c in resolve(STILLS, routing).checks()}
+    assert judging == {("concept", "no_banned_terms"): True, ("concept", "on_brief"): True, ("draft_image", "png_valid"): True, ("refined_image", "png_valid"): True}
+    text = STILLS.replace("kind: concept}", "kind: concept, checks: [no_banned_terms, {name: on_brief, judges_answer: false}]}")
+    judging = {(c.stage, c.name): c.judges_answer for c in resolve(text, routing).checks()}
+    assert judging[("concept", "on_brief")] is False and judging[("concept", "no_banned_terms")] is True
+    # A stage that calls no model has no provider to send an answer back to.
+    campaign = load_pipelines(PIPELINES, routing, str(LOCAL))["campaign"]
+    assert {c.name: c.judges_answer for c in campaign.checks() if c.stage == "captions"} == {"caption_rules": False, "no_banned_terms": False}
+
+
 def test_a_cycle_is_named(routing):
     text = """
 name: loop

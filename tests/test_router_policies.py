@@ -221,3 +221,71 @@ def test_variants_queued_behind_a_first_call_that_was_rate_limited_wait_instead_
     results = run(only, *(request(f"queued {i}") for i in range(4)), waits=waits)
     assert all(not isinstance(r, Exception) and r.provenance.adapter_id == "primary" for r in results), results
     assert CALLS["primary"] == 5 and 2.0 in waits
+
+
+def call_with(router, req, rejected=(), reject_answer=None, variant=None):
+    """One call on its own session, told which answers were rejected; `reject_answer` marks the
+    answer rejected in the cache before the session closes, as the stage hooks do."""
+
+    async def main():
+        async with router.session(store=ArtifactStore()) as session:
+            routed = await session.call("image", req, seed=req.seed, variant=variant, rejected=rejected)
+            if reject_answer:
+                session.reject(routed.provenance, reject_answer)
+            untried = session.has_untried("image", variant, [*rejected, routed.provenance.adapter_id])
+            return routed, untried
+
+    return asyncio.run(main())
+
+
+def test_a_rejected_provider_is_asked_again_with_a_new_seed_then_the_next_one(router):
+    first, untried = call_with(router, request("r"), reject_answer="on_brief: cosine 0.09 < 0.30")
+    assert first.provenance.adapter_id == "primary" and first.provenance.seed == 1 and untried
+    # One rejection: the same provider, a new seed derived from the variant's (the same on every run).
+    retry, untried = call_with(router, request("r"), rejected=("primary",), reject_answer="on_brief: again")
+    assert retry.provenance.adapter_id == "primary" and retry.provenance.seed not in (None, 1) and untried
+    assert CALLS["primary"] == 2
+    again, _ = call_with(router, request("r"), rejected=("primary",))
+    assert again.provenance.seed == retry.provenance.seed  # derived, not random
+    # quality_retries (default 1) spent: the next provider in the route, at the variant's own seed.
+    fallback, untried = call_with(router, request("r"), rejected=("primary", "primary"))
+    assert fallback.provenance.adapter_id == "backup" and fallback.provenance.seed == 1
+    assert fallback.provenance.fallbacks == ("primary",) and "primary: 2 answers rejected by checks" in fallback.provenance.errors
+    assert untried  # counting this answer, the backup has one rejection: a retry is left
+    _, untried = call_with(router, request("r"), rejected=("primary", "primary", "backup"), reject_answer="x")
+    assert not untried
+    with pytest.raises(NoProviderSucceeded, match="primary: 2 answers rejected by checks; backup: 2 answers rejected by checks"):
+        call_with(router, request("r"), rejected=("primary", "primary", "backup", "backup"))
+
+
+def test_a_rejected_answer_is_never_served_from_the_cache(router):
+    first, _ = call_with(router, request("c"), reject_answer="png_valid: does not decode")
+    assert not first.provenance.cache_hit and first.provenance.cache_key
+    # The next run asks again: the primary, called again (not the cache, not the backup).
+    second, _ = call_with(router, request("c"))
+    assert CALLS["primary"] == 2 and not second.provenance.cache_hit and second.provenance.adapter_id == "primary"
+    third, _ = call_with(router, request("c"))  # the new answer was stored over the rejected one
+    assert CALLS["primary"] == 2 and third.provenance.cache_hit
+
+
+def test_a_fallbacks_cached_answer_serves_a_rerun_unless_the_primarys_was_rejected(router):
+    SCRIPTS["primary"] = [FatalProviderError("400 bad", provider="fake", status=400)]
+    (first,) = run(router, request("f"))
+    assert first.provenance.adapter_id == "backup"
+    (second,) = run(router, request("f"))  # an unchanged request costs no call, whoever answered it
+    assert CALLS["primary"] == 1 and second.provenance.adapter_id == "backup" and second.provenance.cache_hit
+    # The primary answered, its answer was rejected, the backup answered the retry: the next
+    # run asks the primary again before it takes the backup's cached answer.
+    call_with(router, request("g"), reject_answer="on_brief: off")
+    call_with(router, request("g"), rejected=("primary",), reject_answer="on_brief: off again")
+    fallback, _ = call_with(router, request("g"), rejected=("primary", "primary"))
+    assert fallback.provenance.adapter_id == "backup" and CALLS["primary"] == 3
+    rerun, _ = call_with(router, request("g"))
+    assert CALLS["primary"] == 4 and rerun.provenance.adapter_id == "primary" and not rerun.provenance.cache_hit
+
+
+def test_quality_retries_is_configured_per_task(studio_home):
+    config = CONFIG.replace("  image:\n    route: [primary, backup]\n", "  image:\n    route: [primary, backup]\n    quality_retries: 0\n")
+    router = ModelRouter.from_config(parse_routing_config(config), "test")
+    fallback, _ = call_with(router, request("q"), rejected=("primary",))
+    assert fallback.provenance.adapter_id == "backup"

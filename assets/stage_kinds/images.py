@@ -98,7 +98,7 @@ async def refined_image(call: StageCall):
         headline=idea.headline,
         seed=spec.seed,
     )
-    source_png = await call.off_loop(call.artifacts.get, draft.artifact)
+    source_png = await call.input_bytes("image", draft.artifact)
     routed = await call.call_model(request, source_png)
     result = routed.value
     _refined_size_ok(result, routed.provenance.adapter_id, spec.aspect_ratio, min_short_side)

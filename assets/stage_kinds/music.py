@@ -37,7 +37,7 @@ async def mix_music_bed(call: StageCall):
         duration_s=voice.duration_s, mood=call.spec.tone, palette=call.spec.palette, seed=call.spec.seed, sample_rate=voice.sample_rate
     )
     routed = await call.call_model(request)
-    voice_samples, rate = decode_wav(await call.off_loop(call.artifacts.get, voice.artifact))
+    voice_samples, rate = decode_wav(await call.input_bytes("voiceover", voice.artifact))
     bed_samples, bed_rate = decode_wav(routed.value.wav)
     if bed_rate != rate:
         raise ValueError(f"{routed.provenance.adapter_id} returned {bed_rate} Hz, asked for {rate} Hz")

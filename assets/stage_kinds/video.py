@@ -32,8 +32,8 @@ async def compose_video(call: StageCall):
         tail_s=settings.tail_s,
         seed=spec.seed,
     )
-    image_png = await call.off_loop(artifacts.get, still.artifact)
-    audio_wav = await call.off_loop(artifacts.get, audio.artifact)
+    image_png = await call.input_bytes("image", still.artifact)
+    audio_wav = await call.input_bytes("voiceover", audio.artifact)
     routed = await call.call_model(request, image_png, audio_wav)
     result: VideoResult = routed.value
     drift = abs(result.video_duration_s - result.audio_duration_s)

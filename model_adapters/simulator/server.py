@@ -222,6 +222,28 @@ def synth_concept(brief: dict[str, Any], seed: int) -> dict[str, Any]:
     }
 
 
+_PLACEHOLDER = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua."
+
+
+def synth_off_brief_concept(brief: dict[str, Any]) -> dict[str, Any]:
+    """Well-formed, schema-valid and off-brief: placeholder copy of the right length, as a mock
+    or a model that ignored its prompt answers. The same whatever the seed."""
+    target = max(3, int(brief.get("target_words") or 40))
+    words = (_PLACEHOLDER.split() * (target // len(_PLACEHOLDER.split()) + 1))[:target]
+    script = " ".join(words).rstrip(",;:") + ("" if words[-1][-1] in ".!?" else ".")
+    return {
+        "headline": "Placeholder headline",
+        "script": script,
+        "image_prompt": "placeholder image, stock photo",
+        "caption_lines": textwrap.wrap(script, 42),
+    }
+
+
+def off_brief(share: float, seed: int) -> bool:
+    """Whether the answer for `seed` is off-brief: a fixed share of seeds, the same on every run."""
+    return share > 0 and random.Random(f"off-brief|{seed}").random() < share
+
+
 # --- request / response -----------------------------------------------------------------
 
 
@@ -347,7 +369,9 @@ def openai_chat(call: Call) -> Reply:
     if "target_words" not in brief:
         match = re.search(r"(\d+)\s+words", " ".join(texts))
         brief["target_words"] = int(match.group(1)) if match else 40
-    content = json.dumps(synth_concept(brief, int(body.get("seed") or 0)), ensure_ascii=False)
+    seed = int(body.get("seed") or 0)
+    concept = synth_off_brief_concept(brief) if off_brief(call.sim.settings.off_brief_share, seed) else synth_concept(brief, seed)
+    content = json.dumps(concept, ensure_ascii=False)
     prompt_tokens = max(1, sum(len(t) for t in texts) // 4)
     completion_tokens = max(1, len(content) // 4)
     return json_reply(

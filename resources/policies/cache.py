@@ -2,7 +2,9 @@
 
 Key: (provider, adapter kind and version, model, model version, options,
 canonical request, hashes of the input blobs). A hit returns the stored
-result without calling the provider, across runs and processes. Entries are
+result without calling the provider, across runs and processes. An answer
+that a blocking check rejected, or that a later stage proved broken, is
+marked `rejected` in its entry and is never served again. Entries are
 JSON records on the artifact store's own storage (filesystem or S3); media
 bytes inside a result are content-addressed artifacts and the entry holds
 their reference. Nothing is pickled.
@@ -60,3 +62,16 @@ class ResponseCache:
 
     def write(self, key: str, entry: dict) -> None:
         self.store.write_entry(self.NAMESPACE, key, json.dumps(entry, sort_keys=True).encode())
+
+    def mark_rejected(self, key: str, reason: str) -> bool:
+        """Keep the entry (what was answered stays inspectable) but never serve it again; a new
+        answer to the same request writes over it. False when there is no such entry."""
+        entry = self.read(key)
+        if entry is None:
+            return False
+        self.write(key, {**entry, "rejected": reason})
+        return True
+
+    def is_rejected(self, key: str) -> bool:
+        entry = self.read(key)
+        return bool(entry and entry.get("rejected"))

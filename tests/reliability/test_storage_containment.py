@@ -198,7 +198,7 @@ def test_damaged_cache_entries_are_misses_not_crashes(studio_home):
         key = hashlib.sha256(str(index).encode()).hexdigest()
         store.write_entry("cache", key, json.dumps(shape).encode())
         for task in ("concept", "image", "voice"):
-            assert session._cached(task, key) is None, (shape, task)
+            assert session._cached(task, key) == (None, False), (shape, task)
 
 
 PACKAGES = ("orchestration", "assets", "resources", "model_adapters")
