@@ -162,7 +162,7 @@ def test_cloud_campaign_through_the_simulator_twice(studio_home, one_campaign, t
                 refusals.append(voice.errors[0])
         # One variant's call was refused (the first call to a provider is a probe); the others
         # found ElevenLabs cooling down and were told why.
-        assert sum("AuthError 401" in e for e in refusals) == 1, refusals
+        assert sum("AuthError 401" in e for e in refusals) == 1, [(k, provenance[("voiceover", k)]) for k in tiers]
         assert all("AuthError 401" in e or e == "elevenlabs-voice: cooling down (refused our key (401))" for e in refusals), refusals
         assert_campaign_media(keys, manifests.load_manifest)
 

@@ -74,11 +74,13 @@ def test_canary_key_appears_nowhere(tmp_path, monkeypatch, capfd):
             assert result.success
             manifests = JsonManifestIOManager()
             concept = manifests.load_manifest(dg.AssetKey("concept"), keys[0]).provenance
-            voice = manifests.load_manifest(dg.AssetKey("voiceover"), keys[0]).provenance
+            voices = [manifests.load_manifest(dg.AssetKey("voiceover"), key).provenance for key in keys]
             # The echoing failures really happened, and their messages were kept (scrubbed).
             assert concept.adapter_id == "local-concept" and any("you sent" in e for e in concept.errors), concept
             assert any("[redacted]" in e for e in concept.errors)
-            assert voice.fallbacks == ("elevenlabs-voice",) and "AuthError 401" in voice.errors[0]
+            # Whichever variant asked ElevenLabs first met the 401; the others found it cooling down.
+            assert all(voice.fallbacks == ("elevenlabs-voice",) for voice in voices)
+            assert any("AuthError 401" in voice.errors[0] for voice in voices)
             event_text = "\n".join(dg.serialize_value(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
             failures = [str(e) for e in result.all_events if e.is_failure]
     finally:
