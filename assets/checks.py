@@ -535,7 +535,7 @@ def build_budget_check(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         description="The budget ledger's spend for the variant's campaign is within the brief's budget_usd.",
     )
     def campaign_budget(context: dg.AssetCheckExecutionContext, router: ModelRouter, brief):
-        ledger = router.ledger()
+        ledger = router.ledger(context.instance)
         totals_by_campaign: dict[str, dict] = {}  # one ledger read per campaign, not per variant
 
         def evaluate(key: str) -> CheckOutcome:

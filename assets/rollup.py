@@ -317,7 +317,7 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
     def campaign_rollup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
         store = context.resources.artifacts
-        ledger = context.resources.router.ledger()
+        ledger = context.resources.router.ledger(context.instance)
 
         by_campaign: dict[str, list[str]] = defaultdict(list)
         for key in context.instance.get_dynamic_partitions(pipeline.partitions_name):

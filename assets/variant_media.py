@@ -302,7 +302,7 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
         events: queue.Queue = queue.Queue()
 
         async def run_engine() -> None:
-            async with router.session(store=artifacts) as session:
+            async with router.session(store=artifacts, instance=context.instance) as session:
                 hooks.session = session
                 nodes = [Node(stage.name, dict(stage.inputs)) for stage in pipeline.stages]
                 engine = Engine(

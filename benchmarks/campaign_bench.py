@@ -204,7 +204,7 @@ def requests_made(stats: dict[str, Any]) -> int:
 async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None:
     from assets.brief import variant_seed
     from model_adapters.captions import build_cues
-    from model_adapters.types import ConceptRequest, ImageRequest, RefineRequest, VideoRequest, VoiceRequest, frame_size
+    from model_adapters.types import ConceptRequest, ImageRequest, RefineRequest, RetryableError, VideoRequest, VoiceRequest, frame_size
     from resources.model_router import ProviderResource
     from resources.routing_config import parse_routing_config
 
@@ -216,8 +216,15 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
         limits[task] = asyncio.Semaphore(config.providers[provider_id].max_concurrency)
 
     async def call(task: str, method: str, *args: Any) -> Any:
-        async with limits[task]:
-            return await getattr(adapters[task], method)(*args)
+        # A transport error (a connection the loaded simulator dropped) is asked again, as the
+        # router would; a bound that died on one would measure nothing.
+        for attempt in range(3):
+            async with limits[task]:
+                try:
+                    return await getattr(adapters[task], method)(*args)
+                except RetryableError:
+                    if attempt == 2:
+                        raise
 
     async def variant(v: dict[str, Any]) -> None:
         key = f"{brief['campaign_id']}.{v['id']}"

@@ -12,6 +12,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import dagster as dg
+
 from assets.stages import Pipeline
 from model_adapters.tasks import TASK_SPECS, VariantOutline
 from orchestration.pipelines import PipelineError, load_pipelines, pipeline_for
@@ -98,9 +100,17 @@ def projection_lines(brief: Brief, projection: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _dagster_instance() -> object | None:
+    """The instance of $DAGSTER_HOME, whose database holds a deployment's shared ledger (None: no home)."""
+    try:
+        return dg.DagsterInstance.get()
+    except Exception:  # DAGSTER_HOME unset or unreadable: the local ledger
+        return None
+
+
 def spent_line(routing: RoutingConfig, campaign_id: str, source: str = "routing") -> str:
-    """What the ledger (under $STUDIO_HOME/ledger) recorded for a campaign."""
-    totals = ModelRouter.from_config(routing, source).ledger().totals(campaign_id)
+    """What the shared ledger (resources/policies/shared_limits.py) recorded for a campaign."""
+    totals = ModelRouter.from_config(routing, source).ledger(_dagster_instance()).totals(campaign_id)
     return f"{campaign_id}: spent ${totals['spent_usd']:.4f} in {totals['calls']} paid calls"
 
 

@@ -13,13 +13,18 @@ Policies (retries, cooldowns, budgets, caching) live in resources/policies/.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import os
+import random
+import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import dagster as dg
@@ -29,12 +34,12 @@ from model_adapters.registry import adapter_kind
 from model_adapters.tasks import Blob, task_spec
 from model_adapters.types import AdapterError, MalformedResponse, Price, Task, request_hash
 from resources.manifests import ArtifactRef, Provenance
-from resources.policies.budget import BudgetLedger, CampaignBudget
+from resources.policies.budget import CampaignBudget
 from resources.policies.cache import ResponseCache, cache_key, decode_result, encode_result
 from resources.policies.cooldown import PROCESS_COOLDOWNS, CooldownTracker
 from resources.policies.retry import RetryPolicy
+from resources.policies.shared_limits import DEFAULT_LEASE_S, SharedLimits, shared_limits_for
 from resources.routing_config import RoutingConfig, TaskRoute
-from resources.settings import studio_home
 
 T = TypeVar("T")
 
@@ -49,6 +54,7 @@ class ProviderResource(dg.ConfigurableResource):
     api_key_env: str | None = None
     timeout_s: float = 120.0
     max_concurrency: int = 1
+    requests_per_minute: int | None = None
     price: dict[str, float] = Field(default_factory=dict)
     allowed_hosts: list[str] = Field(default_factory=list)
     options: dict[str, str] = Field(default_factory=dict)
@@ -64,6 +70,7 @@ class ProviderResource(dg.ConfigurableResource):
             api_key_env=provider.api_key_env,
             timeout_s=provider.timeout_s,
             max_concurrency=provider.max_concurrency,
+            requests_per_minute=provider.requests_per_minute,
             price={k: v for k, v in provider.price.model_dump().items() if v},
             allowed_hosts=list(provider.allowed_hosts),
             # Dagster config wants one value type; adapters parse what they need.
@@ -101,6 +108,22 @@ def estimate_cost(price: Price, task: Task, request: Any, result: Any = None) ->
 # being worked on. One window per provider per process at most, on the first calls only.
 PROBE_WINDOW_S = 0.15
 PROBE_POLL_S = 0.02
+_LIMITS_EXECUTOR: ThreadPoolExecutor | None = None
+_LIMITS_EXECUTOR_LOCK = threading.Lock()
+
+
+def _limits_executor() -> ThreadPoolExecutor:
+    """The process's threads for shared-limits transactions (made on first use)."""
+    global _LIMITS_EXECUTOR
+    with _LIMITS_EXECUTOR_LOCK:
+        if _LIMITS_EXECUTOR is None:
+            _LIMITS_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shared-limits")
+        return _LIMITS_EXECUTOR
+
+
+# A worker waiting for a shared slot asks again after this, doubling up to the max.
+SLOT_POLL_S = 0.02
+SLOT_POLL_MAX_S = 0.5
 
 
 def failed_call_cost(error: AdapterError, estimate_usd: float) -> float | None:
@@ -187,11 +210,13 @@ class RouterSession:
         *,
         retry: RetryPolicy,
         cooldowns: CooldownTracker,
-        ledger: BudgetLedger | None,
+        ledger: SharedLimits | None,
         cache: ResponseCache | None,
         store: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         quality_retries: int = 1,
+        limits: SharedLimits | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ):
         self._task_routes = task_routes
         self._default_quality_retries = quality_retries
@@ -207,6 +232,12 @@ class RouterSession:
         self._probes: dict[str, asyncio.Lock] = {}
         self._probe_started: dict[str, float] = {}
         self._probe_passed: set[str] = set()  # a first call outlasted the window: working, not refusing
+        # Slots and request rates every worker shares (None: this process's semaphores only).
+        self._shared = limits
+        self._lease_s = lease_s
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._held_slots: set[str] = set()
+        self._heartbeat: asyncio.Task | None = None
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -367,8 +398,8 @@ class RouterSession:
         loop = asyncio.get_running_loop()
         while not (self._cooldowns.has_answered(provider_id) or provider_id in self._probe_passed):
             if not lock.locked():
-                async with lock:  # this call is the probe
-                    self._probe_started[provider_id] = loop.time()
+                async with lock:  # this call is the probe; its window opens when its request is sent
+                    self._probe_started.pop(provider_id, None)
                     # The call before this one may have tripped a cooldown meanwhile.
                     if not await self._through_cooldown(provider_id, last, attempts):
                         return None
@@ -377,6 +408,9 @@ class RouterSession:
                 self._probe_passed.add(provider_id)
                 break
             await asyncio.sleep(PROBE_POLL_S)
+        # The probe may have been refused meanwhile (its cooldown is recorded before anything else).
+        if not await self._through_cooldown(provider_id, last, attempts):
+            return None
         return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
 
     async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
@@ -388,17 +422,21 @@ class RouterSession:
             token = None
             if self._ledger is not None and variant is not None and variant.budget_usd is not None:
                 budget = CampaignBudget(variant.campaign_id, variant.budget_usd)
-                token = self._ledger.reserve(budget, estimate_cost(price, task, request))
+                token = await self._limits_call(self._ledger.reserve, budget, estimate_cost(price, task, request))
             attempts.count += 1
             try:
-                async with self._limits[provider_id]:
+                async with self._slot(provider_id):
+                    await self._within_rate(provider_id, attempts)
+                    # The probe window counts from here: waits for slots, rates and the ledger are ours.
+                    self._probe_started.setdefault(provider_id, asyncio.get_running_loop().time())
                     # Latency is the provider's service time, not the wait for a slot.
                     started = time.perf_counter()
                     value = await method(request, *blobs)
             except AdapterError as exc:
-                if token:
-                    self._ledger.settle(variant.campaign_id, token, failed_call_cost(exc, estimate_cost(price, task, request)))
+                # The cooldown first: calls queued behind a probe read it as soon as it is known.
                 self._cooldowns.record_failure(provider_id, exc)
+                if token:
+                    await self._limits_call(self._ledger.settle, variant.campaign_id, token, failed_call_cost(exc, estimate_cost(price, task, request)))
                 status = f" {exc.status}" if exc.status else ""
                 attempts.errors.append(f"{provider_id}: {type(exc).__name__}{status}: {exc}")
                 if not self._retry.should_retry(exc, attempt):
@@ -408,15 +446,64 @@ class RouterSession:
                 attempts.waited_s += delay
                 continue
             except BaseException:
-                if token:
+                if token:  # cancelled or broken: released (a lost release lapses with RESERVATION_TTL_S)
                     self._ledger.settle(variant.campaign_id, token, None)
                 raise
             latency = time.perf_counter() - started
             cost = estimate_cost(price, task, request, value)
             if token:
-                self._ledger.settle(variant.campaign_id, token, cost)
+                await self._limits_call(self._ledger.settle, variant.campaign_id, token, cost)
             self._cooldowns.record_success(provider_id)
             return Routed(value, self._provenance(task, provider_id, request, seed, latency, cost, attempts))
+
+    async def _limits_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A shared-limits transaction off the event loop, on threads of its own: never queued
+        behind decoding or checks in the default executor, so a slot or a reservation costs
+        its transaction, not the wait for a busy thread."""
+        return await asyncio.get_running_loop().run_in_executor(_limits_executor(), functools.partial(fn, *args))
+
+    @asynccontextmanager
+    async def _slot(self, provider_id: str) -> AsyncIterator[None]:
+        """One of the provider's `max_concurrency` slots: this process's semaphore, then (with
+        shared limits) a leased slot row every worker counts, polled for while all are held."""
+        async with self._limits[provider_id]:
+            if self._shared is None:
+                yield
+                return
+            capacity, delay = self._providers[provider_id].max_concurrency, SLOT_POLL_S
+            while True:
+                token = await self._limits_call(self._shared.try_acquire_slot, provider_id, capacity, self._holder, self._lease_s)
+                if token:
+                    break
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jittered: workers do not poll in step
+                delay = min(delay * 2, SLOT_POLL_MAX_S)
+            self._held_slots.add(token)
+            if self._heartbeat is None or self._heartbeat.done():
+                self._heartbeat = asyncio.get_running_loop().create_task(self._renew_leases())
+            try:
+                yield
+            finally:
+                self._held_slots.discard(token)
+                await self._limits_call(self._shared.release_slot, token)
+
+    async def _renew_leases(self) -> None:
+        """While this session holds slots, their leases are renewed; a process that dies stops."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            if self._held_slots:
+                await self._limits_call(self._shared.renew_slots, list(self._held_slots), self._lease_s)
+
+    async def _within_rate(self, provider_id: str, attempts: _Attempts) -> None:
+        """Waits until the provider's `requests_per_minute` allows one more call (every worker's count)."""
+        per_minute = self._providers[provider_id].requests_per_minute
+        if not per_minute or self._shared is None:
+            return
+        while True:
+            wait = await self._limits_call(self._shared.take_request, provider_id, per_minute)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+            attempts.waited_s += wait
 
     def _provenance(self, task, provider_id, request, seed, latency, cost, attempts: _Attempts, cache_hit=False) -> Provenance:
         info = self._adapter(provider_id).info
@@ -438,6 +525,8 @@ class RouterSession:
         )
 
     async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for adapter in self._adapters.values():
             await adapter.aclose()
 
@@ -448,7 +537,9 @@ class ModelRouter(dg.ConfigurableResource):
     routing_config_path: str
     routing_json: str  # the validated routing config, so runs use exactly what the definitions loaded
     providers: dict[str, ProviderResource]
-    ledger_root: str = ""  # default $STUDIO_HOME/ledger
+    # Where the budget ledger, slots, rates and cooldowns live (resources/policies/shared_limits.py):
+    # "" = the Dagster instance's Postgres database when it has one, else SQLite under STUDIO_HOME.
+    limits_url: str = ""
 
     @classmethod
     def from_config(cls, routing: RoutingConfig, path: str) -> "ModelRouter":
@@ -463,26 +554,37 @@ class ModelRouter(dg.ConfigurableResource):
     def routes(self) -> dict[str, list[str]]:
         return {task: list(route.route) for task, route in self.routing.tasks.items()}
 
-    def ledger(self) -> BudgetLedger:
-        return BudgetLedger(Path(self.ledger_root) if self.ledger_root else studio_home() / "ledger")
+    def limits(self, instance: Any = None) -> SharedLimits:
+        """The shared limits for runs of `instance` (see `limits_url`)."""
+        return shared_limits_for(instance, self.limits_url)
+
+    def ledger(self, instance: Any = None) -> SharedLimits:
+        """The budget ledger (`reserve`, `settle`, `totals`) every worker of `instance` shares."""
+        return self.limits(instance)
 
     @asynccontextmanager
-    async def session(self, store: Any = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[RouterSession]:
-        """`store` (the artifact store) enables the response cache: cached media lives beside the artifacts."""
+    async def session(
+        self, store: Any = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, instance: Any = None
+    ) -> AsyncIterator[RouterSession]:
+        """`store` (the artifact store) enables the response cache: cached media lives beside the artifacts.
+        `instance` (the run's Dagster instance) picks where the shared limits live."""
         routing = self.routing
         retry = RetryPolicy(**routing.defaults.retry.model_dump())
-        PROCESS_COOLDOWNS.configure(**routing.defaults.cooldown.model_dump())
+        limits = await asyncio.to_thread(self.limits, instance)  # creates the tables on first use
+        PROCESS_COOLDOWNS.configure(**routing.defaults.cooldown.model_dump(), shared=limits)
         cache = ResponseCache(store) if routing.defaults.cache and store is not None else None
         session = RouterSession(
             routing.tasks,
             self.providers,
             retry=retry,
             cooldowns=PROCESS_COOLDOWNS,
-            ledger=self.ledger(),
+            ledger=limits,
             cache=cache,
             store=store,
             sleep=sleep,
             quality_retries=routing.defaults.quality_retries,
+            limits=limits,
+            lease_s=routing.defaults.slot_lease_s,
         )
         try:
             yield session

@@ -40,7 +40,10 @@ class ProviderConfig(_Strict):
     # The NAME of the environment variable that holds the key, never the key.
     api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    # Calls in flight at once, across every variant of every worker sharing the limits.
     max_concurrency: int = Field(default=1, ge=1, le=256)
+    # Calls started in any sliding minute, across every worker (None: no limit).
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     price: Price = Price()
     # Hosts, besides base_url's, that media URLs returned by this provider may point to.
     allowed_hosts: tuple[str, ...] = ()
@@ -108,6 +111,9 @@ class RoutingDefaults(_Strict):
     # provider that made it: asked again with a new seed this many times, then the next
     # provider in the route (docs/routing.md, "Quality-aware fallback").
     quality_retries: int = Field(default=1, ge=0, le=5)
+    # How long a worker's hold on a provider slot lasts without renewal: a worker that dies
+    # frees its slots after this (resources/policies/shared_limits.py).
+    slot_lease_s: float = Field(default=30.0, ge=2, le=600)
 
 
 class RoutingConfig(_Strict):

@@ -40,7 +40,8 @@ from assets.checks import (
 from model_adapters import registry
 from model_adapters.captions import parse_webvtt, to_webvtt
 from model_adapters.local_video import move_moov_to_front
-from resources.policies.budget import BudgetLedger, CampaignBudget
+from resources.policies.budget import CampaignBudget
+from resources.policies.shared_limits import shared_limits
 from tests.conftest import SAMPLE_CAMPAIGN
 from tests.helpers import materialized_sample_campaign, read_artifact, register, run_campaign, studio_definitions
 
@@ -349,12 +350,10 @@ def test_budget_check_function():
 
 @pytest.mark.e2e
 def test_over_budget_campaign_fails_its_check_through_dagster(campaign):
-    ledger = BudgetLedger(campaign.home / "ledger")
-    ledger_file = campaign.home / "ledger" / f"{SAMPLE_CAMPAIGN}.json"
-    saved = ledger_file.read_bytes() if ledger_file.exists() else None
+    ledger = shared_limits(f"sqlite:///{campaign.home / 'limits.sqlite'}")
+    budget = CampaignBudget(SAMPLE_CAMPAIGN, 100.0)
     try:
         # Spend recorded the way the router records it: reserve, then settle at the actual cost.
-        budget = CampaignBudget(SAMPLE_CAMPAIGN, 100.0)
         ledger.settle(SAMPLE_CAMPAIGN, ledger.reserve(budget, 30.0), 30.0)
         result = run_job(campaign.definitions, "budget_check", campaign.instance, campaign.keys)
         # Not blocking: the step succeeds, the evaluations fail.
@@ -366,11 +365,8 @@ def test_over_budget_campaign_fails_its_check_through_dagster(campaign):
             assert e.description.startswith(f"synced_video [{e.partition}]: campaign_within_budget failed")
             assert "over its budget of $25.00" in e.description
             assert e.metadata["spent_usd"].value >= 30 and e.metadata["budget_usd"].value == 25
-    finally:
-        if saved is None:
-            ledger_file.unlink(missing_ok=True)
-        else:
-            ledger_file.write_bytes(saved)
+    finally:  # the spend taken back, for the module's other tests
+        ledger.settle(SAMPLE_CAMPAIGN, ledger.reserve(budget, 0.0), -30.0)
 
 
 # --- a blocking check stops the run ------------------------------------------------------------

@@ -22,9 +22,10 @@ from resources.artifact_store import ArtifactStore
 from resources.io_manager import JsonManifestIOManager
 from resources.manifests import ImageArtifact, VariantBriefDoc
 from resources.model_router import ModelRouter
-from resources.policies.budget import BudgetLedger, CampaignBudget
+from resources.policies.budget import CampaignBudget
 from resources.policies.cache import ResponseCache
 from resources.policies.cooldown import PROCESS_COOLDOWNS
+from resources.policies.shared_limits import shared_limits_for
 from resources.routing_config import parse_routing_config
 from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 from tests.helpers import register, run_campaign, shipped_pipelines
@@ -104,7 +105,7 @@ def test_off_brief_answers_fall_back_are_never_cached_and_are_charged(studio_hom
         assert table.count("| hosted-concept |") == 2 and "on_brief" in table
 
         # The ledger charged every rejected answer: the provider answered and bills it.
-        totals = BudgetLedger(studio_home / "ledger").totals(SAMPLE_CAMPAIGN)
+        totals = shared_limits_for().totals(SAMPLE_CAMPAIGN)
         charged = sum(answer.cost_usd for concept in first.values() for answer in concept.provenance.rejected)
         # (provenance rounds each cost to 6 decimals; one call costs about 1e-4)
         assert totals["spent_usd"] == pytest.approx(charged, abs=1e-5) and charged > 0
@@ -123,7 +124,7 @@ def test_off_brief_answers_fall_back_are_never_cached_and_are_charged(studio_hom
             assert [(r.answered, r.rejected_by, r.seed) for r in again.provenance.rejected] == [
                 (r.answered, r.rejected_by, r.seed) for r in first[key].provenance.rejected
             ]
-        assert BudgetLedger(studio_home / "ledger").totals(SAMPLE_CAMPAIGN)["spent_usd"] == pytest.approx(2 * charged, abs=2e-5)
+        assert shared_limits_for().totals(SAMPLE_CAMPAIGN)["spent_usd"] == pytest.approx(2 * charged, abs=2e-5)
 
 
 @pytest.mark.e2e
@@ -166,7 +167,7 @@ def test_a_failed_budget_check_never_triggers_a_fallback(studio_home, stills_cam
         made = {key: manifests.load_manifest(CONCEPT, key) for key in keys}
         assert all(m.provenance.adapter_id == "hosted-concept" and m.provenance.rejected == () for m in made.values())
 
-        ledger = BudgetLedger(studio_home / "ledger")
+        ledger = shared_limits_for()
         token = ledger.reserve(CampaignBudget(SAMPLE_CAMPAIGN, stills_campaign["budget_usd"]), 0.0)
         ledger.settle(SAMPLE_CAMPAIGN, token, stills_campaign["budget_usd"] + 5.0)
         sim.reset_stats()

@@ -1,6 +1,7 @@
 """Each router policy alone: retries, Retry-After, fallback, cooldown, concurrency, budget, cache, rules."""
 
 import asyncio
+import time
 from collections import defaultdict
 
 import pytest
@@ -289,3 +290,62 @@ def test_quality_retries_is_configured_per_task(studio_home):
     router = ModelRouter.from_config(parse_routing_config(config), "test")
     fallback, _ = call_with(router, request("q"), rejected=("primary",))
     assert fallback.provenance.adapter_id == "backup"
+
+
+def test_two_workers_sharing_the_limits_keep_a_providers_concurrency(router):
+    """Two sessions (two run workers' routers) on the same shared limits: the provider's
+    max_concurrency (2) holds across both, not per worker."""
+
+    async def worker(prompts):
+        async with router.session(store=ArtifactStore()) as session:
+            return await asyncio.gather(*(session.call("image", request(p)) for p in prompts))
+
+    async def main():
+        return await asyncio.gather(worker([f"a{i}" for i in range(5)]), worker([f"b{i}" for i in range(5)]))
+
+    results = asyncio.run(main())
+    assert all(r.provenance.adapter_id == "primary" for batch in results for r in batch)
+    assert CALLS["primary"] == 10 and IN_FLIGHT["max"] == 2
+    assert router.limits().slots_held("primary") == 0  # every slot given back
+
+
+def test_requests_per_minute_holds_across_workers(studio_home, monkeypatch):
+    from resources.policies import shared_limits
+
+    monkeypatch.setattr(shared_limits, "RATE_WINDOW_S", 1.0)  # a one-second "minute", to keep the test short
+    config = CONFIG.replace("primary: {adapter: fake-image, max_concurrency: 2,", "primary: {adapter: fake-image, max_concurrency: 2, requests_per_minute: 3,")
+    router = ModelRouter.from_config(parse_routing_config(config), "test")
+    started: list[float] = []
+    original = FakeImages.generate
+
+    async def timed(self, req):
+        started.append(time.monotonic())
+        return await original(self, req)
+
+    monkeypatch.setattr(FakeImages, "generate", timed)
+
+    async def worker(prompts):
+        async with router.session(store=ArtifactStore()) as session:
+            return await asyncio.gather(*(session.call("image", request(p)) for p in prompts))
+
+    async def main():
+        return await asyncio.gather(worker(["a0", "a1", "a2", "a3"]), worker(["b0", "b1", "b2"]))
+
+    results = asyncio.run(main())
+    started.sort()
+    # 7 calls, 3 a window: never 4 starts within one window.
+    assert len(started) == 7 and all(started[i + 3] - started[i] >= 0.95 for i in range(len(started) - 3)), started
+    waits = sorted(r.provenance.waited_s for batch in results for r in batch)
+    assert sum(w > 0.5 for w in waits) >= 3, (waits, started)  # the calls past the first window waited for it
+
+
+def test_a_cooldown_set_by_one_worker_is_honoured_by_another(router):
+    from resources.policies.cooldown import CooldownTracker
+
+    SCRIPTS["primary"] = [RateLimited("429", provider="fake", status=429, retry_after_s=30.0)]
+    (first,) = run(router, request("x"))  # this worker meets the 429 and falls back
+    assert first.provenance.adapter_id == "backup"
+    # Another worker: its own process-wide tracker, nothing learnt locally, the same shared limits.
+    other = CooldownTracker()
+    other.configure(default_s=30, auth_s=300, failures_to_trip=3, shared=router.limits())
+    assert other.remaining_s("primary") > 25 and other.reason("primary") == "rate limited (429)"

@@ -1039,6 +1039,7 @@ class _Stats:
         self.calls_by_group: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
+        self.starts: dict[str, list[float]] = defaultdict(list)  # when each request was let in (wall clock): rates
         self.rejected_over_cap: dict[str, int] = defaultdict(int)
         self.faults: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.statuses: dict[str, int] = defaultdict(int)
@@ -1057,6 +1058,7 @@ class _Stats:
             "calls_by_group": plain(self.calls_by_group),
             "in_flight": plain(self.in_flight),
             "max_in_flight": plain(self.max_in_flight),
+            "starts": {group: list(times) for group, times in self.starts.items()},
             "rejected_over_cap": plain(self.rejected_over_cap),
             "faults": plain(self.faults),
             "statuses": plain(self.statuses),
@@ -1332,6 +1334,7 @@ class ProviderSimulator:
                 over = False
                 self._stats.in_flight[group] += 1
                 self._stats.max_in_flight[group] = max(self._stats.max_in_flight[group], self._stats.in_flight[group])
+                self._stats.starts[group].append(time.time())
         if over:
             reply = error_reply(429, f"more than {cap} concurrent requests", "rate_limit_exceeded")
             reply.headers["retry-after"] = f"{settings.concurrency_retry_after_s:g}"

@@ -1,7 +1,9 @@
 """Cooldown: a provider that rate-limits, refuses our key, keeps failing or is misconfigured is skipped for a while.
 
 One tracker per process, shared by every variant and every step in it, so
-twenty variants do not each discover that a provider is down. A provider is
+twenty variants do not each discover that a provider is down; with `shared`
+(resources/policies/shared_limits.py) a cooldown one worker sets is seen by
+every other worker within `SHARED_REFRESH_S`. A provider is
 taken as misconfigured when its endpoint does not exist (404) or takes no
 such method (405), or when it answers 400 with the same error
 `config_errors_to_trip` times in a row: it is cooled down for
@@ -13,6 +15,7 @@ misconfigured provider costs one or two calls per process, not one per variant.
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from model_adapters.types import AdapterError, AuthError, RateLimited
 
@@ -31,23 +34,51 @@ class CooldownTracker:
     _same_400: dict[str, tuple[str, int]] = field(default_factory=dict)  # provider -> (error, times in a row)
     _answered: set[str] = field(default_factory=set)  # providers that have answered once in this process
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    shared: Any = None  # a SharedLimits: cooldowns every worker sees
+    _seen: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # provider -> (read at, until (wall), why)
 
     def configure(
-        self, *, default_s: float, auth_s: float, failures_to_trip: int, config_error_s: float = 300.0, config_errors_to_trip: int = 2
+        self,
+        *,
+        default_s: float,
+        auth_s: float,
+        failures_to_trip: int,
+        config_error_s: float = 300.0,
+        config_errors_to_trip: int = 2,
+        shared: Any = None,
     ) -> None:
         """Apply the routing config's cooldown defaults (the tracker outlives any one config)."""
         with self._lock:
             self.default_s, self.auth_s, self.failures_to_trip = default_s, auth_s, failures_to_trip
             self.config_error_s, self.config_errors_to_trip = config_error_s, config_errors_to_trip
+            if shared is not self.shared:
+                self.shared, self._seen = shared, {}
+
+    def _shared_cooldown(self, provider_id: str) -> tuple[float, str]:
+        """(seconds left, why) of the cooldown every worker sees; read at most once a
+        SHARED_REFRESH_S per provider (the probe loop asks every few milliseconds)."""
+        shared = self.shared
+        if shared is None:
+            return 0.0, ""
+        now = time.monotonic()
+        seen = self._seen.get(provider_id)
+        if seen is None or now - seen[0] > SHARED_REFRESH_S:
+            cooldown = shared.cooldown(provider_id)
+            seen = (now, cooldown.until if cooldown else 0.0, cooldown.reason if cooldown else "")
+            self._seen[provider_id] = seen
+        return max(0.0, seen[1] - shared.clock()), seen[2]
 
     def remaining_s(self, provider_id: str) -> float:
         with self._lock:
-            return max(0.0, self._until.get(provider_id, 0.0) - self.clock())
+            local = max(0.0, self._until.get(provider_id, 0.0) - self.clock())
+        return max(local, self._shared_cooldown(provider_id)[0])
 
     def reason(self, provider_id: str) -> str:
         """Why the provider is (or was last) cooling down."""
         with self._lock:
-            return self._why.get(provider_id, "")
+            local = self._why.get(provider_id, "") if self._until.get(provider_id, 0.0) > self.clock() else ""
+        remaining, why = self._shared_cooldown(provider_id)
+        return local or (why if remaining > 0 else "") or self._why.get(provider_id, "")
 
     def has_answered(self, provider_id: str) -> bool:
         with self._lock:
@@ -87,16 +118,30 @@ class CooldownTracker:
             if seconds > 0:
                 self._until[provider_id] = max(self._until.get(provider_id, 0.0), self.clock() + seconds)
                 self._why[provider_id] = why
-            return max(0.0, self._until.get(provider_id, 0.0) - self.clock())
+            remaining = max(0.0, self._until.get(provider_id, 0.0) - self.clock())
+            shared = self.shared
+        if seconds > 0 and shared is not None:
+            shared.set_cooldown(provider_id, seconds, why)
+            self._seen.pop(provider_id, None)  # read it back on the next ask
+        return remaining
 
     def reset(self) -> None:
+        """Forget every cooldown, the shared ones too (tests; an operator after a fix)."""
         with self._lock:
+            if self.shared is not None:
+                try:
+                    self.shared.clear_cooldowns()
+                except Exception:  # its database is gone (a test's, dropped): nothing left to clear
+                    pass
+            self.shared, self._seen = None, {}
             self._until.clear()
             self._why.clear()
             self._streak.clear()
             self._same_400.clear()
             self._answered.clear()
 
+
+SHARED_REFRESH_S = 1.0
 
 # The process-wide tracker the router uses.
 PROCESS_COOLDOWNS = CooldownTracker()

@@ -1,7 +1,9 @@
-"""Variants racing for the last dollars of a budget, from threads and from processes, never overspend."""
+"""Variants racing for the last dollars of a budget, from threads and from processes, never overspend.
+
+On the embedded default's shared ledger (SQLite under STUDIO_HOME); tests/test_shared_limits.py
+races processes on Postgres too."""
 
 import concurrent.futures
-import json
 import math
 import multiprocessing
 import threading
@@ -9,15 +11,22 @@ import time
 
 import pytest
 
-from resources.policies.budget import BudgetExceeded, BudgetLedger, CampaignBudget
+import sqlalchemy as sa
+
+from resources.policies.budget import BudgetExceeded, CampaignBudget
+from resources.policies.shared_limits import SharedLimits
 
 LIMIT = 1.00
 PRICE = 0.07  # 14 calls fit; the 15th would pass the limit
 
 
+def _url(root) -> str:
+    return f"sqlite:///{root}/limits.sqlite"
+
+
 def _race(root: str, campaign: str, calls: int, barrier=None, start_at: float | None = None) -> tuple[int, int]:
     """Reserve and settle `calls` times; (spent, refused)."""
-    ledger = BudgetLedger(root)
+    ledger = SharedLimits(_url(root))
     spent = refused = 0
     if barrier is not None:
         barrier.wait()
@@ -35,7 +44,11 @@ def _race(root: str, campaign: str, calls: int, barrier=None, start_at: float | 
 
 
 def _state(root, campaign) -> dict:
-    return json.loads((root / f"{campaign}.json").read_text())
+    ledger = SharedLimits(_url(root))
+    with ledger.engine.connect() as conn:
+        reserved = conn.execute(sa.select(sa.func.count()).select_from(ledger.t["reservations"])
+                                .where(ledger.t["reservations"].c.campaign_id == campaign)).scalar()
+    return {**ledger.totals(campaign), "reserved": reserved}
 
 
 def test_threads_never_overspend(tmp_path):
@@ -48,7 +61,7 @@ def test_threads_never_overspend(tmp_path):
     assert sum(r for _, r in outcomes) == workers * 3 - spent
     state = _state(tmp_path, "threaded")
     assert state["spent_usd"] == pytest.approx(spent * PRICE) and state["spent_usd"] <= LIMIT + 1e-9
-    assert state["calls"] == spent and state["reserved"] == {}
+    assert state["calls"] == spent and state["reserved"] == 0
 
 
 def test_processes_and_threads_together_never_overspend(tmp_path):
@@ -66,13 +79,12 @@ def test_processes_and_threads_together_never_overspend(tmp_path):
     assert sum(s > 0 for s, _ in outcomes[:processes]) >= 1  # the processes really took part
     state = _state(tmp_path, "mixed")
     assert state["spent_usd"] <= LIMIT + 1e-9 and state["spent_usd"] == pytest.approx(14 * PRICE)
-    assert state["reserved"] == {}
-    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no torn ledger writes left
+    assert state["reserved"] == 0
 
 
 def test_in_flight_reservations_count_against_the_budget(tmp_path):
     """Reserved-but-unsettled calls hold their share: no one can slip in under them."""
-    ledger = BudgetLedger(tmp_path)
+    ledger = SharedLimits(_url(tmp_path))
     budget = CampaignBudget("held", LIMIT)
     tokens = [ledger.reserve(budget, 0.3) for _ in range(3)]
     with pytest.raises(BudgetExceeded, match="in flight"):

@@ -14,7 +14,8 @@ from resources.artifact_store import ArtifactStore, S3ArtifactStore, entry_key, 
 from resources.brief_schema import split_partition_key
 from resources.io_manager import JsonManifestIOManager, S3JsonManifestIOManager
 from resources.manifests import ArtifactRef
-from resources.policies.budget import BudgetLedger, CampaignBudget
+from resources.policies.budget import CampaignBudget
+from resources.policies.shared_limits import shared_limits_for
 from resources.policies.cache import ResponseCache
 from resources.s3 import S3Location
 from tests.conftest import PROJECT_ROOT
@@ -88,8 +89,8 @@ def test_entry_and_artifact_keys_are_hex_digests_only(key):
 
 @pytest.mark.parametrize("campaign", ["../x", "a/b", "abc\n", ".", "..", "\u0430bc", "", "A"])
 def test_ledger_refuses_hostile_campaign_ids(studio_home, tmp_path, campaign):
+    ledger = shared_limits_for()  # its database made first: the refusal must write nothing more
     before = files_under(tmp_path)
-    ledger = BudgetLedger(studio_home / "ledger")
     with pytest.raises(ValueError):
         ledger.reserve(CampaignBudget(campaign, 10.0), 1.0)
     assert files_under(tmp_path) == before
