@@ -198,15 +198,15 @@ class _StageHooks:
             return Judged(manifest)
         item = StageCheckInput(self.artifacts, self.briefs[key], manifest, inputs, self.settings[stage])
         outcomes = await asyncio.to_thread(_run_checks, checks, item)
-        failed_checks = [check for check in checks if check.blocking and not outcomes[check.name].passed]
-        failed = tuple(f"{check.name}: {problem}" for check in failed_checks for problem in outcomes[check.name].metadata["problems"])
-        passed = tuple(check.name for check in checks if outcomes[check.name].passed)
-        judged = Judged(manifest.model_copy(update={"checks_passed": passed}), outcomes, failed)
-        verdicts = tuple(
-            f"{check.name}: {problem}"
-            for check in failed_checks if check.judges_answer
+        # (check, "check: problem") for each problem of a failed blocking check
+        failures = [
+            (check, f"{check.name}: {problem}")
+            for check in checks if check.blocking and not outcomes[check.name].passed
             for problem in outcomes[check.name].metadata["problems"]
-        )
+        ]
+        passed = tuple(check.name for check in checks if outcomes[check.name].passed)
+        judged = Judged(manifest.model_copy(update={"checks_passed": passed}), outcomes, tuple(text for _, text in failures))
+        verdicts = tuple(text for check, text in failures if check.judges_answer)
         answers = self._answers.get((stage, key), [])
         if not verdicts or not answers:
             return judged

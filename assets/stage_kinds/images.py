@@ -7,8 +7,8 @@ from PIL import Image
 from assets.checks import check_png
 from assets.metadata import artifact_metadata, jpeg_markdown, provenance_metadata, thumbnail_of
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
-from model_adapters.tasks import TASK_SPECS
 from model_adapters.received import describe_received, error_text
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
 from resources.manifests import ConceptDoc, ImageArtifact
 

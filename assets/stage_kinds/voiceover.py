@@ -8,8 +8,8 @@ import dagster as dg
 from assets.checks import LOUDNESS_TOLERANCE_LU, MAX_TRUE_PEAK_DBTP, TARGET_LUFS, check_loudness
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
-from model_adapters.tasks import TASK_SPECS
 from model_adapters.received import describe_received, error_text
+from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import VoiceRequest, VoiceResult
 from resources.manifests import AudioArtifact, ConceptDoc
 

@@ -51,6 +51,7 @@ from typing import Any, Iterator
 
 import sqlalchemy as sa
 
+from resources.brief_schema import SLUG_PATTERN
 from resources.policies.budget import BudgetExceeded, CampaignBudget
 from resources.settings import studio_home
 
@@ -59,7 +60,7 @@ SCHEMA_VERSION = 1
 RESERVATION_TTL_S = 3600.0
 DEFAULT_LEASE_S = 30.0
 RATE_WINDOW_S = 60.0
-_CAMPAIGN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_CAMPAIGN = re.compile(SLUG_PATTERN)  # what a brief's campaign_id may be
 
 
 def _tables(schema: str | None) -> tuple[sa.MetaData, dict[str, sa.Table]]:
