@@ -42,7 +42,7 @@ class Provenance(_Manifest):
     cost_usd: float = 0.0
     attempts: int = 1  # provider calls made, all providers together (0 on a cache hit)
     cache_hit: bool = False
-    waited_s: float = 0.0  # backoff, Retry-After and cooldown waits
+    waited_s: float = 0.0  # backoff, Retry-After, cooldown, slot and rate-limit waits
     fallbacks: tuple[str, ...] = ()  # providers given up on before the one that answered
     errors: tuple[str, ...] = ()  # each failed attempt: provider, error class, status
     # The response cache's entry holding this answer: marked rejected when a check or a later

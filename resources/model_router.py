@@ -425,7 +425,7 @@ class RouterSession:
                 token = await self._limits_call(self._ledger.reserve, budget, estimate_cost(price, task, request))
             attempts.count += 1
             try:
-                async with self._slot(provider_id):
+                async with self._slot(provider_id, attempts):
                     await self._within_rate(provider_id, attempts)
                     # The probe window counts from here: waits for slots, rates and the ledger are ours.
                     self._probe_started.setdefault(provider_id, asyncio.get_running_loop().time())
@@ -463,11 +463,16 @@ class RouterSession:
         return await asyncio.get_running_loop().run_in_executor(_limits_executor(), functools.partial(fn, *args))
 
     @asynccontextmanager
-    async def _slot(self, provider_id: str) -> AsyncIterator[None]:
+    async def _slot(self, provider_id: str, attempts: _Attempts) -> AsyncIterator[None]:
         """One of the provider's `max_concurrency` slots: this process's semaphore, then (with
-        shared limits) a leased slot row every worker counts, polled for while all are held."""
-        async with self._limits[provider_id]:
+        shared limits) a leased slot row every worker counts, polled for while all are held.
+        A wait for a slot that was taken counts in `waited_s` like any other wait for a limit."""
+        semaphore = self._limits[provider_id]
+        queued = time.perf_counter() if semaphore.locked() else None
+        async with semaphore:
             if self._shared is None:
+                if queued is not None:
+                    attempts.waited_s += time.perf_counter() - queued
                 yield
                 return
             capacity, delay = self._providers[provider_id].max_concurrency, SLOT_POLL_S
@@ -475,8 +480,11 @@ class RouterSession:
                 token = await self._limits_call(self._shared.try_acquire_slot, provider_id, capacity, self._holder, self._lease_s)
                 if token:
                     break
+                queued = time.perf_counter() if queued is None else queued
                 await asyncio.sleep(delay * (0.5 + random.random()))  # jittered: workers do not poll in step
                 delay = min(delay * 2, SLOT_POLL_MAX_S)
+            if queued is not None:
+                attempts.waited_s += time.perf_counter() - queued
             self._held_slots.add(token)
             if self._heartbeat is None or self._heartbeat.done():
                 self._heartbeat = asyncio.get_running_loop().create_task(self._renew_leases())
