@@ -1,10 +1,10 @@
-"""What every variant asset shares: partitions, single-run backfills, the manifest IO manager."""
+"""What every variant asset shares: partitions, chunked backfills, the manifest IO manager."""
 
 from typing import Any
 
 import dagster as dg
 
-from assets.dagster_api import single_run_backfill_policy
+from assets.dagster_api import chunked_backfill_policy
 from assets.stages import Pipeline
 
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
@@ -41,8 +41,9 @@ def variant_asset_kwargs(
         "pool": pool,
         "automation_condition": automation,
         "partitions_def": pipeline.partitions_def,
-        # Many variants in one run; the step handles `context.partition_keys` concurrently.
-        "backfill_policy": single_run_backfill_policy(),
+        # Many variants in one run (the step handles `context.partition_keys` concurrently), at
+        # most the pipeline's max_variants_per_run: a big backfill spreads over run workers.
+        "backfill_policy": chunked_backfill_policy(pipeline.max_variants_per_run),
         "io_manager_key": MANIFEST_IO_MANAGER_KEY,
         "group_name": group,
         "kinds": kinds,

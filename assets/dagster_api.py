@@ -9,7 +9,7 @@ Dagster is upgraded, this module and that test are where to look.
   storage the local instance subclasses (orchestration/sqlite_event_log.py).
 - Preview in 1.13: asset checks on partitioned assets (`partitions_def=` on
   `AssetCheckSpec` and `@asset_check`), and `AssetCheckEvaluation(partition=)`.
-- Beta: `BackfillPolicy.single_run()`.
+- Beta: the `backfill_policy=` parameter of assets (`BackfillPolicy.multi_run`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def _quietly(make: Callable[[], Any]) -> Any:
         return make()
 
 
-def single_run_backfill_policy() -> dg.BackfillPolicy:
-    return _quietly(dg.BackfillPolicy.single_run)
+def chunked_backfill_policy(max_partitions_per_run: int) -> dg.BackfillPolicy:
+    """A backfill of many variants as runs of at most `max_partitions_per_run` partitions each."""
+    return _quietly(lambda: dg.BackfillPolicy.multi_run(max_partitions_per_run))
 
 
 def partitioned_check_spec(

@@ -221,6 +221,11 @@ class PipelineJob:
     description: str
 
 
+# Variants per run unless a pipeline file says otherwise: enough to keep a run's model step
+# busy (variants pipeline inside it; 16 reach ~0.45 s a variant against the simulator, see
+# docs/benchmarks.md), few enough that a 1,024-variant campaign is 64 runs to spread over workers.
+DEFAULT_MAX_VARIANTS_PER_RUN = 16
+
 # The assets every pipeline has besides its stages: no stage may take these names.
 BRIEF_ASSET = "brief"
 ROLLUP_ASSET = "campaign_rollup"
@@ -235,6 +240,8 @@ class Pipeline:
     partitions_name: str
     stages: tuple[PipelineStage, ...]  # in dependency order
     jobs: tuple[PipelineJob, ...] = ()
+    # Variants per run: the sensor, the repair schedule, `make demo` and UI backfills cut runs this size.
+    max_variants_per_run: int = DEFAULT_MAX_VARIANTS_PER_RUN
 
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])

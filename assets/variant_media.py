@@ -43,7 +43,7 @@ from pydantic import create_model
 
 from assets.checks import measured
 from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNERS, TORCH_POOL
-from assets.dagster_api import partitioned_check_spec, single_run_backfill_policy
+from assets.dagster_api import chunked_backfill_policy, partitioned_check_spec
 from assets.engine import Engine, Judged, Node
 from assets.recorder import Recorder
 from assets.reuse import FINGERPRINT_METADATA_KEY, ReusePlan, input_fingerprint
@@ -344,8 +344,8 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
         ins={"brief": dg.AssetIn(pipeline.brief_key)},
         can_subset=True,
         partitions_def=pipeline.partitions_def,
-        # Many variants in one run; the step pipelines them concurrently.
-        backfill_policy=single_run_backfill_policy(),
+        # Many variants in one run (the step pipelines them concurrently), chunked as the pipeline says.
+        backfill_policy=chunked_backfill_policy(pipeline.max_variants_per_run),
         pool=TORCH_POOL,
         # The IO manager too: a subset reads the unselected stages' stored manifests.
         required_resource_keys={"router", "artifacts", MANIFEST_IO_MANAGER_KEY},

@@ -1,9 +1,10 @@
 """`make demo`: register the sample campaigns and materialize every variant through Dagster.
 
 Runs on the embedded default (local adapters, SQLite, the filesystem): no
-keys, no network. Each campaign is one run over its partition range (the
-single-run backfill path), executed in this process against the persistent
-instance in `$DAGSTER_HOME`, so the runs show up in `make ui` afterwards.
+keys, no network. Each campaign is one run per span of at most its pipeline's
+`max_variants_per_run` variants (a partition range, the way the brief sensor
+requests it), executed in this process against the persistent instance in
+`$DAGSTER_HOME`, so the runs show up in `make ui` afterwards.
 """
 
 from __future__ import annotations
@@ -26,25 +27,9 @@ from orchestration.definitions import build_definitions
 from orchestration.instance import local_instance
 from orchestration.pipelines import PipelineError, pipeline_for
 from orchestration.storage import resolved_resource
+from orchestration.variant_runs import variant_spans
 from resources.brief_source import BriefSource
 from resources.settings import briefs_dir, dagster_home, studio_env, studio_home
-
-
-def contiguous_ranges(keys: list[str], ordered_partitions: list[str]) -> list[tuple[str, str]]:
-    """Split `keys` into runs of neighbours in the instance's partition order
-    (a dynamic partition range is defined by that order)."""
-    wanted = set(keys)
-    ranges, start, prev = [], None, None
-    for key in ordered_partitions:
-        if key in wanted:
-            start = start or key
-            prev = key
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaign", action="append", help="only this campaign id (repeatable)")
     args = parser.parse_args(argv)
 
-    # Dagster flags single-run backfill policies as beta on every asset; once is in the README.
+    # Dagster flags the backfill policy parameter as beta on every asset; once is in the README.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     started = time.perf_counter()
     instance = local_instance()
@@ -93,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = pipelines[campaign_pipeline[campaign_id]]
         job = definitions.resolve_job_def(pipeline.produce_job_name)
         ordered = instance.get_dynamic_partitions(pipeline.partitions_name)
-        for first, last in contiguous_ranges(keys, ordered):
+        for span in variant_spans(keys, ordered, pipeline.max_variants_per_run):
+            first, last = span[0], span[-1]
             run_started = time.perf_counter()
             result = job.execute_in_process(
                 instance=instance,

@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from assets.stage_kinds import stage_kinds
-from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, ChosenCheck, Pipeline, PipelineJob, PipelineStage
+from assets.stages import BRIEF_ASSET, DEFAULT_MAX_VARIANTS_PER_RUN, ROLLUP_ASSET, ChosenCheck, Pipeline, PipelineJob, PipelineStage
 from model_adapters.registry import validate_adapter_kinds
 from model_adapters.tasks import TASK_SPECS, validate_task_specs
 from resources.routing_config import RoutingConfig, validation_problems
@@ -94,6 +94,15 @@ class PipelineSpec(_Strict):
     )
     stages: list[StageSpec] = Field(min_length=1)
     jobs: list[JobSpec] = Field(default_factory=list, description="Jobs besides produce_<name> (which makes every stage).")
+    max_variants_per_run: int = Field(
+        default=DEFAULT_MAX_VARIANTS_PER_RUN,
+        ge=1,
+        le=1024,
+        description=(
+            "Variants per run: a campaign of N changed variants is ceil(N / this) runs (the brief sensor, the repair "
+            "schedule, make demo and UI backfills), spread over the deployment's run workers."
+        ),
+    )
 
 
 class PipelineError(ValueError):
@@ -236,6 +245,7 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
         partitions_name=spec.partitions or f"{spec.name}_variants",
         stages=tuple(resolved[name] for name in order),
         jobs=tuple(PipelineJob(job.name, tuple(job.from_stages), job.description) for job in spec.jobs),
+        max_variants_per_run=spec.max_variants_per_run,
     )
 
 

@@ -1,9 +1,11 @@
 """The nightly repair: request a run for every registered variant that has no final stage yet
-(never produced, or its last run failed), so unattended failures heal by morning. One per pipeline."""
+(never produced, or its last run failed), so unattended failures heal by morning. One per pipeline;
+the variants of a campaign go in runs of at most the pipeline's max_variants_per_run."""
 
 import dagster as dg
 
 from assets.stages import Pipeline
+from orchestration.variant_runs import span_name, span_run_request, variant_spans
 
 
 def variants_needing_repair(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[str]:
@@ -27,9 +29,19 @@ def nightly_repair(pipeline: Pipeline) -> dg.ScheduleDefinition:
         if not missing:
             return dg.SkipReason(f"every registered variant has a {final}")
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        registered = context.instance.get_dynamic_partitions(pipeline.partitions_name)
+        by_campaign: dict[str, list[str]] = {}
+        for key in missing:
+            by_campaign.setdefault(key.split(".", 1)[0], []).append(key)
         return [
-            dg.RunRequest(run_key=f"repair:{day}:{key}", partition_key=key, tags={"campaign": key.split(".", 1)[0], "repair": "nightly"})
-            for key in missing
+            span_run_request(
+                span,
+                job_name=pipeline.produce_job_name,
+                run_key=f"repair:{day}:{span_name(span)}",
+                tags={"campaign": campaign, "repair": "nightly"},
+            )
+            for campaign, keys in by_campaign.items()
+            for span in variant_spans(keys, registered, pipeline.max_variants_per_run)
         ]
 
     return repair

@@ -1,5 +1,10 @@
 """The brief sensor: validate briefs, register one partition per variant, request runs.
 
+Runs are requested per campaign: its new or changed variants in spans of at most the
+pipeline's `max_variants_per_run` (orchestration/variant_runs.py), each one run that
+pipelines its variants, so a campaign spreads over run workers without paying a run's
+start-up per variant.
+
 Each brief names its pipeline (`pipeline:`, default `campaign`); its variants
 are registered in that pipeline's partitions and requested from its
 `produce_<pipeline>` job. A brief naming no loaded pipeline is an error of
@@ -20,6 +25,7 @@ is not regenerated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -27,7 +33,12 @@ import dagster as dg
 
 from assets.stages import Pipeline
 from orchestration.pipelines import PipelineError, pipeline_for
+from orchestration.variant_runs import span_name, span_run_request, variant_spans
 from resources.brief_source import BriefFile, BriefSource
+
+# A scan reads the briefs folder and the partition lists: cheap, so a dropped brief starts
+# within seconds (the daemon's own loop adds up to a few more).
+BRIEF_SCAN_INTERVAL_S = 5
 
 
 @dataclass
@@ -108,15 +119,49 @@ def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, inv
     )
 
 
+def campaign_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]) -> list[dg.RunRequest]:
+    """Per campaign, its new or changed variants as runs of at most the pipeline's
+    `max_variants_per_run` neighbouring partitions (never one run per variant).
+
+    The partition order a range is read in is the instance's (keys added earlier first)
+    followed by this tick's additions in brief order, which is how the daemon adds them.
+    The run key names the span and hashes its variants' fingerprints: a span whose
+    variants change again is a new run; the same tick evaluated twice is not.
+    """
+    requests: list[dg.RunRequest] = []
+    order: dict[str, list[str]] = {}
+    for campaign, keys in outcome.campaigns.items():
+        pipeline = pipelines[outcome.pipelines[campaign]]
+        changed = [key for key in keys if key in outcome.variants_to_run]
+        if not changed:
+            continue
+        if pipeline.name not in order:
+            order[pipeline.name] = [*registered.get(pipeline.name, []), *outcome.partitions_to_add.get(pipeline.name, [])]
+        for span in variant_spans(changed, order[pipeline.name], pipeline.max_variants_per_run):
+            digest = hashlib.sha256("|".join(f"{key}={outcome.variants_to_run[key]}" for key in span).encode()).hexdigest()[:16]
+            requests.append(
+                span_run_request(
+                    span,
+                    job_name=pipeline.produce_job_name,
+                    run_key=f"{span_name(span)}:{digest}",
+                    tags={"campaign": campaign, "studio/variants": str(len(span))},
+                )
+            )
+    return requests
+
+
 def build_brief_sensor(pipelines: dict[str, Pipeline], produce_jobs: list) -> dg.SensorDefinition:
     """One sensor for the briefs folder; `produce_jobs`: each pipeline's `produce_<pipeline>` job."""
 
     @dg.sensor(
         name="brief_sensor",
         jobs=produce_jobs,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=BRIEF_SCAN_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Watches the briefs folder: validates briefs, adds a partition per variant in its pipeline, requests runs for new or changed variants.",
+        description=(
+            "Watches the briefs folder: validates briefs, adds a partition per variant in its pipeline, requests runs "
+            "for new or changed variants, per campaign in chunks of the pipeline's max_variants_per_run."
+        ),
     )
     def brief_sensor(context: dg.SensorEvaluationContext, briefs: BriefSource) -> dg.SensorResult:
         return evaluate_briefs(context, briefs, pipelines)
@@ -126,7 +171,9 @@ def build_brief_sensor(pipelines: dict[str, Pipeline], produce_jobs: list) -> dg
 
 def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pipelines: dict[str, Pipeline]) -> dg.SensorResult:
     known, previous_files = _load_cursor(context.cursor)
-    existing = {name: set(context.instance.get_dynamic_partitions(p.partitions_name)) for name, p in pipelines.items()}
+    # Each pipeline's partitions in the order they were added (the order a partition range is read in).
+    registered = {name: list(context.instance.get_dynamic_partitions(p.partitions_name)) for name, p in pipelines.items()}
+    existing = {name: set(keys) for name, keys in registered.items()}
     every_existing = set().union(*existing.values()) if existing else set()
     scanned = briefs.scan()
     outcome = plan_brief_changes(scanned, known, existing, pipelines)
@@ -144,15 +191,7 @@ def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pi
         if dropped:
             context.log.warning(f"variants removed from {campaign!r}: {', '.join(dropped)}; their partitions are kept")
 
-    run_requests = [
-        dg.RunRequest(
-            run_key=f"{key}:{fingerprint[:16]}",
-            job_name=pipelines[outcome.pipelines[key.split(".", 1)[0]]].produce_job_name,
-            partition_key=key,
-            tags={"campaign": key.split(".", 1)[0]},
-        )
-        for key, fingerprint in outcome.variants_to_run.items()
-    ]
+    run_requests = campaign_run_requests(outcome, pipelines, registered)
     # Fingerprints of vanished or unreadable briefs stay, so a brief that comes
     # back unchanged (or a typo fixed) does not regenerate anything.
     campaign_files = {c: p for c, p in previous_files.items() if c not in removed}

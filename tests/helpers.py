@@ -26,6 +26,7 @@ from PIL import Image
 from assets.dagster_api import partition_range_tags
 from model_adapters.captions import parse_webvtt
 from orchestration.definitions import build_definitions
+from orchestration.variant_runs import requested_partition_keys
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
 
@@ -58,7 +59,12 @@ def register(instance, definitions=None) -> list[str]:
     result = brief_sensor(definitions)(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return [r.partition_key for r in result.run_requests]
+    return [key for request in result.run_requests for key in request_keys(instance, request)]
+
+
+def request_keys(instance, request: dg.RunRequest, partitions_name: str = "variants") -> list[str]:
+    """The variants a run request covers: its partition key, or its range in the instance's order."""
+    return requested_partition_keys(request, instance.get_dynamic_partitions(partitions_name))
 
 
 def run_campaign(instance, keys, run_config=None, definitions=None, job_name="produce_campaign"):

@@ -52,5 +52,5 @@ def test_private_symbols_still_exist_where_expected():
 def test_preview_definitions_are_built_without_warnings(recwarn):
     partitions = dg.DynamicPartitionsDefinition(name="p")
     dagster_api.partitioned_check_spec("c", dg.AssetKey("a"), blocking=True, description="d", partitions_def=partitions)
-    dagster_api.single_run_backfill_policy()
+    assert dagster_api.chunked_backfill_policy(16).max_partitions_per_run == 16
     assert not [w for w in recwarn if issubclass(w.category, (dg.PreviewWarning, dg.BetaWarning))]

@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration.schedules import nightly_repair as repair_schedule
 from orchestration.schedules import variants_needing_repair
-from tests.helpers import shipped_pipelines
+from tests.helpers import request_keys, shipped_pipelines
 
 NIGHT = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
 
@@ -34,3 +34,17 @@ def test_each_pipeline_repairs_its_own_final_stage():
         instance.add_dynamic_partitions("stills_variants", ["s.a", "s.b"])
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["stills", "refined_image"], partition="s.a"))
         assert variants_needing_repair(instance, stills) == ["s.b"]
+
+
+def test_repair_runs_each_campaign_in_chunks_of_max_variants_per_run():
+    campaign = shipped_pipelines()["campaign"]
+    with dg.instance_for_test() as instance:
+        keys = [f"big.v{i:02d}" for i in range(20)] + ["small.a", "small.b"]
+        instance.add_dynamic_partitions("variants", keys)
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="synced_video", partition="big.v05"))
+        requests = repair_schedule(campaign)(dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT))
+        spans = [request_keys(instance, r) for r in requests]
+        # big: v00..v04 (v05 is done), then v06..v19 (14); small: its two.
+        assert spans == [keys[:5], keys[6:20], ["small.a", "small.b"]]
+        assert [r.tags["campaign"] for r in requests] == ["big", "big", "small"]
+        assert requests[0].run_key == "repair:2026-11-24:big.v00..big.v04"

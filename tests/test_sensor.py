@@ -2,11 +2,12 @@ import json
 import shutil
 
 import dagster as dg
+import pytest
 
 from orchestration.definitions import build_definitions
 from resources.brief_source import BriefSource
-from tests.conftest import SAMPLE_BRIEFS
-from tests.helpers import brief_sensor
+from tests.conftest import PROJECT_ROOT, SAMPLE_BRIEFS
+from tests.helpers import brief_sensor, request_keys
 
 _SENSOR = []
 
@@ -34,8 +35,12 @@ def test_sensor_registers_one_partition_per_variant_and_requests_runs(sample_bri
             "aurora-lamp.story-en", "aurora-lamp.feed-en", "aurora-lamp.banner-de", "aurora-lamp.story-fr",
             "trail-runner.reel-en", "trail-runner.square-es", "trail-runner.wide-en",
         }
-        assert {r.partition_key for r in result.run_requests} == keys
-        assert all(r.tags["campaign"] == r.partition_key.split(".")[0] for r in result.run_requests)
+        # One run per campaign (each far under max_variants_per_run), over its variants' range.
+        assert sorted(r.tags["campaign"] for r in result.run_requests) == ["aurora-lamp", "trail-runner"]
+        covered = [k for r in result.run_requests for k in request_keys(instance, r)]
+        assert sorted(covered) == sorted(keys)
+        assert all(k.startswith(r.tags["campaign"] + ".") for r in result.run_requests for k in request_keys(instance, r))
+        assert all(r.job_name == "produce_campaign" and r.partition_key is None for r in result.run_requests)
 
         # Nothing changed: nothing requested, no new partitions.
         again = evaluate(instance, result.cursor)
@@ -46,12 +51,12 @@ def test_sensor_registers_one_partition_per_variant_and_requests_runs(sample_bri
         path = sample_briefs / "trail-runner.yaml"
         path.write_text(path.read_text().replace("duration_s: 15", "duration_s: 14"))
         changed = evaluate(instance, again.cursor)
-        assert [r.partition_key for r in changed.run_requests] == ["trail-runner.reel-en"]
+        assert [r.partition_key for r in changed.run_requests] == ["trail-runner.reel-en"]  # one variant: its key
 
         # A campaign-level change touches every variant of that campaign, and only those.
         path.write_text(path.read_text().replace("tone: Energetic", "tone: Playful"))
         campaign_change = evaluate(instance, changed.cursor)
-        assert {r.partition_key for r in campaign_change.run_requests} == {k for k in keys if k.startswith("trail-runner.")}
+        assert [set(request_keys(instance, r)) for r in campaign_change.run_requests] == [{k for k in keys if k.startswith("trail-runner.")}]
 
 
 def test_invalid_brief_is_reported_and_does_not_stop_others(sample_briefs):
@@ -64,7 +69,7 @@ def test_invalid_brief_is_reported_and_does_not_stop_others(sample_briefs):
         result = evaluate(instance)
         keys = set(instance.get_dynamic_partitions("variants"))
         assert len(keys) == 7 and not any(k.startswith("broken.") for k in keys)
-        assert len(result.run_requests) == 7
+        assert sum(len(request_keys(instance, r)) for r in result.run_requests) == 7
         again = evaluate(instance, result.cursor)
         assert "broken.yaml: variants[0].aspect_ratio" in again.skip_reason.skip_message
         assert "dup.yaml: campaign_id: 'aurora-lamp' is already declared by" in again.skip_reason.skip_message
@@ -76,11 +81,11 @@ def test_fixing_a_brief_requests_only_its_variants(briefs_folder, sample_briefs)
     aurora.write_text(good.replace("budget_usd: 25", "budget_usd: -5"))
     with dg.instance_for_test() as instance:
         first = evaluate(instance)
-        assert {r.partition_key.split(".")[0] for r in first.run_requests} == {"trail-runner"}
+        assert {r.tags["campaign"] for r in first.run_requests} == {"trail-runner"}
         aurora.write_text(good)
         fixed = evaluate(instance, first.cursor)
-        assert {r.partition_key.split(".")[0] for r in fixed.run_requests} == {"aurora-lamp"}
-        assert json.loads(fixed.cursor)["fingerprints"].keys() >= {r.partition_key for r in fixed.run_requests}
+        assert {r.tags["campaign"] for r in fixed.run_requests} == {"aurora-lamp"}
+        assert json.loads(fixed.cursor)["fingerprints"].keys() >= {k for r in fixed.run_requests for k in request_keys(instance, r)}
 
 
 def test_sensor_is_in_definitions_and_targets_each_pipelines_produce_job():
@@ -120,3 +125,71 @@ def test_variant_removed_from_a_brief_keeps_its_partition(sample_briefs, capfd):
         assert after.run_requests == []
         assert "aurora-lamp.story-fr" in instance.get_dynamic_partitions("variants")
         assert "variants removed from 'aurora-lamp': aurora-lamp.story-fr" in capfd.readouterr().err
+
+
+def _big_brief(variants: int, duration_of=lambda i: 6) -> str:
+    lines = [
+        "campaign_id: big", "product: Desk lamp", "audience: night readers", "tone: Calm",
+        "palette: ['#101820', '#f2aa4c']", "budget_usd: 100", "variants:",
+    ]
+    lines += [f"  - {{id: v{i:02d}, locale: en-US, aspect_ratio: '1:1', duration_s: {duration_of(i)}}}" for i in range(variants)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_big_campaign_is_requested_in_chunks_of_max_variants_per_run(briefs_folder):
+    """40 variants, chunks of 16 (the default): 3 runs over neighbouring ranges; a change to two
+    variants with an unchanged one between them is 2 runs of one; nothing is requested twice."""
+    (briefs_folder / "big.yaml").write_text(_big_brief(40))
+    with dg.instance_for_test() as instance:
+        result = evaluate(instance)
+        spans = [request_keys(instance, r) for r in result.run_requests]
+        assert [len(s) for s in spans] == [16, 16, 8]
+        assert [k for s in spans for k in s] == [f"big.v{i:02d}" for i in range(40)]
+        assert all(r.tags["campaign"] == "big" and r.tags["studio/variants"] == str(len(s)) for r, s in zip(result.run_requests, spans))
+        assert len({r.run_key for r in result.run_requests}) == 3
+
+        (briefs_folder / "big.yaml").write_text(_big_brief(40, lambda i: 8 if i in (3, 5) else 6))
+        changed = evaluate(instance, result.cursor)
+        assert [request_keys(instance, r) for r in changed.run_requests] == [["big.v03"], ["big.v05"]]
+        assert [r.partition_key for r in changed.run_requests] == ["big.v03", "big.v05"]
+
+        # Five neighbours change, and the brief grows by 20 variants: the neighbours are one run,
+        # the new variants (added after every existing partition) are runs of 16 and 4.
+        (briefs_folder / "big.yaml").write_text(_big_brief(60, lambda i: 9 if 20 <= i < 25 else 8 if i in (3, 5) else 6))
+        grown = evaluate(instance, changed.cursor)
+        assert [request_keys(instance, r) for r in grown.run_requests] == [
+            [f"big.v{i:02d}" for i in range(20, 25)],
+            [f"big.v{i:02d}" for i in range(40, 56)],
+            [f"big.v{i:02d}" for i in range(56, 60)],
+        ]
+        assert evaluate(instance, grown.cursor).run_requests == []
+
+
+def test_max_variants_per_run_comes_from_the_pipeline_file(tmp_path, briefs_folder, monkeypatch):
+    """A pipeline file's `max_variants_per_run` sets its runs' size and its assets' backfill policy."""
+    from orchestration.pipelines import PipelineError, parse_pipeline_spec
+    from tests.helpers import shipped_pipelines
+
+    shipped = PROJECT_ROOT / "config" / "pipelines"
+    folder = tmp_path / "pipelines"
+    shutil.copytree(shipped, folder)
+    (folder / "stills.yaml").write_text((shipped / "stills.yaml").read_text() + "max_variants_per_run: 4\n")
+    monkeypatch.setenv("STUDIO_PIPELINES_DIR", str(folder))
+    definitions = build_definitions()
+    stills = definitions.resolve_assets_def(dg.AssetKey(["stills", "refined_image"]))
+    assert stills.backfill_policy.max_partitions_per_run == 4
+    campaign = definitions.resolve_assets_def(dg.AssetKey("synced_video"))
+    assert campaign.backfill_policy.max_partitions_per_run == 16  # the documented default
+    assert shipped_pipelines()["stills"].max_variants_per_run == 16
+
+    (briefs_folder / "big.yaml").write_text(_big_brief(10).replace("campaign_id: big", "campaign_id: big\npipeline: stills"))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()})
+        result = definitions.resolve_sensor_def("brief_sensor")(context)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        assert [len(request_keys(instance, r, "stills_variants")) for r in result.run_requests] == [4, 4, 2]
+        assert {r.job_name for r in result.run_requests} == {"produce_stills"}
+
+    with pytest.raises(PipelineError, match=r"stills.yaml: max_variants_per_run: "):
+        parse_pipeline_spec((shipped / "stills.yaml").read_text() + "max_variants_per_run: 0\n", "stills.yaml")
