@@ -47,7 +47,7 @@ from PIL import Image
 from assets.dagster_api import latest_materializations, partition_check_evaluation, partitioned_asset_check
 from assets.stages import CheckOutcome, Pipeline
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
-from model_adapters.local_video import mp4_top_level_boxes
+from model_adapters.media.mp4 import mp4_top_level_boxes
 from model_adapters.loudness import measure
 from model_adapters.received import describe_received, error_text
 from model_adapters.types import CaptionCue, WordTiming

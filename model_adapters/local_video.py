@@ -78,6 +78,7 @@ from PIL import Image, ImageDraw, ImageFont
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import load_font
+from model_adapters.media.mp4 import is_faststart, mp4_top_level_boxes  # noqa: F401  (re-exported: callers import them from here)
 from model_adapters.types import AdapterError, AdapterInfo, CaptionCue, Price, VideoRequest, VideoResult
 
 PROVIDER = "local"
@@ -689,30 +690,6 @@ def _audio_frames(pcm: np.ndarray, total_samples: int) -> Iterator[av.AudioFrame
 
 
 # --- MP4 boxes ----------------------------------------------------------------------------
-
-
-def mp4_top_level_boxes(data: bytes) -> list[tuple[str, int, int]]:
-    """(type, offset, size) of each top-level ISO-BMFF box."""
-    boxes = []
-    offset = 0
-    while offset + 8 <= len(data):
-        size, kind = struct.unpack_from(">I4s", data, offset)
-        header = 8
-        if size == 1:
-            size = struct.unpack_from(">Q", data, offset + 8)[0]
-            header = 16
-        elif size == 0:
-            size = len(data) - offset
-        if size < header or offset + size > len(data):
-            raise ValueError(f"malformed MP4: box {kind!r} at {offset} has size {size}")
-        boxes.append((kind.decode("latin-1"), offset, size))
-        offset += size
-    return boxes
-
-
-def is_faststart(data: bytes) -> bool:
-    kinds = [kind for kind, _, _ in mp4_top_level_boxes(data)]
-    return "moov" in kinds and "mdat" in kinds and kinds.index("moov") < kinds.index("mdat")
 
 
 _CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"mvex", b"udta"}

@@ -1,9 +1,9 @@
 """The brief sensor: validate briefs, register one partition per variant, request runs.
 
-Runs are requested per campaign: its new or changed variants in spans of at most the
-pipeline's `max_variants_per_run` (orchestration/variant_runs.py), each one run that
-pipelines its variants, so a campaign spreads over run workers without paying a run's
-start-up per variant.
+Runs are requested per chunk: a pipeline's new or changed variants in spans of at most its
+`max_variants_per_run` neighbouring partitions (orchestration/variant_runs.py), each one run
+that pipelines its variants, so a big campaign spreads over run workers and small ones share
+a run, without paying a run's start-up per variant.
 
 Each brief names its pipeline (`pipeline:`, default `campaign`); its variants
 are registered in that pipeline's partitions and requested from its
@@ -120,31 +120,37 @@ def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, inv
 
 
 def campaign_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]) -> list[dg.RunRequest]:
-    """Per campaign, its new or changed variants as runs of at most the pipeline's
-    `max_variants_per_run` neighbouring partitions (never one run per variant).
+    """The new or changed variants as runs of at most the pipeline's `max_variants_per_run`
+    neighbouring partitions (never one run per variant).
 
-    The partition order a range is read in is the instance's (keys added earlier first)
-    followed by this tick's additions in brief order, which is how the daemon adds them.
-    The run key names the span and hashes its variants' fingerprints: a span whose
+    A big campaign is several runs; small campaigns that change in the same tick share one
+    (two sample briefs are one run, not two runs each loading the models and waiting for the
+    other's model step). The partition order a range is read in is the instance's (keys added
+    earlier first) followed by this tick's additions in brief order, which is how the daemon
+    adds them. The run key names the span and hashes its variants' fingerprints: a span whose
     variants change again is a new run; the same tick evaluated twice is not.
     """
     requests: list[dg.RunRequest] = []
-    order: dict[str, list[str]] = {}
-    for campaign, keys in outcome.campaigns.items():
-        pipeline = pipelines[outcome.pipelines[campaign]]
-        changed = [key for key in keys if key in outcome.variants_to_run]
+    for name, pipeline in pipelines.items():
+        changed = [
+            key
+            for campaign, keys in outcome.campaigns.items()
+            if outcome.pipelines[campaign] == name
+            for key in keys
+            if key in outcome.variants_to_run
+        ]
         if not changed:
             continue
-        if pipeline.name not in order:
-            order[pipeline.name] = [*registered.get(pipeline.name, []), *outcome.partitions_to_add.get(pipeline.name, [])]
-        for span in variant_spans(changed, order[pipeline.name], pipeline.max_variants_per_run):
+        order = [*registered.get(name, []), *outcome.partitions_to_add.get(name, [])]
+        for span in variant_spans(changed, order, pipeline.max_variants_per_run):
+            campaigns = list(dict.fromkeys(key.split(".", 1)[0] for key in span))
             digest = hashlib.sha256("|".join(f"{key}={outcome.variants_to_run[key]}" for key in span).encode()).hexdigest()[:16]
             requests.append(
                 span_run_request(
                     span,
                     job_name=pipeline.produce_job_name,
                     run_key=f"{span_name(span)}:{digest}",
-                    tags={"campaign": campaign, "studio/variants": str(len(span))},
+                    tags={"campaign": ",".join(campaigns), "studio/variants": str(len(span))},
                 )
             )
     return requests
