@@ -1,13 +1,17 @@
 """The local Dagster home: `$STUDIO_HOME/dagster`, seeded with the project's `config/dagster.yaml`,
 and the recovery of runs whose process died."""
 
+from __future__ import annotations
+
 import os
 import shutil
 import sys
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from resources.settings import PROJECT_ROOT, dagster_home
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "config" / "dagster.yaml"
 
@@ -24,6 +28,8 @@ def ensure_dagster_home() -> str:
 
 
 def local_instance() -> dg.DagsterInstance:
+    import dagster as dg  # here, not at the top: `make ui` seeds the home without paying for Dagster's import
+
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     recover_dead_runs(instance)
@@ -50,6 +56,8 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     daemon's run monitoring frees slots of runs that have *ended*; this ends the
     dead ones. Only for a local instance: the pid is this machine's.
     """
+    import dagster as dg
+
     recovered = []
     in_progress = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
     for run in instance.get_runs(filters=in_progress):
