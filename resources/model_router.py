@@ -237,6 +237,7 @@ class RouterSession:
         self._lease_s = lease_s
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._held_slots: set[str] = set()
+        self._slot_freed: dict[str, asyncio.Condition] = {}  # per provider: a slot this process released
         self._heartbeat: asyncio.Task | None = None
 
     def _adapter(self, provider_id: str) -> Any:
@@ -476,12 +477,20 @@ class RouterSession:
                 yield
                 return
             capacity, delay = self._providers[provider_id].max_concurrency, SLOT_POLL_S
+            freed = self._slot_freed.setdefault(provider_id, asyncio.Condition())
             while True:
                 token = await self._limits_call(self._shared.try_acquire_slot, provider_id, capacity, self._holder, self._lease_s)
                 if token:
                     break
                 queued = time.perf_counter() if queued is None else queued
-                await asyncio.sleep(delay * (0.5 + random.random()))  # jittered: workers do not poll in step
+                # A slot this process frees wakes one of its waiters at once; one freed by another
+                # worker is found by polling, jittered so that workers do not poll in step.
+                async with freed:
+                    try:
+                        await asyncio.wait_for(freed.wait(), delay * (0.5 + random.random()))
+                        continue
+                    except TimeoutError:
+                        pass
                 delay = min(delay * 2, SLOT_POLL_MAX_S)
             if queued is not None:
                 attempts.waited_s += time.perf_counter() - queued
@@ -493,6 +502,8 @@ class RouterSession:
             finally:
                 self._held_slots.discard(token)
                 await self._limits_call(self._shared.release_slot, token)
+                async with freed:
+                    freed.notify(1)
 
     async def _renew_leases(self) -> None:
         """While this session holds slots, their leases are renewed; a process that dies stops."""

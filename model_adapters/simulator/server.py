@@ -1040,6 +1040,9 @@ class _Stats:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
         self.starts: dict[str, list[float]] = defaultdict(list)  # when each request was let in (wall clock): rates
+        # (start, end) of each answered request and of each job's work (wall clock): how busy a provider was.
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.job_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.rejected_over_cap: dict[str, int] = defaultdict(int)
         self.faults: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.statuses: dict[str, int] = defaultdict(int)
@@ -1059,6 +1062,8 @@ class _Stats:
             "in_flight": plain(self.in_flight),
             "max_in_flight": plain(self.max_in_flight),
             "starts": {group: list(times) for group, times in self.starts.items()},
+            "spans": {group: [list(span) for span in spans] for group, spans in self.spans.items()},
+            "job_spans": {group: [list(span) for span in spans] for group, spans in self.job_spans.items()},
             "rejected_over_cap": plain(self.rejected_over_cap),
             "faults": plain(self.faults),
             "statuses": plain(self.statuses),
@@ -1252,6 +1257,7 @@ class ProviderSimulator:
         with self._lock:
             self.jobs[job.id] = job
             self._stats.jobs_submitted += 1
+            self._stats.job_spans[call.group].append((time.time(), time.time() + delay))
         return job
 
     def job(self, job_id: str, group: str) -> Job:
@@ -1335,6 +1341,7 @@ class ProviderSimulator:
                 self._stats.in_flight[group] += 1
                 self._stats.max_in_flight[group] = max(self._stats.max_in_flight[group], self._stats.in_flight[group])
                 self._stats.starts[group].append(time.time())
+                let_in = time.time()
         if over:
             reply = error_reply(429, f"more than {cap} concurrent requests", "rate_limit_exceeded")
             reply.headers["retry-after"] = f"{settings.concurrency_retry_after_s:g}"
@@ -1344,6 +1351,7 @@ class ProviderSimulator:
         finally:
             with self._lock:
                 self._stats.in_flight[group] -= 1
+                self._stats.spans[group].append((let_in, time.time()))
 
     def _answer(
         self,

@@ -1,0 +1,276 @@
+"""A campaign of 256 and of 1,024 variants spread over 4 run-worker processes, beside the asyncio
+bound for the same provider calls, in one invocation.
+
+    .venv/bin/python benchmarks/scale_bench.py [--sizes 256 1024] [--out benchmarks/results]
+    make bench-scale
+
+The production shape on one machine: a Dagster instance on Postgres (127.0.0.1:5432, a
+database of its own, dropped afterwards), the shared limits in that database, the campaign
+cut into the brief sensor's runs (`max_variants_per_run`, 16) and four worker processes that
+each take the next run from a queue and execute it (as four run workers would), every stage
+against the provider simulator (its own process). The bound: the same calls through the
+same adapters and the same per-provider caps from a minimal asyncio driver in one process
+(no Dagster, no router, no storing, no checks).
+
+Provider latencies and limits (SCALE_LATENCY_MS, SCALE_CAP): a short LLM answer 1 s, an
+image 3 s, a refine job 2 s, speech 1 s, a video compose job 3 s; 8 concurrent requests per
+provider. With these, image and video each take 3/8 s of provider time per variant, so a
+campaign is bound by its providers (~0.38 s a variant), not by this machine's 2 cores
+(ours needs ~0.3 s of CPU a variant at these media sizes): what is measured is how close
+the orchestration gets to what the providers allow.
+
+Reported per size: wall time, variants per hour, ratio to the bound, the share of the
+campaign's time each provider had all its slots busy (from the simulator's request and job
+spans), the most requests in flight per provider (never above the cap, across all workers),
+and the event-log writes per variant (events in the runs' logs / variants).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import campaign_bench as cb  # noqa: E402  (the fanout scenario's brief, simulator, routing and bound)
+
+SCALE_LATENCY_MS = {"concept": 1000, "image": 3000, "refine": 2000, "voice": 1000, "video": 3000}
+SCALE_CAP = 8
+WORKERS = 4
+CHUNK = 16
+# The simulator's endpoint groups per task: request spans for the synchronous APIs, job spans for the queued ones.
+GROUPS = {"concept": ("openai_chat", "spans"), "image": ("openai_images", "spans"), "refine": ("comfyui", "job_spans"),
+          "voice": ("openai_speech", "spans"), "video": ("fal", "job_spans")}
+
+
+def configure_scenario() -> None:
+    cb.SIM_LATENCY_MS.update(SCALE_LATENCY_MS)
+    cb.PROVIDER_CAP = SCALE_CAP
+
+
+# --- Postgres --------------------------------------------------------------------------------
+
+
+def postgres_database() -> tuple[str, Any]:
+    """A fresh database on the local server; (its SQLAlchemy URL, a function dropping it)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    server = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", "5432")), "user": os.environ.get("PGUSER", "postgres")}
+    admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **server)
+    admin.autocommit = True
+    name = f"scale_bench_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop() -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+    return f"postgresql+psycopg2://{server['user']}@{server['host']}:{server['port']}/{name}", drop
+
+
+# --- the run workers -------------------------------------------------------------------------
+
+
+def run_worker(environment: dict[str, str], spans, results) -> None:
+    """A run worker: builds the definitions once, then executes runs from the queue until None."""
+    os.environ.update(environment)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import dagster as dg
+
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("produce_campaign")
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {"variant_media": {"config": cb.FANOUT_MEDIA}}}
+    with dg.DagsterInstance.get() as instance:
+        results.put({"ready": os.getpid()})
+        while (tags := spans.get()) is not None:
+            started = time.perf_counter()
+            result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+            results.put({"run_id": result.run_id, "success": result.success, "seconds": time.perf_counter() - started, "pid": os.getpid()})
+
+
+def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
+    import dagster as dg
+
+    from orchestration.variant_runs import variant_spans
+
+    brief = cb.campaign_brief(f"scale-{variants}", variants, durations=cb.FANOUT_DURATIONS)
+    home = workdir / f"ours-{variants}"
+    (home / "briefs").mkdir(parents=True)
+    (home / "dagster").mkdir()
+    (home / "briefs" / f"{brief['campaign_id']}.yaml").write_text(yaml.safe_dump(brief, sort_keys=False))
+    (home / "routing.json").write_text(json.dumps(cb.routing_config(sim.base_url)))
+    if pg_url:
+        instance_config = {"storage": {"postgres": {"postgres_url": pg_url}}, "telemetry": {"enabled": False}}
+    else:  # the local instance's SQLite storage, without its one-model-step-at-a-time pool
+        instance_config = yaml.safe_load((ROOT / "config" / "dagster.yaml").read_text())
+        instance_config.pop("concurrency", None)
+        instance_config.pop("run_coordinator", None)
+    (home / "dagster" / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+    environment = {
+        "STUDIO_HOME": str(home), "STUDIO_BRIEFS_DIR": str(home / "briefs"), "DAGSTER_HOME": str(home / "dagster"),
+        "STUDIO_ROUTING": str(home / "routing.json"), cb.BENCH_KEY_ENV: os.environ[cb.BENCH_KEY_ENV], "MALLOC_ARENA_MAX": "2",
+    }
+    os.environ.update(environment)
+    keys = [f"{brief['campaign_id']}.{v['id']}" for v in brief["variants"]]
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("variants", keys)
+        ordered = instance.get_dynamic_partitions("variants")
+        spans = variant_spans(keys, ordered, CHUNK)
+
+        context = multiprocessing.get_context("spawn")
+        queue, results = context.Queue(), context.Queue()
+        workers = [context.Process(target=run_worker, args=(environment, queue, results)) for _ in range(WORKERS)]
+        for worker in workers:
+            worker.start()
+        # Timed from when every worker has imported and built the definitions: a worker's start
+        # is paid once per deployment, not per campaign.
+        for _ in workers:
+            assert "ready" in results.get(timeout=300)
+        before = sim.stats()
+        started = time.perf_counter()
+        for span in spans:
+            queue.put({"dagster/asset_partition_range_start": span[0], "dagster/asset_partition_range_end": span[-1], "campaign": brief["campaign_id"]})
+        for _ in workers:
+            queue.put(None)
+        runs = [results.get(timeout=3600) for _ in spans]
+        seconds = time.perf_counter() - started
+        for worker in workers:
+            worker.join(timeout=120)
+        stats = sim.stats()
+        events = sum(len(instance.all_logs(run["run_id"])) for run in runs)
+    failed = [r["run_id"] for r in runs if not r["success"]]
+    return {
+        "seconds": round(seconds, 2),
+        "runs": len(runs),
+        "failed_runs": failed,
+        "runs_per_worker": sorted(sum(1 for r in runs if r["pid"] == pid) for pid in {r["pid"] for r in runs}),
+        "event_log_writes_per_variant": round(events / variants, 1),
+        "stats": stats,
+        "stats_before": before,
+        "window": (time.time() - seconds, time.time()),
+    }
+
+
+def saturation(stats: dict[str, Any], window: tuple[float, float], cap: int) -> dict[str, float]:
+    """Per task, the share of the window during which the provider had `cap` requests or jobs
+    active (from the simulator's spans)."""
+    shares = {}
+    start, end = window
+    for task, (group, kind) in GROUPS.items():
+        edges = []
+        for a, b in stats.get(kind, {}).get(group, []):
+            a, b = max(a, start), min(b, end)
+            if b > a:
+                edges += [(a, 1), (b, -1)]
+        edges.sort()
+        active, last, full = 0, start, 0.0
+        for at, step in edges:
+            if active >= cap:
+                full += at - last
+            active += step
+            last = at
+        shares[task] = round(full / (end - start), 3) if end > start else 0.0
+    return shares
+
+
+def bound(variants: int, sim: Any) -> float:
+    brief = cb.campaign_brief(f"scale-{variants}", variants, durations=cb.FANOUT_DURATIONS)
+    started = time.perf_counter()
+    asyncio.run(cb.bound_campaign(brief, cb.routing_config(sim.base_url)))
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    global WORKERS, CHUNK
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--instance", choices=["postgres", "sqlite"], default="postgres", help="the production shape, or the local default's storage")
+    parser.add_argument("--chunk", type=int, default=16, help="variants per run (the pipeline's max_variants_per_run)")
+    args = parser.parse_args()
+    WORKERS, CHUNK = args.workers, args.chunk
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    configure_scenario()
+    os.environ.setdefault(cb.BENCH_KEY_ENV, "sk-bench-not-a-secret")
+    cb.warm_up()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), "load_before": os.getloadavg()},
+        "simulator": {"latency_ms": SCALE_LATENCY_MS, "provider_cap": SCALE_CAP, "media": cb.FANOUT_MEDIA},
+        "workers": WORKERS, "max_variants_per_run": CHUNK, "sizes": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    started = time.perf_counter()
+    try:
+        for variants in args.sizes:
+            with cb.simulator(workdir) as sim:
+                bound_s = bound(variants, sim)
+            print(f"{variants}: bound {bound_s:.1f} s", flush=True)
+            pg_url, drop = postgres_database() if args.instance == "postgres" else ("", lambda: None)
+            try:
+                with cb.simulator(workdir) as sim:
+                    figures = ours(workdir, variants, sim, pg_url)
+            finally:
+                drop()
+            stats = figures.pop("stats")
+            figures.pop("stats_before")
+            window = figures.pop("window")
+            row = {
+                "variants": variants,
+                "bound_s": round(bound_s, 2),
+                **figures,
+                "ratio_to_bound": round(figures["seconds"] / bound_s, 3),
+                "variants_per_hour": round(variants * 3600 / figures["seconds"]),
+                "bound_variants_per_hour": round(variants * 3600 / bound_s),
+                "max_in_flight": stats.get("max_in_flight", {}),
+                "saturated_share": saturation(stats, window, SCALE_CAP),
+            }
+            results["sizes"].append(row)
+            print(f"{variants}: ours {row['seconds']:.1f} s over {WORKERS} workers ({row['runs']} runs, failed {len(row['failed_runs'])}), "
+                  f"ratio {row['ratio_to_bound']:.3f}, {row['variants_per_hour']} variants/h, saturated {row['saturated_share']}, "
+                  f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes a variant", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["load_after"] = os.getloadavg()
+    lines = ["| variants | bound | ours (4 workers) | ratio | variants/hour | saturated (share of time, per task) | max in flight | event-log writes a variant |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in results["sizes"]:
+        lines.append(
+            f"| {row['variants']} | {row['bound_s']:.1f} s | {row['seconds']:.1f} s ({row['runs']} runs) | **{row['ratio_to_bound']:.2f}** | "
+            f"{row['variants_per_hour']:,} | {', '.join(f'{k} {v:.0%}' for k, v in row['saturated_share'].items())} | "
+            f"{max(row['max_in_flight'].values()) if row['max_in_flight'] else '-'} | {row['event_log_writes_per_variant']} |"
+        )
+    table = "\n".join(lines)
+    print("\n" + table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "scale.md").write_text(f"# Scale benchmark ({results['total_s']} s, {os.cpu_count()} cores)\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
