@@ -18,7 +18,7 @@ export MALLOC_ARENA_MAX ?= 2
 # instead of one per event. An unchanged 64-variant re-run records 384 materializations.
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: install demo ui test bench bench-quick clean chromium
+.PHONY: install demo ui test bench bench-quick bench-ui bench-scale clean chromium
 
 install: $(INSTALLED) chromium
 
@@ -60,6 +60,17 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python benchmarks/campaign_bench.py --quick
+
+# benchmarks/ui_path_bench.py: `make ui` (dagster dev, the brief sensor, the daemon) beside
+# `make demo` on the sample briefs, a dropped brief, the Materialize button, a UI backfill.
+# Writes benchmarks/results/ui_path.{json,md}; about 9 minutes.
+bench-ui: install
+	$(BIN)/python benchmarks/ui_path_bench.py
+
+# benchmarks/scale_bench.py: a campaign over 4 run-worker processes on a Postgres instance
+# (127.0.0.1:5432) beside the asyncio bound. Writes benchmarks/results/scale.{json,md}.
+bench-scale: install
+	$(BIN)/python benchmarks/scale_bench.py
 
 clean:
 	rm -rf .studio .pytest_cache

@@ -210,6 +210,9 @@ def main() -> int:
     parser.add_argument("--instance", choices=["postgres", "sqlite"], default="postgres", help="the production shape, or the local default's storage")
     parser.add_argument("--chunk", type=int, default=16, help="variants per run (the pipeline's max_variants_per_run)")
     args = parser.parse_args()
+    # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     WORKERS, CHUNK = args.workers, args.chunk
     import warnings
 

@@ -231,6 +231,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of make demo and make ui (medians); the backfill in the last")
     args = parser.parse_args()
+    # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": os.getloadavg()}, "rounds": []}
     with tempfile.TemporaryDirectory(prefix="ui-path-") as tmp:
         for number in range(args.rounds):

@@ -1,11 +1,11 @@
 """The nightly repair: request a run for every registered variant that has no final stage yet
 (never produced, or its last run failed), so unattended failures heal by morning. One per pipeline;
-the variants of a campaign go in runs of at most the pipeline's max_variants_per_run."""
+the variants go in runs of at most the pipeline's max_variants_per_run (orchestration/variant_runs.py)."""
 
 import dagster as dg
 
 from assets.stages import Pipeline
-from orchestration.variant_runs import span_name, span_run_request, variant_spans
+from orchestration.variant_runs import campaigns_tag, span_name, span_run_request, variant_spans
 
 
 def variants_needing_repair(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[str]:
@@ -30,18 +30,14 @@ def nightly_repair(pipeline: Pipeline) -> dg.ScheduleDefinition:
             return dg.SkipReason(f"every registered variant has a {final}")
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
         registered = context.instance.get_dynamic_partitions(pipeline.partitions_name)
-        by_campaign: dict[str, list[str]] = {}
-        for key in missing:
-            by_campaign.setdefault(key.split(".", 1)[0], []).append(key)
         return [
             span_run_request(
                 span,
                 job_name=pipeline.produce_job_name,
                 run_key=f"repair:{day}:{span_name(span)}",
-                tags={"campaign": campaign, "repair": "nightly"},
+                tags={"campaign": campaigns_tag(span), "repair": "nightly"},
             )
-            for campaign, keys in by_campaign.items()
-            for span in variant_spans(keys, registered, pipeline.max_variants_per_run)
+            for span in variant_spans(missing, registered, pipeline.max_variants_per_run)
         ]
 
     return repair

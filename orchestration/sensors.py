@@ -33,7 +33,7 @@ import dagster as dg
 
 from assets.stages import Pipeline
 from orchestration.pipelines import PipelineError, pipeline_for
-from orchestration.variant_runs import span_name, span_run_request, variant_spans
+from orchestration.variant_runs import campaigns_tag, span_name, span_run_request, variant_spans
 from resources.brief_source import BriefFile, BriefSource
 
 # A scan reads the briefs folder and the partition lists: cheap, so a dropped brief starts
@@ -143,14 +143,13 @@ def campaign_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeli
             continue
         order = [*registered.get(name, []), *outcome.partitions_to_add.get(name, [])]
         for span in variant_spans(changed, order, pipeline.max_variants_per_run):
-            campaigns = list(dict.fromkeys(key.split(".", 1)[0] for key in span))
             digest = hashlib.sha256("|".join(f"{key}={outcome.variants_to_run[key]}" for key in span).encode()).hexdigest()[:16]
             requests.append(
                 span_run_request(
                     span,
                     job_name=pipeline.produce_job_name,
                     run_key=f"{span_name(span)}:{digest}",
-                    tags={"campaign": ",".join(campaigns), "studio/variants": str(len(span))},
+                    tags={"campaign": campaigns_tag(span), "studio/variants": str(len(span))},
                 )
             )
     return requests

@@ -1,11 +1,12 @@
 """How requested variants become runs: contiguous spans of a pipeline's partitions, at most
 `max_variants_per_run` each.
 
-A campaign of N changed variants is ceil(N / chunk) runs (more when its keys are not
-neighbours in the partition order): each run pipelines its variants concurrently inside
-one model step, and the runs spread over whatever run workers the deployment has. The
-brief sensor, the nightly repair and `make demo` all cut runs here; a backfill launched
-from the UI is cut the same way by the assets' `BackfillPolicy.multi_run(chunk)`.
+N requested variants are ceil(N / chunk) runs (more when they are not neighbours in the
+partition order): each run pipelines its variants concurrently inside one model step, and
+the runs spread over whatever run workers the deployment has. A big campaign is several
+runs; small campaigns requested together share one. The brief sensor, the nightly repair
+and `make demo` all cut runs here; a backfill launched from the UI is cut the same way by
+the assets' `BackfillPolicy.multi_run(chunk)`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def variant_spans(keys: list[str], ordered_partitions: list[str], max_per_run: i
 def span_name(span: list[str]) -> str:
     """How run keys and logs name a span: its one key, or `first..last`."""
     return span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
+
+
+def campaigns_tag(span: list[str]) -> str:
+    """The `campaign` run tag of a span: its campaign ids in order, comma-separated."""
+    return ",".join(dict.fromkeys(key.split(".", 1)[0] for key in span))
 
 
 def span_run_request(span: list[str], *, job_name: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:

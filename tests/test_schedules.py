@@ -36,7 +36,7 @@ def test_each_pipeline_repairs_its_own_final_stage():
         assert variants_needing_repair(instance, stills) == ["s.b"]
 
 
-def test_repair_runs_each_campaign_in_chunks_of_max_variants_per_run():
+def test_repair_runs_in_chunks_of_max_variants_per_run():
     campaign = shipped_pipelines()["campaign"]
     with dg.instance_for_test() as instance:
         keys = [f"big.v{i:02d}" for i in range(20)] + ["small.a", "small.b"]
@@ -44,7 +44,7 @@ def test_repair_runs_each_campaign_in_chunks_of_max_variants_per_run():
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="synced_video", partition="big.v05"))
         requests = repair_schedule(campaign)(dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT))
         spans = [request_keys(instance, r) for r in requests]
-        # big: v00..v04 (v05 is done), then v06..v19 (14); small: its two.
-        assert spans == [keys[:5], keys[6:20], ["small.a", "small.b"]]
-        assert [r.tags["campaign"] for r in requests] == ["big", "big", "small"]
+        # big.v00..v04 (v05 is done), then v06..v19 and small's two: 16 neighbours, one run.
+        assert spans == [keys[:5], keys[6:22]]
+        assert [r.tags["campaign"] for r in requests] == ["big", "big,small"]
         assert requests[0].run_key == "repair:2026-11-24:big.v00..big.v04"
