@@ -221,9 +221,9 @@ class PipelineJob:
     description: str
 
 
-# Variants per run unless a pipeline file says otherwise: enough to keep a run's model step
-# busy (variants pipeline inside it; 16 reach ~0.45 s a variant against the simulator, see
-# docs/benchmarks.md), few enough that a 1,024-variant campaign is 64 runs to spread over workers.
+# Variants per run unless a pipeline file says otherwise: enough that one run keeps a provider's
+# 8 slots busy and pays its fixed costs (start, model loads, event log) for many variants, few
+# enough that a 1,024-variant campaign is 64 runs to spread over workers (docs/deploy.md, Sizing).
 DEFAULT_MAX_VARIANTS_PER_RUN = 16
 
 # The assets every pipeline has besides its stages: no stage may take these names.

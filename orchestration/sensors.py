@@ -119,7 +119,7 @@ def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, inv
     )
 
 
-def campaign_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]) -> list[dg.RunRequest]:
+def variant_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]) -> list[dg.RunRequest]:
     """The new or changed variants as runs of at most the pipeline's `max_variants_per_run`
     neighbouring partitions (never one run per variant).
 
@@ -196,7 +196,7 @@ def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pi
         if dropped:
             context.log.warning(f"variants removed from {campaign!r}: {', '.join(dropped)}; their partitions are kept")
 
-    run_requests = campaign_run_requests(outcome, pipelines, registered)
+    run_requests = variant_run_requests(outcome, pipelines, registered)
     # Fingerprints of vanished or unreadable briefs stay, so a brief that comes
     # back unchanged (or a typo fixed) does not regenerate anything.
     campaign_files = {c: p for c, p in previous_files.items() if c not in removed}
