@@ -93,6 +93,11 @@ class Variant(_Strict):
         return value
 
 
+# A campaign is one brief, and campaigns of thousands of variants are run in chunks over run
+# workers (docs/deploy.md, Sizing); the limit only keeps a runaway generated file out.
+MAX_VARIANTS_PER_BRIEF = 10_000
+
+
 class Brief(_Strict):
     campaign_id: Slug
     product: ShortText
@@ -103,7 +108,7 @@ class Brief(_Strict):
     budget_usd: float = Field(ge=0)
     # The pipeline (config/pipelines/<name>.yaml) that makes this campaign's variants.
     pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")] = "campaign"
-    variants: tuple[Variant, ...] = Field(min_length=1, max_length=256)
+    variants: tuple[Variant, ...] = Field(min_length=1, max_length=MAX_VARIANTS_PER_BRIEF)
 
     @field_validator("budget_usd", mode="before")
     @classmethod

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.brief_schema import SUPPORTED_LOCALES, BriefError, load_brief, parse_brief, split_partition_key
+from resources.brief_schema import MAX_VARIANTS_PER_BRIEF, SUPPORTED_LOCALES, BriefError, load_brief, parse_brief, split_partition_key
 from tests.conftest import SAMPLE_BRIEFS
 
 GOOD = """
@@ -96,3 +96,12 @@ def test_unknown_voice_names_the_variant():
     assert "variants[1].voice: unknown espeak-ng voice 'zzvoice'" in message
     message = errors_of(GOOD.replace("voice: de+f2", "voice: de+nosuchvariant"))
     assert "variants[1].voice: unknown espeak-ng voice variant 'nosuchvariant'" in message
+
+
+def test_a_brief_holds_up_to_ten_thousand_variants():
+    header = GOOD[: GOOD.index("variants:")] + "variants:\n"
+    row = "  - {{id: v{:05d}, locale: en-US, aspect_ratio: '1:1', duration_s: 6}}\n"
+    big = parse_brief(header + "".join(row.format(i) for i in range(1024)))
+    assert len(big.partition_keys()) == 1024 and big.partition_keys()[-1] == "spring-sale.v01023"
+    message = errors_of(header + "".join(row.format(i) for i in range(MAX_VARIANTS_PER_BRIEF + 1)))
+    assert "variants:" in message and str(MAX_VARIANTS_PER_BRIEF) in message

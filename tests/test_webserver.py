@@ -75,3 +75,20 @@ def test_one_partition_through_the_webserver(webserver):
     assert all(n["description"] and n["groupName"] for n in nodes.values())
     checks = {c["name"] for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])}
     assert {"png_valid", "loudness_within_spec", "av_in_sync", "caption_rules", "no_banned_terms", "on_brief"} <= checks
+
+    # The brief sensor's own request, launched by the daemon: one run over the campaign's range
+    # of variants (not one run per variant), and it made every variant's video.
+    query = """{ runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: "brief_sensor"}]}) {
+      ... on Runs { results { runId status tags { key value } } } } }"""
+    deadline = time.monotonic() + 240
+    while True:
+        runs = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()["data"]["runsOrError"]["results"]
+        if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert [r["status"] for r in runs] == ["SUCCESS"], runs
+    tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+    variants = sorted(p.stem for p in (home / "manifests" / "brief").glob(f"{SAMPLE_CAMPAIGN}.*.json"))
+    assert len(variants) == 4 and tags["studio/variants"] == "4" and tags["campaign"] == SAMPLE_CAMPAIGN
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (f"{SAMPLE_CAMPAIGN}.story-en", f"{SAMPLE_CAMPAIGN}.story-fr")
+    assert all((home / "manifests" / "synced_video" / f"{key}.json").exists() for key in variants)
