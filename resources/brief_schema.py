@@ -37,7 +37,8 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=2000, stri
 SUPPORTED_LOCALES: tuple[str, ...] = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES")
 
 PARTITION_SEPARATOR = "."
-MAX_BRIEF_BYTES = 1_000_000
+# Room for a brief of MAX_VARIANTS_PER_BRIEF variants written out in block style (~100 bytes each).
+MAX_BRIEF_BYTES = 4_000_000
 
 
 class _Strict(BaseModel):

@@ -179,7 +179,7 @@ def test_a_brief_naming_an_unknown_pipeline_is_refused_by_file_and_field(studio_
         result = definitions.resolve_sensor_def("brief_sensor")(
             dg.build_sensor_context(instance=instance, resources={"briefs": definitions.resources["briefs"]})
         )
-        assert {r.partition_key.split(".")[0] for r in result.run_requests} == {"trail-runner"}
+        assert {r.tags["campaign"] for r in result.run_requests} == {"trail-runner"}
         assert not instance.get_dynamic_partitions("stills_variants")
     from orchestration.sensors import plan_brief_changes
     from tests.helpers import shipped_pipelines

@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from resources.brief_schema import BriefError, load_brief
+from resources.brief_schema import MAX_VARIANTS_PER_BRIEF, BriefError, load_brief
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
-from tests.helpers import brief_sensor, run_campaign
+from tests.helpers import brief_sensor, request_keys, run_campaign
 from tests.reliability.simcloud import SMALL_RUN, decode_mp4, local_bytes
 
 VALID = {
@@ -92,7 +92,7 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
     "empty-variants.yaml": (brief_with("empty-variants", top(variants=[])), "variants"),
     "variants-mapping.yaml": (brief_with("variants-map", top(variants={"a": 1})), "variants"),
     "too-many-variants.yaml": (
-        brief_with("many", lambda d: d.update(variants=[{**d["variants"][0], "id": f"v{i}"} for i in range(300)])),
+        brief_with("many", lambda d: d.update(variants=[{**d["variants"][0], "id": f"v{i}"} for i in range(MAX_VARIANTS_PER_BRIEF + 1)])),
         "variants",
     ),
     "bad-ratio.yaml": (brief_with("bad-ratio", variant(aspect_ratio="3:2")), "variants[0].aspect_ratio"),
@@ -144,10 +144,11 @@ def test_sensor_stays_up_and_valid_briefs_still_produce(studio_home, hostile_fol
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()})
         result = brief_sensor()(context)  # must not raise
-        assert sorted(r.partition_key for r in result.run_requests) == ["valid-one.solo", "valid-two.wide"]
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         assert sorted(instance.get_dynamic_partitions("variants")) == ["valid-one.solo", "valid-two.wide"]
+        # The two valid briefs' variants, requested together (one run over both).
+        assert sorted(k for r in result.run_requests for k in request_keys(instance, r)) == ["valid-one.solo", "valid-two.wide"]
 
         # Evaluated again with nothing new: the skip reason lists every bad file and its field.
         again = brief_sensor()(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"briefs": BriefSource()}))
