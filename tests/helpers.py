@@ -59,7 +59,13 @@ def register(instance, definitions=None) -> list[str]:
     result = brief_sensor(definitions)(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return [key for request in result.run_requests for key in request_keys(instance, request)]
+    names = {"variants", *(r.partitions_def_name for r in result.dynamic_partitions_requests)}
+    keys = []
+    for request in result.run_requests:
+        first = request.partition_key or request.partition_key_range.start
+        name = next(n for n in sorted(names) if first in instance.get_dynamic_partitions(n))
+        keys += request_keys(instance, request, name)
+    return keys
 
 
 def request_keys(instance, request: dg.RunRequest, partitions_name: str = "variants") -> list[str]:
