@@ -71,12 +71,14 @@ def test_processes_and_threads_together_never_overspend(tmp_path):
         list(pool.map(_race, [str(tmp_path)] * processes, ["warm-up"] * processes, [0] * processes))  # workers up, module imported
         start_at = time.time() + 1.0
         remote = [pool.submit(_race, str(tmp_path), "mixed", 5, None, start_at) for _ in range(processes)]
+        # The threads ask for 12 calls at most: the 14 that fit cannot all go to them, however
+        # SQLite's locking favours this process (on a loaded CI machine it took all 14 once).
         with concurrent.futures.ThreadPoolExecutor(6) as threads:
-            local = list(threads.map(lambda _: _race(str(tmp_path), "mixed", 5, None, start_at), range(6)))
+            local = list(threads.map(lambda _: _race(str(tmp_path), "mixed", 2, None, start_at), range(6)))
         outcomes = [f.result() for f in remote] + local
     spent = sum(s for s, _ in outcomes)
     assert spent == 14, outcomes
-    assert sum(s > 0 for s, _ in outcomes[:processes]) >= 1  # the processes really took part
+    assert sum(s for s, _ in outcomes[:processes]) >= 2  # the processes really took part
     state = _state(tmp_path, "mixed")
     assert state["spent_usd"] <= LIMIT + 1e-9 and state["spent_usd"] == pytest.approx(14 * PRICE)
     assert state["reserved"] == 0
