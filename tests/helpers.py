@@ -56,16 +56,16 @@ def brief_sensor(definitions=None) -> dg.SensorDefinition:
 
 def register(instance, definitions=None) -> list[str]:
     """What the brief sensor does on a tick: the partitions of every brief's variants; the keys it requests."""
+    definitions = definitions or build_definitions()
     result = brief_sensor(definitions)(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    names = {"variants", *(r.partitions_def_name for r in result.dynamic_partitions_requests)}
-    keys = []
-    for request in result.run_requests:
-        first = request.partition_key or request.partition_key_range.start
-        name = next(n for n in sorted(names) if first in instance.get_dynamic_partitions(n))
-        keys += request_keys(instance, request, name)
-    return keys
+    # Each request is read in its own pipeline's partitions: the ones its job runs over.
+    return [
+        key
+        for request in result.run_requests
+        for key in request_keys(instance, request, definitions.resolve_job_def(request.job_name).partitions_def.name)
+    ]
 
 
 def request_keys(instance, request: dg.RunRequest, partitions_name: str = "variants") -> list[str]:

@@ -1257,7 +1257,8 @@ class ProviderSimulator:
         with self._lock:
             self.jobs[job.id] = job
             self._stats.jobs_submitted += 1
-            self._stats.job_spans[call.group].append((time.time(), time.time() + delay))
+            submitted = time.time()
+            self._stats.job_spans[call.group].append((submitted, submitted + delay))
         return job
 
     def job(self, job_id: str, group: str) -> Job:
@@ -1340,8 +1341,8 @@ class ProviderSimulator:
                 over = False
                 self._stats.in_flight[group] += 1
                 self._stats.max_in_flight[group] = max(self._stats.max_in_flight[group], self._stats.in_flight[group])
-                self._stats.starts[group].append(time.time())
                 let_in = time.time()
+                self._stats.starts[group].append(let_in)
         if over:
             reply = error_reply(429, f"more than {cap} concurrent requests", "rate_limit_exceeded")
             reply.headers["retry-after"] = f"{settings.concurrency_retry_after_s:g}"
