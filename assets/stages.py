@@ -29,6 +29,7 @@ from model_adapters.tasks import TaskSpec
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
 from resources.model_router import RouterSession, VariantContext
+from resources.routing_config import RoutingConfig
 
 
 class StageSettings(dg.Config):
@@ -242,6 +243,28 @@ class Pipeline:
     jobs: tuple[PipelineJob, ...] = ()
     # Variants per run: the sensor, the repair schedule, `make demo` and UI backfills cut runs this size.
     max_variants_per_run: int = DEFAULT_MAX_VARIANTS_PER_RUN
+    # The routing config its tasks were checked against (None in tests that build pipelines by hand).
+    routing: RoutingConfig | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def routed_tasks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(stage.task for stage in self.stages if stage.task is not None))
+
+    def locale_problems(self, variants: Any) -> list[str]:
+        """One problem per variant whose locale some routed task of this pipeline has no provider
+        for (`variants[i]`: locale, tasks and their routes), so a brief is refused before any work."""
+        if self.routing is None:
+            return []
+        problems = []
+        for index, variant in enumerate(variants):
+            unserved = self.routing.unserved_tasks(list(self.routed_tasks), variant.tier, variant.locale)
+            if unserved:
+                tasks = "; ".join(f"{task} (route: {', '.join(route)})" for task, route in unserved.items())
+                problems.append(
+                    f"variants[{index}].locale: variant {variant.id!r} asks for {variant.locale}, which no provider "
+                    f"serves for task {tasks} in the {self.name!r} pipeline's routing"
+                )
+        return problems
 
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])

@@ -1,9 +1,10 @@
 """The embedded concept writer: headline, script, image prompt and caption lines.
 
-No language model ships with the project, so the local writer composes copy
-from phrase banks per language, chosen by a seeded RNG: the same request
+The last fallback of the local concept route (after the SmolLM2 writer,
+model_adapters/local_llm_concept.py, which writes English): copy composed from
+phrase banks per language (en, de, fr, es, pt, it, nl), chosen by a seeded RNG: the same request
 gives the same concept, another seed another one. The script is sized to the
-variant's target duration at the speaking rate of the local voice, and no
+variant's target duration at the speaking rate of the voice that will read it, and no
 sentence containing a banned term is ever used.
 """
 
@@ -111,7 +112,55 @@ _PHRASES: dict[str, dict[str, list[str]]] = {
         ],
         "close": ["{product}. Pruébalo hoy.", "{product}. Hecho para {audience}."],
     },
+    "pt": {
+        "headline": ["Conheça {product}", "{product}, para {audience}", "Olá, {product}"],
+        "open": ["Este é {product}, feito para {audience}.", "Conheça {product}, pensado para {audience}."],
+        "body": [
+            "Cabe no seu dia sem pedir atenção.",
+            "Cada detalhe foi pensado para ser {tone}.",
+            "Você configura em minutos, sem manual.",
+            "Funciona do jeito que você já trabalha.",
+            "Feito para durar e pensado para ser consertado.",
+            "Tranquilo quando você quer calma, ousado quando precisa.",
+            "Materiais honestos, design claro, nada a mais.",
+            "Quem experimenta, fica com ele.",
+        ],
+        "close": ["{product}. Experimente hoje.", "{product}. Feito para {audience}."],
+    },
+    "it": {
+        "headline": ["Ecco {product}", "{product}, per {audience}", "Ciao, {product}"],
+        "open": ["Questo è {product}, fatto per {audience}.", "Scopri {product}, pensato per {audience}."],
+        "body": [
+            "Entra nella tua giornata senza chiedere attenzione.",
+            "Ogni dettaglio è pensato per essere {tone}.",
+            "Si configura in pochi minuti, senza manuale.",
+            "Funziona come lavori già tu.",
+            "Fatto per durare e pensato per essere riparato.",
+            "Tranquillo quando vuoi calma, deciso quando serve.",
+            "Materiali onesti, design chiaro, niente di superfluo.",
+            "Chi lo prova, lo tiene.",
+        ],
+        "close": ["{product}. Provalo oggi.", "{product}. Fatto per {audience}."],
+    },
+    "nl": {
+        "headline": ["Maak kennis met {product}", "{product}, voor {audience}", "Hallo, {product}"],
+        "open": ["Dit is {product}, gemaakt voor {audience}.", "Ontdek {product}, bedacht voor {audience}."],
+        "body": [
+            "Het past in je dag zonder om aandacht te vragen.",
+            "Elk detail is gemaakt om {tone} te voelen.",
+            "In een paar minuten ingesteld, zonder handleiding.",
+            "Het werkt zoals jij al werkt.",
+            "Gemaakt om lang mee te gaan en te repareren.",
+            "Rustig als je kalmte wilt, krachtig als het moet.",
+            "Eerlijke materialen, helder ontwerp, niets overbodigs.",
+            "Wie het probeert, houdt het.",
+        ],
+        "close": ["{product}. Probeer het vandaag.", "{product}. Gemaakt voor {audience}."],
+    },
 }
+
+# The locales this writer serves, by language (model_adapters/registry.py declares them).
+PHRASE_BANK_LANGUAGES = frozenset(_PHRASES)
 
 
 def language_of(locale: str) -> str:
@@ -129,9 +178,9 @@ def _contains_banned(text: str, banned: tuple[str, ...]) -> str | None:
     return None
 
 
-def concept_word_budget(duration_s: float) -> int:
-    """Words that fill `duration_s` at the local voice's speaking rate."""
-    return max(6, round(duration_s * WORDS_PER_SECOND))
+def concept_word_budget(duration_s: float, words_per_second: float = WORDS_PER_SECOND) -> int:
+    """Words that fill `duration_s` at a voice's speaking rate (default: espeak's)."""
+    return max(6, round(duration_s * words_per_second))
 
 
 def caption_lines(script: str, width: int = CAPTION_LINE_CHARS) -> tuple[str, ...]:
@@ -182,7 +231,7 @@ class LocalConceptWriter:
         body = allowed(bank["body"])
         rng.shuffle(body)
 
-        target_words = concept_word_budget(request.duration_s)
+        target_words = concept_word_budget(request.duration_s, request.words_per_second)
         sentences = [opening]
         words = len(opening.split()) + len(closing.split())
         for sentence in body:

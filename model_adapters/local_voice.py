@@ -40,48 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from model_adapters import loudness
+from model_adapters.locales import ESPEAK_LOCALE_VOICES, normalize_locale
 from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import AdapterError, AdapterInfo, Price, VoiceRequest, VoiceResult, WordTiming
 
 PROVIDER = "local"
 MODEL = "espeak-ng"
 
-# Locale (BCP 47, canonical case) -> espeak voice. The values are identifier
-# basenames from espeak-ng-data/lang, which espeak_SetVoiceByName matches
-# exactly (a bare language code would go through espeak's fuzzier
-# language-scoring selection instead).
-LOCALE_VOICES: dict[str, str] = {
-    "en-US": "en-us",
-    "en-GB": "en",  # gmw/en is "English (Great Britain)"
-    "de-DE": "de",
-    "fr-FR": "fr",
-    "fr-BE": "fr-be",
-    "fr-CH": "fr-ch",
-    "es-ES": "es",
-    "es-MX": "es-419",
-    "es-419": "es-419",
-    "it-IT": "it",
-    "pt-BR": "pt-br",
-    "pt-PT": "pt",
-    "nl-NL": "nl",
-    "ja-JP": "ja",  # espeak reads kana only; kanji is spelled out or skipped
-    "sv-SE": "sv",
-    "da-DK": "da",
-    "nb-NO": "nb",
-    "fi-FI": "fi",
-    "pl-PL": "pl",
-    "cs-CZ": "cs",
-    "ru-RU": "ru",
-    "uk-UA": "uk",
-    "tr-TR": "tr",
-    "el-GR": "el",
-    "hu-HU": "hu",
-    "ro-RO": "ro",
-    "id-ID": "id",
-    "vi-VN": "vi",
-    "hi-IN": "hi",
-    "zh-CN": "cmn",
-}
+# Locale (BCP 47, canonical case) -> espeak voice (model_adapters/locales.py keeps the table,
+# so the registry can declare espeak's locales without loading this module).
+LOCALE_VOICES: dict[str, str] = ESPEAK_LOCALE_VOICES
 
 DEFAULT_VOICE = "default"
 MIN_WPM, MAX_WPM = 80, 450
@@ -413,12 +381,12 @@ def espeak_version() -> str:
 
 
 def canonical_locale(locale: str) -> str:
-    """'en_us' / 'EN-us' -> 'en-US' (language lower case, region upper case)."""
-    parts = re.split(r"[-_]", locale.strip())
-    if not parts or not parts[0]:
+    """'en_us' / 'EN-us' -> 'en-US' (BCP 47 case: model_adapters/locales.py); what is not a
+    language tag is returned as given, so the caller's lookup fails naming it."""
+    try:
+        return normalize_locale(locale)
+    except ValueError:
         return locale
-    language, rest = parts[0].lower(), parts[1:]
-    return "-".join([language, *(p.upper() if len(p) == 2 else p for p in rest)])
 
 
 def resolve_voice(locale: str, voice: str | None) -> str:
@@ -439,13 +407,19 @@ def resolve_voice(locale: str, voice: str | None) -> str:
         )
     if voice is None or voice.strip().lower() in ("", DEFAULT_VOICE):
         return LOCALE_VOICES[key]
+    return check_voice_name(voice, locale)
+
+
+def check_voice_name(voice: str, locale: str | None = None) -> str:
+    """An espeak voice (name, identifier, basename or language code) with an optional
+    "+variant", checked against the shipped data; its canonical form. ValueError naming
+    what is unknown."""
     base, plus, variant = voice.strip().partition("+")
     catalogue = _library_facts().catalogue
     canonical = catalogue.voices.get(base.strip().lower())
+    for_locale = f" for locale {locale!r}" if locale else ""
     if canonical is None:
-        raise ValueError(
-            f"unknown espeak-ng voice {base!r} (requested voice {voice!r} for locale {locale!r})"
-        )
+        raise ValueError(f"unknown espeak-ng voice {base!r} (requested voice {voice!r}{for_locale})")
     if not plus:
         return canonical
     if variant not in catalogue.variants:
@@ -614,7 +588,8 @@ class EspeakVoiceAdapter:
     def _synthesize_blocking(self, request: VoiceRequest, voice: str) -> VoiceResult:
         text = _speakable(request.text)
         with _ESPEAK_LOCK, _espeak_session() as session:
-            raw = session.synthesize(text, voice, self.words_per_minute)
+            # `speed` scales the rate (the voiceover stage fits speech into the brief's duration).
+            raw = session.synthesize(text, voice, round(self.words_per_minute * request.speed))
         if not np.any(raw.pcm):
             raise AdapterError(f"espeak produced no audio for {request.text[:60]!r}", provider=PROVIDER)
         # Timings come from the raw audio: gain and limiting do not move anything.

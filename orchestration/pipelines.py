@@ -246,6 +246,7 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
         stages=tuple(resolved[name] for name in order),
         jobs=tuple(PipelineJob(job.name, tuple(job.from_stages), job.description) for job in spec.jobs),
         max_variants_per_run=spec.max_variants_per_run,
+        routing=routing,
     )
 
 
@@ -282,10 +283,15 @@ def load_pipeline(path: str | Path, routing: RoutingConfig, routing_source: str)
 
 
 def pipeline_for(brief: Any, pipelines: dict[str, Pipeline]) -> Pipeline:
-    """The loaded pipeline a brief names (its `pipeline` field); a PipelineError naming the field otherwise."""
+    """The loaded pipeline a brief names (its `pipeline` field), when its routes serve every
+    variant's locale; a PipelineError naming the field (and the variant and tasks) otherwise."""
     if brief.pipeline not in pipelines:
         raise PipelineError(f"pipeline: unknown pipeline {brief.pipeline!r}; loaded pipelines: {', '.join(sorted(pipelines))}")
-    return pipelines[brief.pipeline]
+    pipeline = pipelines[brief.pipeline]
+    problems = pipeline.locale_problems(brief.variants)
+    if problems:
+        raise PipelineError("; ".join(problems))
+    return pipeline
 
 
 def pipeline_files(folder: str | Path) -> list[Path]:

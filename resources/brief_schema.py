@@ -20,21 +20,17 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from model_adapters.locales import normalize_locale
 from model_adapters.types import AspectRatio
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 HexColour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-
-# Locales the embedded default can both write (concept phrase banks) and voice
-# (espeak-ng); tests check both adapters cover every one of them.
-SUPPORTED_LOCALES: tuple[str, ...] = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES")
 
 PARTITION_SEPARATOR = "."
 # Room for a brief of MAX_VARIANTS_PER_BRIEF variants written out in block style (~100 bytes each).
@@ -73,24 +69,22 @@ class Variant(_Strict):
 
     @field_validator("locale")
     @classmethod
-    def _known_locale(cls, value: str) -> str:
-        if value not in SUPPORTED_LOCALES:
-            known = ", ".join(sorted(SUPPORTED_LOCALES))
-            raise ValueError(f"unknown locale {value!r}; supported: {known}")
-        return value
+    def _bcp47_locale(cls, value: str) -> str:
+        # Any well-formed tag, in canonical case (`fr-fr` is `fr-FR`). Whether the pipeline's
+        # routes serve it is checked with the routing config (orchestration/pipelines.py).
+        return normalize_locale(value)
 
     @field_validator("voice")
     @classmethod
-    def _known_voice(cls, value: str, info: ValidationInfo) -> str:
-        # Checked against the voices espeak-ng ships, so a typo fails the brief
-        # (naming `variants[i].voice`), not the voiceover step. `locale` is
-        # declared first, so it is validated already (absent if it failed).
-        # Imported here: parsing a brief stays light.
-        from model_adapters.local_voice import resolve_voice
+    def _known_voice(cls, value: str) -> str:
+        # A named voice is an espeak-ng voice (with an optional +variant), checked against the
+        # voices espeak ships so a typo fails the brief (naming `variants[i].voice`), not the
+        # voiceover step; voices that cannot speak it fall back to espeak. Imported here:
+        # parsing a brief stays light.
+        if value != "default":
+            from model_adapters.local_voice import check_voice_name
 
-        locale = info.data.get("locale")
-        if locale is not None:
-            resolve_voice(locale, value)
+            check_voice_name(value)
         return value
 
 

@@ -30,7 +30,8 @@ from typing import Any, Generic, TypeVar
 import dagster as dg
 from pydantic import Field
 
-from model_adapters.registry import adapter_kind
+from model_adapters.locales import capability_locales, serves_locale
+from model_adapters.registry import DEFAULT_WORDS_PER_SECOND, adapter_kind
 from model_adapters.tasks import Blob, task_spec
 from model_adapters.types import AdapterError, MalformedResponse, Price, Task, request_hash
 from resources.manifests import ArtifactRef, Provenance
@@ -58,6 +59,11 @@ class ProviderResource(dg.ConfigurableResource):
     price: dict[str, float] = Field(default_factory=dict)
     allowed_hosts: list[str] = Field(default_factory=list)
     options: dict[str, str] = Field(default_factory=dict)
+    # What it serves (the config's `locales:` or its adapter kind's); None: what the adapter's
+    # capabilities say, else any locale.
+    locales: list[str] | None = None
+    # A voice provider's speaking rate (words per second): sizes the scripts it will read.
+    words_per_second: float = DEFAULT_WORDS_PER_SECOND
 
     @classmethod
     def from_config(cls, provider_id: str, routing: RoutingConfig) -> "ProviderResource":
@@ -75,6 +81,8 @@ class ProviderResource(dg.ConfigurableResource):
             allowed_hosts=list(provider.allowed_hosts),
             # Dagster config wants one value type; adapters parse what they need.
             options={k: str(v) for k, v in provider.options.items()},
+            locales=None if provider.served_locales() is None else sorted(provider.served_locales()),
+            words_per_second=provider.speaking_rate(),
         )
 
     @property
@@ -84,7 +92,11 @@ class ProviderResource(dg.ConfigurableResource):
     def build_adapter(self) -> Any:
         kind = adapter_kind(self.adapter)
         kwargs: dict[str, Any] = {"adapter_id": self.provider_id, "max_concurrency": self.max_concurrency}
-        if not kind.local:
+        if kind.local:
+            # A local adapter's settings (a model folder, steps) are its keyword arguments; strings
+            # here (Dagster config has one value type), parsed by the adapter.
+            kwargs.update(self.options)
+        else:
             kwargs.update(
                 model=self.model,
                 base_url=self.base_url,
@@ -280,12 +292,22 @@ class RouterSession:
 
         self._cache.write(key, {"task": task, "provider": provider_id, "result": encode_result(task, value, put_blob)})
 
-    @staticmethod
-    def _lacks_locale(adapter: Any, variant: VariantContext | None) -> bool:
-        locales = {c.removeprefix("locale:") for c in adapter.info.capabilities if c.startswith("locale:")}
-        if not locales or "any" in locales or variant is None or variant.locale is None:
+    def _lacks_locale(self, provider_id: str, variant: VariantContext | None) -> bool:
+        if variant is None or variant.locale is None:
             return False
-        return variant.locale not in locales and variant.locale.split("-")[0] not in locales
+        declared = self._providers[provider_id].locales
+        if declared is None:
+            declared = capability_locales(self._adapter(provider_id).info.capabilities)
+        return not serves_locale(declared, variant.locale)
+
+    def speaking_rate(self, variant: VariantContext) -> float:
+        """Words per second of the voice that will read this variant's script: the first provider
+        of its voice route that serves its locale (the one that answers unless it fails)."""
+        if "voice" in self._task_routes:
+            for provider_id in self.route_for("voice", variant):
+                if not self._lacks_locale(provider_id, variant):
+                    return self._providers[provider_id].words_per_second
+        return DEFAULT_WORDS_PER_SECOND
 
     def _quality_retries(self, task: Task) -> int:
         task_route = self._task_routes[task]
@@ -296,7 +318,7 @@ class RouterSession:
         provider id per rejected answer): the quality-aware fallback's stop condition."""
         given, retries = Counter(rejected), self._quality_retries(task)
         return any(
-            given[provider_id] <= retries and not self._lacks_locale(self._adapter(provider_id), variant)
+            given[provider_id] <= retries and not self._lacks_locale(provider_id, variant)
             for provider_id in self.route_for(task, variant)
         )
 
@@ -323,7 +345,7 @@ class RouterSession:
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: {given[provider_id]} answers rejected by checks")
                 continue
-            if self._lacks_locale(adapter, variant):
+            if self._lacks_locale(provider_id, variant):
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: does not support locale {variant.locale}")
                 continue

@@ -22,7 +22,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-from model_adapters.registry import adapter_kind
+from model_adapters.locales import normalize_locale, serves_locale
+from model_adapters.registry import DEFAULT_WORDS_PER_SECOND, adapter_kind
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import Price, Task
 
@@ -49,12 +50,31 @@ class ProviderConfig(_Strict):
     allowed_hosts: tuple[str, ...] = ()
     # Adapter-specific settings (e.g. a ComfyUI workflow file, an output format).
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # The locales this provider serves (BCP 47 tags, or bare languages for all their regions);
+    # omitted: what its adapter kind declares (model_adapters/registry.py), for hosted ones any.
+    locales: tuple[str, ...] | None = Field(default=None, min_length=1)
+    # A voice provider's speaking rate in words per second (sizes the scripts it will read);
+    # omitted: the adapter kind's measured rate, or 2.5 for a hosted voice.
+    words_per_second: float | None = Field(default=None, gt=0.5, le=6.0)
 
     @field_validator("adapter")
     @classmethod
     def _known_adapter(cls, value: str) -> str:
         adapter_kind(value)  # raises with the list of known adapters
         return value
+
+    @field_validator("locales")
+    @classmethod
+    def _normalized_locales(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(normalize_locale(tag) for tag in value)
+
+    def speaking_rate(self) -> float:
+        """A voice provider's words per second: declared here, else measured for its adapter kind."""
+        return self.words_per_second or adapter_kind(self.adapter).words_per_second or DEFAULT_WORDS_PER_SECOND
+
+    def served_locales(self) -> frozenset[str] | None:
+        """What it serves: declared here, else by its adapter kind (None: any locale)."""
+        return frozenset(self.locales) if self.locales is not None else adapter_kind(self.adapter).locales
 
 
 class RouteRule(_Strict):
@@ -64,6 +84,11 @@ class RouteRule(_Strict):
     locale: str | None = None
     route: tuple[ProviderId, ...] = Field(min_length=1)
 
+    @field_validator("locale")
+    @classmethod
+    def _normalized_locale(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_locale(value)
+
     @model_validator(mode="after")
     def _has_a_condition(self) -> "RouteRule":
         if self.tier is None and self.locale is None:
@@ -71,7 +96,10 @@ class RouteRule(_Strict):
         return self
 
     def matches(self, tier: str | None, locale: str | None) -> bool:
-        return (self.tier is None or self.tier == tier) and (self.locale is None or self.locale == locale)
+        # A rule's bare language (`pt`) matches each of its regions, as a provider's locales do.
+        return (self.tier is None or self.tier == tier) and (
+            self.locale is None or (locale is not None and serves_locale((self.locale,), locale))
+        )
 
 
 class TaskRoute(_Strict):
@@ -164,6 +192,28 @@ class RoutingConfig(_Strict):
     def route(self, task: Task) -> tuple[str, ...]:
         return self.tasks[task].route
 
+    def serves(self, provider_id: str, locale: str) -> bool:
+        return serves_locale(self.providers[provider_id].served_locales(), locale)
+
+    def unserved_tasks(self, tasks: list[Task], tier: str | None, locale: str) -> dict[Task, tuple[str, ...]]:
+        """{task: its route} for each of `tasks` whose route for this tier and locale has no
+        provider that serves the locale (what a brief's variant cannot be made with)."""
+        unserved = {}
+        for task in tasks:
+            route = self.tasks[task].choose(tier, locale)
+            if not any(self.serves(provider_id, locale) for provider_id in route):
+                unserved[task] = route
+        return unserved
+
+    def speaking_rate(self, tier: str | None, locale: str) -> float:
+        """Words per second of the voice that will read this variant: the first provider of its
+        voice route that serves the locale (the one that answers unless it fails)."""
+        if "voice" in self.tasks:
+            for provider_id in self.tasks["voice"].choose(tier, locale):
+                if self.serves(provider_id, locale):
+                    return self.providers[provider_id].speaking_rate()
+        return DEFAULT_WORDS_PER_SECOND
+
     def task_identity(self, task: Task) -> str:
         """A short, stable hash of what decides a task's output: the routes'
         providers, adapters, adapter versions, models, endpoints and options
@@ -174,16 +224,18 @@ class RoutingConfig(_Strict):
             described = []
             for provider_id in route:
                 provider = self.providers[provider_id]
-                described.append(
-                    {
-                        "provider": provider_id,
-                        "adapter": provider.adapter,
-                        "adapter_version": adapter_kind(provider.adapter).version,
-                        "model": provider.model,
-                        "base_url": provider.base_url,
-                        "options": provider.options,
-                    }
-                )
+                entry = {
+                    "provider": provider_id,
+                    "adapter": provider.adapter,
+                    "adapter_version": adapter_kind(provider.adapter).version,
+                    "model": provider.model,
+                    "base_url": provider.base_url,
+                    "options": provider.options,
+                }
+                # Only when declared, so configs that declare nothing keep their code versions.
+                if provider.locales is not None:
+                    entry["locales"] = sorted(provider.locales)
+                described.append(entry)
             return described
 
         parts = {

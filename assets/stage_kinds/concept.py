@@ -29,6 +29,8 @@ async def write_concept(call: StageCall):
         aspect_ratio=spec.aspect_ratio,
         duration_s=spec.duration_s,
         seed=spec.seed,
+        # The script is sized for the voice that will read it (its measured rate).
+        words_per_second=call.session.speaking_rate(call.variant()),
     )
     routed = await call.call_model(request)
     result: ConceptResult = routed.value
