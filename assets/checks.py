@@ -277,6 +277,38 @@ def check_av_sync(mp4: bytes, *, fps: float | None = None, max_drift_frames: flo
     return _outcome(problems, measured)
 
 
+def check_duration(mp4: bytes, *, duration_s: float) -> CheckOutcome:
+    """The MP4's video and audio streams (read with PyAV) each last the brief's `duration_s`
+    within one frame (the frame rate from the video stream): ad slots have fixed lengths."""
+    try:
+        with av.open(io.BytesIO(mp4)) as container:
+            if not container.streams.video or not container.streams.audio:
+                return _outcome(["needs a video and an audio stream"], {})
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            rate = video.average_rate or video.guessed_rate
+            video_s = _stream_duration_s(container, video)
+            audio_s = _stream_duration_s(container, audio)
+            frames = video.frames
+    except (av.FFmpegError, ValueError) as exc:
+        return _outcome([f"does not open as MP4: {exc}"], {})
+    if not rate:
+        return _outcome(["no frame rate in the video stream"], {})
+    frame_s = 1.0 / float(rate)
+    problems = [
+        f"{name} lasts {measured:.3f} s, not the brief's {duration_s:g} s (off by {abs(measured - duration_s) * 1000:.1f} ms, "
+        f"more than one frame: {frame_s * 1000:.1f} ms)"
+        for name, measured in (("video", video_s), ("audio", audio_s))
+        if abs(measured - duration_s) > frame_s + _TIME_SLACK_S
+    ]
+    return _outcome(problems, {
+        "brief_duration_s": dg.MetadataValue.float(duration_s),
+        "video_duration_s": dg.MetadataValue.float(round(video_s, 4)),
+        "audio_duration_s": dg.MetadataValue.float(round(audio_s, 4)),
+        "frames": frames,
+        "frame_ms": dg.MetadataValue.float(round(frame_s * 1000, 2)),
+    })
+
+
 # --- captions ----------------------------------------------------------------------------
 
 

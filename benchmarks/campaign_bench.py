@@ -76,7 +76,7 @@ FANOUT_DURATIONS = (4, 5, 6)  # seconds of voice: short spots, so media work sta
 # The 64 local variants: square 3 s spots (feed posts), so the full run fits in 10 minutes.
 LOCAL_DURATIONS = (3,)
 LOCAL_RATIOS = ("1:1",)
-FANOUT_MEDIA = {"draft_image": {"short_side": 288}, "refined_image": {"min_short_side": 1080}, "synced_video": {"short_side": 144, "fps": 30, "tail_s": 0.5}}
+FANOUT_MEDIA = {"draft_image": {"short_side": 288}, "refined_image": {"min_short_side": 1080}, "synced_video": {"short_side": 144, "fps": 30}}
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
         width, height = frame_size(v["aspect_ratio"], video["short_side"])
         request = VideoRequest(
             image_sha256=hashlib.sha256(refined.png).hexdigest(), audio_sha256=hashlib.sha256(voice.wav).hexdigest(), audio_duration_s=voice.duration_s, cues=cues, width=width, height=height,
-            fps=video["fps"], tail_s=video["tail_s"], seed=seed,
+            fps=video["fps"], tail_s=max(0.0, v["duration_s"] - voice.duration_s), seed=seed,
         )
         await call("video", "compose", request, refined.png, voice.wav)
 

@@ -52,7 +52,7 @@ from psycopg2 import sql  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from resources.brief_source import BriefSource  # noqa: E402
 
-FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
+FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24}}}}}
 BACKENDS = ("local", "s3", "postgres", "s3+postgres")
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": ""}
 

@@ -69,6 +69,9 @@ class ConceptRequest(StrictModel):
     aspect_ratio: AspectRatio
     duration_s: float
     seed: int
+    # The speaking rate of the voice that will read the script (the voice route's provider for
+    # this locale, model_adapters/registry.py): the script is sized to duration_s at this rate.
+    words_per_second: float = Field(default=2.6, gt=0.5, le=6.0)
 
 
 class ConceptResult(StrictModel):
@@ -118,6 +121,9 @@ class VoiceRequest(StrictModel):
     voice: str
     target_lufs: float = -16.0
     true_peak_dbtp: float = -1.0
+    # Speaking-rate multiplier (1.0: the voice's natural rate). The voiceover stage asks for a
+    # little faster or slower so the speech fits the brief's duration (MIN_SPEED..MAX_SPEED).
+    speed: float = Field(default=1.0, ge=0.85, le=1.15)
 
 
 class WordTiming(StrictModel):

@@ -35,7 +35,7 @@ from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 CAMPAIGN = SAMPLE_CAMPAIGN
 EXPECTED_REFINED = {"9:16": (1080, 1920), "1:1": (1080, 1080), "16:9": (1920, 1080)}
 # A smaller video keeps the test quick; 720p is what `make demo` produces.
-FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
+FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24}}}}}
 
 
 def shipped_pipelines() -> dict:

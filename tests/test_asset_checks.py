@@ -33,6 +33,7 @@ from assets.checks import (
     check_banned_terms,
     check_budget,
     check_captions,
+    check_duration,
     check_loudness,
     check_png,
     check_semantic_alignment,
@@ -42,18 +43,22 @@ from model_adapters.captions import parse_webvtt, to_webvtt
 from model_adapters.local_video import move_moov_to_front
 from resources.policies.budget import CampaignBudget
 from resources.policies.shared_limits import shared_limits
-from tests.conftest import SAMPLE_CAMPAIGN
+from resources.brief_schema import load_brief
+from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 from tests.helpers import materialized_sample_campaign, read_artifact, register, run_campaign, studio_definitions
 
 CHECKS = {
     ("draft_image", "png_valid"),
     ("refined_image", "png_valid"),
     ("voiceover", "loudness_within_spec"),
+    ("voiceover", "fits_duration"),
+    ("voiceover", "speech_intelligible"),
     ("captions", "caption_rules"),
     ("captions", "no_banned_terms"),
     ("concept", "no_banned_terms"),
     ("concept", "on_brief"),
     ("synced_video", "av_in_sync"),
+    ("synced_video", "duration_matches_brief"),
     ("synced_video", "campaign_within_budget"),
 }
 BUDGET_CHECK = dg.AssetCheckKey(dg.AssetKey("synced_video"), "campaign_within_budget")
@@ -255,6 +260,34 @@ def test_av_sync_check_fails_on_a_second_of_drift():
     assert not passed
     assert 990 <= metadata["drift_ms"].value <= 1010
     assert len(metadata["problems"]) == 1 and "differ by" in metadata["problems"][0]
+
+
+@pytest.mark.e2e
+def test_every_video_lasts_the_briefs_duration_within_one_frame(campaign):
+    brief = load_brief(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml")
+    for key in campaign.keys:
+        variant = brief.variant(key.split(".", 1)[1])
+        mp4 = read_artifact(manifest(campaign, "synced_video", key).artifact)
+        with av.open(io.BytesIO(mp4)) as container:
+            video = container.streams.video[0]
+            frames = sum(1 for _ in container.demux(video) if _.size)
+            fps = float(video.average_rate)
+        # Decoded, not declared: the frame count is the picture's length.
+        assert abs(frames / fps - variant.duration_s) <= 1 / fps + 1e-6, (key, frames, fps, variant.duration_s)
+        passed, metadata = check_duration(mp4, duration_s=variant.duration_s)
+        assert passed, metadata["problems"]
+        voice = manifest(campaign, "voiceover", key)
+        assert voice.duration_s <= variant.duration_s - 0.5 + 1e-6  # the picture holds at least min_tail_s
+
+
+def test_duration_check_fails_a_frame_and_a_half_off():
+    assert check_duration(mp4_bytes(2.0, 2.0), duration_s=2.0).passed
+    assert check_duration(mp4_bytes(2.0 + 1 / 24, 2.0), duration_s=2.0).passed  # one frame at 24 fps
+    passed, metadata = check_duration(mp4_bytes(2.0 + 2 / 24, 2.0), duration_s=2.0)
+    assert not passed
+    assert len(metadata["problems"]) == 1 and metadata["problems"][0].startswith("video lasts 2.083 s, not the brief's 2 s")
+    passed, metadata = check_duration(mp4_bytes(2.0, 2.0), duration_s=3.0)
+    assert not passed and len(metadata["problems"]) == 2
 
 
 def test_av_sync_check_fails_when_moov_is_after_mdat():

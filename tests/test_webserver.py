@@ -18,7 +18,7 @@ from tests.webserver_harness import dagster_webserver, seeded_studio
 
 pytestmark = pytest.mark.e2e
 
-FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24, "tail_s": 0.5}}}}}
+FAST_VIDEO = {"ops": {"variant_media": {"config": {"synced_video": {"short_side": 360, "fps": 24}}}}}
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.checks import MAX_DRIFT_FRAMES, check_av_sync
+from assets.checks import MAX_DRIFT_FRAMES, check_av_sync, check_duration
 from assets.metadata import artifact_metadata, provenance_metadata
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
 from model_adapters.tasks import TASK_SPECS
@@ -13,7 +13,6 @@ from resources.manifests import AudioArtifact, CaptionTrack, ImageArtifact, Vide
 class VideoSettings(StageSettings):
     short_side: int = 720  # 720p class: 720x1280, 720x720, 1280x720
     fps: int = 30
-    tail_s: float = 0.5  # picture held after the voice ends
     max_drift_frames: float = MAX_DRIFT_FRAMES  # audio and video stream lengths may differ by this much
 
 
@@ -21,6 +20,11 @@ async def compose_video(call: StageCall):
     spec, settings, artifacts = call.spec, call.settings, call.artifacts
     still, audio, track = call.inputs["image"], call.inputs["voiceover"], call.inputs["captions"]
     width, height = frame_size(spec.aspect_ratio, settings.short_side)
+    # The brief's duration is the video's: the picture is held after the voice for the rest
+    # (the voiceover stage fitted the speech, and its `fits_duration` check held it to that).
+    tail_s = spec.duration_s - audio.duration_s
+    if tail_s < 0:
+        raise ValueError(f"the voiceover lasts {audio.duration_s:.3f} s, longer than the brief's {spec.duration_s:g} s")
     request = VideoRequest(
         image_sha256=still.artifact.sha256,
         audio_sha256=audio.artifact.sha256,
@@ -29,7 +33,7 @@ async def compose_video(call: StageCall):
         width=width,
         height=height,
         fps=settings.fps,
-        tail_s=settings.tail_s,
+        tail_s=round(tail_s, 6),
         seed=spec.seed,
     )
     image_png = await call.input_bytes("image", still.artifact)
@@ -66,6 +70,11 @@ async def compose_video(call: StageCall):
     return manifest, metadata
 
 
+def _duration_matches_brief(item: StageCheckInput) -> CheckOutcome:
+    video: VideoArtifact = item.manifest
+    return check_duration(item.artifacts.get(video.artifact), duration_s=item.brief.duration_s)
+
+
 def _av_in_sync(item: StageCheckInput) -> CheckOutcome:
     video: VideoArtifact = item.manifest
     return check_av_sync(item.artifacts.get(video.artifact), fps=video.fps, max_drift_frames=item.settings.max_drift_frames)
@@ -84,6 +93,11 @@ VIDEO = StageKind(
             "av_in_sync", True,
             lambda s: f"Measured with PyAV: audio and video stream durations within {s.max_drift_frames:g} frame; moov before mdat.",
             _av_in_sync,
+        ),
+        CheckKind(
+            "duration_matches_brief", True,
+            lambda s: "Measured with PyAV: the video and audio streams each last the brief's duration_s within one frame.",
+            _duration_matches_brief,
         ),
     ),
     accelerator=True,

@@ -4,6 +4,7 @@ import io
 import wave
 
 import dagster as dg
+from pydantic import Field
 
 from assets.checks import LOUDNESS_TOLERANCE_LU, MAX_TRUE_PEAK_DBTP, TARGET_LUFS, check_loudness
 from assets.metadata import artifact_metadata, provenance_metadata
@@ -14,12 +15,42 @@ from model_adapters.types import VoiceRequest, VoiceResult
 from resources.manifests import AudioArtifact, ConceptDoc
 
 
+# Set from measured distributions (benchmarks/results/voice_wer.md): clean voices stay far below,
+# garbled speech far above.
+MAX_WORD_ERROR_RATE = 0.6
+
+
 class VoiceSettings(StageSettings):
-    """The loudness the voice is asked for, and the check's limits around it."""
+    """The loudness the voice is asked for and the check's limits around it; how the speech is
+    fitted into the brief's duration."""
 
     target_lufs: float = TARGET_LUFS
     loudness_tolerance_lu: float = LOUDNESS_TOLERANCE_LU
     max_true_peak_dbtp: float = MAX_TRUE_PEAK_DBTP
+    # The picture is held at least this long after the voice (the video's tail, captions cleared):
+    # the voice has the brief's duration minus this.
+    min_tail_s: float = Field(default=0.5, ge=0, le=10)
+    # How far the voice's natural pace may be changed to fit: up to 15 % faster is still natural
+    # ad delivery; slowing more than 10 % drags, so shorter speech leaves the picture held longer.
+    max_speed: float = Field(default=1.15, ge=1.0, le=1.15)
+    min_speed: float = Field(default=0.9, ge=0.85, le=1.0)
+    # Speech filling less than this share of its time is slowed down (to at most min_speed).
+    min_fill: float = Field(default=0.8, gt=0, le=1)
+    # The most words Whisper may get wrong, as a share of the script's (docs/operations.md,
+    # "Speech recognition as the judge", says how this was set from measured distributions).
+    max_word_error_rate: float = Field(default=MAX_WORD_ERROR_RATE, ge=0, le=1)
+
+
+def fitted_speed(duration_s: float, available_s: float, settings: VoiceSettings) -> float:
+    """The pace (a multiplier of the voice's own) that fits speech of `duration_s` at pace 1.0
+    into `available_s`: faster when it is too long, slower when it fills too little; 1.0 when it
+    fits. A 2 % margin: pauses do not scale with the pace."""
+    if duration_s > available_s:
+        return round(min(settings.max_speed, duration_s / available_s * 1.02), 3)
+    if duration_s < settings.min_fill * available_s:
+        target = (settings.min_fill + 1) / 2 * available_s  # aim between the floor and full
+        return round(max(settings.min_speed, duration_s / target), 3)
+    return 1.0
 
 
 def checked_wav(result: VoiceResult, provider: str) -> bytes:
@@ -42,6 +73,12 @@ async def speak(call: StageCall):
     )
     routed = await call.call_model(request)
     result: VoiceResult = routed.value
+    # The brief's duration is a contract: speech that does not fit at the voice's own pace is
+    # asked again a little faster (or slower), once; `fits_duration` judges what comes back.
+    speed = fitted_speed(result.duration_s, spec.duration_s - settings.min_tail_s, settings)
+    if speed != 1.0:
+        routed = await call.call_model(request.model_copy(update={"speed": speed}))
+        result = routed.value
     wav = checked_wav(result, routed.provenance.adapter_id)
     manifest = AudioArtifact(
         partition_key=call.partition_key,
@@ -53,7 +90,10 @@ async def speak(call: StageCall):
         words=result.words,
         provenance=routed.provenance,
     )
-    return manifest, {**audio_metadata(manifest), "duration_target_s": spec.duration_s, "words": len(result.words), "locale": spec.locale}
+    return manifest, {
+        **audio_metadata(manifest), "duration_target_s": spec.duration_s, "words": len(result.words),
+        "locale": spec.locale, "speed": dg.MetadataValue.float(speed),
+    }
 
 
 def audio_metadata(manifest: AudioArtifact) -> dict:
@@ -90,6 +130,70 @@ LOUDNESS_WITHIN_SPEC = CheckKind(
     _loudness,
 )
 
+def _fits_duration(item: StageCheckInput) -> CheckOutcome:
+    audio: AudioArtifact = item.manifest
+    with wave.open(io.BytesIO(item.artifacts.get(audio.artifact))) as wav:
+        measured_s = wav.getnframes() / wav.getframerate()
+    available_s = item.brief.duration_s - item.settings.min_tail_s
+    return CheckOutcome(measured_s <= available_s + 1e-6, {
+        "voice_s": dg.MetadataValue.float(round(measured_s, 3)),
+        "available_s": dg.MetadataValue.float(round(available_s, 3)),
+        "brief_duration_s": dg.MetadataValue.float(item.brief.duration_s),
+    })
+
+
+def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
+    # Imported here: the definitions load without CTranslate2; the model loads once per process.
+    from model_adapters.local_transcribe import get_transcriber, offset_summary, start_offsets, supported_language, word_error_rate
+
+    audio: AudioArtifact = item.manifest
+    language = supported_language(item.brief.locale)
+    if language is None:
+        return CheckOutcome(True, {
+            "judged": False,
+            "why": f"no local recognizer for {item.brief.locale}: Whisper tiny.en hears English only",
+            "problems": [],
+        })
+    script = item.inputs["concept"].script
+    transcript = get_transcriber().transcribe(item.artifacts.get(audio.artifact), language)
+    error_rate = word_error_rate(script, transcript.text)
+    offsets = offset_summary(start_offsets(audio.words, transcript))
+    passed = error_rate <= item.settings.max_word_error_rate
+    problems = [] if passed else [
+        f"Whisper heard {transcript.text!r}: word error rate {error_rate:.2f} against the script, "
+        f"above {item.settings.max_word_error_rate:.2f}"
+    ]
+    return CheckOutcome(passed, {
+        "judged": True,
+        "transcript": dg.MetadataValue.md(f"**Heard:** {transcript.text}\n\n**Script:** {script}"),
+        "word_error_rate": dg.MetadataValue.float(round(error_rate, 4)),
+        "recognizer": f"{transcript.model} {transcript.model_version}",
+        "word_start_offset_median_ms": dg.MetadataValue.float(round(offsets["median_abs_s"] * 1000, 1)),
+        "word_start_offset_p90_ms": dg.MetadataValue.float(round(offsets["p90_abs_s"] * 1000, 1)),
+        "words_matched": offsets["matched"],
+        "problems": problems,
+    })
+
+
+SPEECH_INTELLIGIBLE = CheckKind(
+    "speech_intelligible", True,
+    lambda s: (
+        f"Whisper tiny.en transcribes the WAV (English locales): word error rate against the script "
+        f"<= {s.max_word_error_rate:.2f}; the transcript and each word's start against the voice's own timings "
+        f"are recorded. Other languages are not judged (no local recognizer)."
+    ),
+    _speech_intelligible,
+)
+
+FITS_DURATION = CheckKind(
+    "fits_duration", True,
+    lambda s: (
+        f"Measured from the WAV: the speech ends at least {s.min_tail_s:g} s before the brief's duration "
+        f"(paced {s.min_speed:g}x-{s.max_speed:g}x to fit), so the video can be exactly that long."
+    ),
+    _fits_duration,
+)
+
 VOICEOVER = StageKind(
     name="voiceover",
     description="Speech of the script in the variant's locale and voice, with word timings, at -16 LUFS / -1 dBTP.",
@@ -98,7 +202,7 @@ VOICEOVER = StageKind(
     task=TASK_SPECS["voice"],
     work=speak,
     settings=VoiceSettings,
-    checks=(LOUDNESS_WITHIN_SPEC,),
+    checks=(LOUDNESS_WITHIN_SPEC, FITS_DURATION, SPEECH_INTELLIGIBLE),
     kinds=frozenset({"wav"}),
     rollup_files=lambda stage, manifest: {stage: manifest.artifact},
 )

@@ -121,6 +121,8 @@ class ElevenLabsSpeech(HttpAdapter):
     def request_body(self, request: VoiceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"text": request.text, "model_id": self.model}
         settings = {k: self.options.number(k, 0.0) for k in _VOICE_SETTINGS if self.options.has(k)}
+        if request.speed != 1.0:  # fits the speech to the brief's duration (ElevenLabs allows 0.7-1.2)
+            settings["speed"] = round(settings.get("speed", 1.0) * request.speed, 4)
         if settings:
             body["voice_settings"] = settings
         language = self.options.text("language_code")

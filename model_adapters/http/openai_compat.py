@@ -444,8 +444,10 @@ class OpenAISpeech(HttpAdapter):
         }
         if self.options.has("instructions"):
             body["instructions"] = self.options.text("instructions")
-        if self.options.has("speed"):
-            body["speed"] = self.options.number("speed", 1.0)
+        # The option is the voice's own pace; the request's speed fits the speech to the brief's duration.
+        speed = self.options.number("speed", 1.0) * request.speed
+        if self.options.has("speed") or request.speed != 1.0:
+            body["speed"] = round(speed, 4)
         body.update(self.extra_body)
         return body
 

@@ -404,6 +404,13 @@ def openai_images(call: Call) -> Reply:
     return json_reply({"created": int(time.time()), "data": [item]})
 
 
+def _speed(value: object, low: float, high: float) -> float:
+    """A speech request's `speed`, refused outside the provider's documented range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadRequest(f"speed must be a number in [{low}, {high}], got {value!r}", status=422 if low == 0.7 else 400)
+    return float(value)
+
+
 def openai_speech(call: Call) -> Reply:
     body = call.json()
     text = body.get("input")
@@ -412,7 +419,8 @@ def openai_speech(call: Call) -> Reply:
     fmt = body.get("response_format", "mp3")
     if fmt not in ("wav", "pcm"):
         raise BadRequest(f"response_format {fmt!r} is not simulated (wav, pcm)", code="unsupported_response_format")
-    speech = synth_speech(text, call.sim.settings.speech_sample_rate, call.sim.settings.seconds_per_letter)
+    speed = _speed(body.get("speed", 1.0), 0.25, 4.0)
+    speech = synth_speech(text, call.sim.settings.speech_sample_rate, call.sim.settings.seconds_per_letter / speed)
     if fmt == "pcm":
         return Reply(200, pcm16(speech.samples), "audio/pcm")
     wav = encode_wav16(speech.samples, speech.sample_rate)
@@ -430,7 +438,9 @@ def elevenlabs_speech(call: Call) -> Reply:
         raise BadRequest(
             f"output_format {output_format!r} is not simulated (pcm_*)", status=422, code="unsupported_output_format"
         )
-    speech = synth_speech(text, int(match.group(1)), call.sim.settings.seconds_per_letter)
+    settings = body.get("voice_settings") or {}
+    speed = _speed(settings.get("speed", 1.0) if isinstance(settings, dict) else 1.0, 0.7, 1.2)
+    speech = synth_speech(text, int(match.group(1)), call.sim.settings.seconds_per_letter / speed)
     alignment = {
         "characters": speech.characters,
         "character_start_times_seconds": speech.starts,

@@ -64,7 +64,7 @@ RUN_CONFIG = {
         "variant_media": {
             "config": {
                 "draft_image": {"short_side": 144},
-                "synced_video": {"short_side": 144, "fps": 12, "tail_s": 0.5},
+                "synced_video": {"short_side": 144, "fps": 12},
             }
         }
     }
