@@ -10,6 +10,11 @@ from model_adapters.types import ConceptRequest, ConceptResult
 from resources.manifests import ConceptDoc
 
 
+# The share of the brief's duration a script is written to fill at the voice's rate: the rest is
+# the held picture at the end (the voiceover's min_tail_s) and room for rate differences.
+SCRIPT_FILL = 0.9
+
+
 class ConceptSettings(StageSettings):
     # How close to the brief a script must be (assets/checks.py says how 0.30 was chosen).
     on_brief_min_cosine: float = SEMANTIC_ALIGNMENT_THRESHOLD
@@ -29,8 +34,9 @@ async def write_concept(call: StageCall):
         aspect_ratio=spec.aspect_ratio,
         duration_s=spec.duration_s,
         seed=spec.seed,
-        # The script is sized for the voice that will read it (its measured rate).
-        words_per_second=call.session.speaking_rate(call.variant()),
+        # The script is sized for the voice that will read it (its measured rate), to fill
+        # SCRIPT_FILL of the duration: the voiceover rarely needs re-pacing to leave the tail.
+        words_per_second=round(call.session.speaking_rate(call.variant()) * SCRIPT_FILL, 3),
     )
     routed = await call.call_model(request)
     result: ConceptResult = routed.value
