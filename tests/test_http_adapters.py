@@ -391,7 +391,7 @@ def _check_voice(result: VoiceResult, sample_rate: int) -> np.ndarray:
 
 
 def test_openai_speech_decodes_normalizes_and_estimates_word_timings():
-    with simulator() as sim:
+    with simulator(speech="tones") as sim:  # word spans known exactly
         adapter = build("openai-speech", sim)
         assert "word_timings:estimated" in adapter.info.capabilities
         result = call(adapter)
@@ -411,7 +411,7 @@ def _word_spans(speech: Any) -> list[tuple[float, float]]:
 
 
 def test_elevenlabs_turns_character_alignment_into_word_timings():
-    with simulator() as sim:
+    with simulator(speech="tones") as sim:  # word spans known exactly
         result = call(build("elevenlabs-speech", sim, **{"voice_id:de-DE": "de-voice"}))
         _check_voice(result, 22050)
         truth = _word_spans(synth_speech(VOICE.text, 22050))

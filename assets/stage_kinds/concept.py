@@ -4,14 +4,15 @@ import dagster as dg
 
 from assets.checks import SEMANTIC_ALIGNMENT_THRESHOLD, banned_terms_in, check_banned_terms, check_semantic_alignment
 from assets.metadata import provenance_metadata
+from assets.stage_kinds.voiceover import MIN_TAIL_S
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ConceptRequest, ConceptResult
 from resources.manifests import ConceptDoc
 
 
-# The share of the brief's duration a script is written to fill at the voice's rate: the rest is
-# the held picture at the end (the voiceover's min_tail_s) and room for rate differences.
+# The share of the time before the held tail (the voiceover's min_tail_s) a script is written to
+# fill at the voice's rate: room for rate differences between scripts.
 SCRIPT_FILL = 0.9
 
 
@@ -35,8 +36,10 @@ async def write_concept(call: StageCall):
         duration_s=spec.duration_s,
         seed=spec.seed,
         # The script is sized for the voice that will read it (its measured rate), to fill
-        # SCRIPT_FILL of the duration: the voiceover rarely needs re-pacing to leave the tail.
-        words_per_second=round(call.session.speaking_rate(call.variant()) * SCRIPT_FILL, 3),
+        # SCRIPT_FILL of the time before the held tail: the voiceover rarely needs re-pacing.
+        words_per_second=round(
+            call.session.speaking_rate(call.variant()) * SCRIPT_FILL * max(0.5, 1 - MIN_TAIL_S / spec.duration_s), 3
+        ),
     )
     routed = await call.call_model(request)
     result: ConceptResult = routed.value

@@ -18,6 +18,8 @@ from resources.manifests import AudioArtifact, ConceptDoc
 # Set from measured distributions (benchmarks/results/voice_wer.md): clean voices stay far below,
 # garbled speech far above.
 MAX_WORD_ERROR_RATE = 0.6
+# The picture held after the voice, at least (the concept leaves room for it too).
+MIN_TAIL_S = 0.5
 
 
 class VoiceSettings(StageSettings):
@@ -29,12 +31,13 @@ class VoiceSettings(StageSettings):
     max_true_peak_dbtp: float = MAX_TRUE_PEAK_DBTP
     # The picture is held at least this long after the voice (the video's tail, captions cleared):
     # the voice has the brief's duration minus this.
-    min_tail_s: float = Field(default=0.5, ge=0, le=10)
+    min_tail_s: float = Field(default=MIN_TAIL_S, ge=0, le=10)
     # How far the voice's natural pace may be changed to fit: up to 15 % faster is still natural
     # ad delivery; slowing more than 10 % drags, so shorter speech leaves the picture held longer.
     max_speed: float = Field(default=1.15, ge=1.0, le=1.15)
     min_speed: float = Field(default=0.9, ge=0.85, le=1.0)
-    # Speech filling less than this share of its time is slowed down (to at most min_speed).
+    # Speech filling less than this share of its time is slowed down (to at most min_speed) when
+    # asking again is free (a local voice).
     min_fill: float = Field(default=0.8, gt=0, le=1)
     # The most words Whisper may get wrong, as a share of the script's (docs/operations.md,
     # "Speech recognition as the judge", says how this was set from measured distributions).
@@ -76,6 +79,10 @@ async def speak(call: StageCall):
     # The brief's duration is a contract: speech that does not fit at the voice's own pace is
     # asked again a little faster (or slower), once; `fits_duration` judges what comes back.
     speed = fitted_speed(result.duration_s, spec.duration_s - settings.min_tail_s, settings)
+    # Too long must be fixed; too short is only worth a second call when it costs nothing (a
+    # paid voice's short speech is held on the picture instead).
+    if speed < 1.0 and call.session.charges(routed.provenance.adapter_id):
+        speed = 1.0
     if speed != 1.0:
         routed = await call.call_model(request.model_copy(update={"speed": speed}))
         result = routed.value
@@ -135,7 +142,12 @@ def _fits_duration(item: StageCheckInput) -> CheckOutcome:
     with wave.open(io.BytesIO(item.artifacts.get(audio.artifact))) as wav:
         measured_s = wav.getnframes() / wav.getframerate()
     available_s = item.brief.duration_s - item.settings.min_tail_s
-    return CheckOutcome(measured_s <= available_s + 1e-6, {
+    fits = measured_s <= available_s + 1e-6
+    return CheckOutcome(fits, {
+        "problems": [] if fits else [
+            f"the speech lasts {measured_s:.3f} s; the brief's {item.brief.duration_s:g} s leaves it {available_s:.3f} s "
+            f"before the held tail, even paced up to {item.settings.max_speed:g}x"
+        ],
         "voice_s": dg.MetadataValue.float(round(measured_s, 3)),
         "available_s": dg.MetadataValue.float(round(available_s, 3)),
         "brief_duration_s": dg.MetadataValue.float(item.brief.duration_s),

@@ -142,9 +142,9 @@ class OpenAIChatConcept(HttpAdapter):
 
     Options: ``response_format`` ("json_schema", the default, or
     "json_object" for servers without structured outputs), ``temperature``,
-    ``max_tokens``, ``words_per_second`` (script budget, default 2.6, the
-    local voice's rate), ``send_seed`` (default true), ``extra_body`` (a JSON
-    object merged into the request body).
+    ``max_tokens``, ``words_per_second`` (script budget; default: the request's,
+    the rate of the voice that will read it), ``send_seed`` (default true),
+    ``extra_body`` (a JSON object merged into the request body).
     """
 
     provider = PROVIDER
@@ -163,11 +163,12 @@ class OpenAIChatConcept(HttpAdapter):
                 f"{self.adapter_id}: option response_format must be json_schema or json_object, "
                 f"got {self.response_format!r}"
             )
-        self.words_per_second = self.options.number("words_per_second", 2.6)
+        # None: size each script for the voice the request names the rate of.
+        self.words_per_second = self.options.number("words_per_second", 0.0) or None
         self.extra_body = self.options.json_object("extra_body")
 
     def request_body(self, request: ConceptRequest) -> dict[str, Any]:
-        brief = concept_brief(request, self.words_per_second)
+        brief = concept_brief(request, self.words_per_second or request.words_per_second)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [

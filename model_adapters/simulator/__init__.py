@@ -155,6 +155,10 @@ class SimulatorSettings(_Strict):
     image_size_override: tuple[int, int] | None = None
     replicate_output: Literal["list", "string"] = "list"
     seconds_per_letter: float = Field(default=0.06, gt=0, le=1)
+    # Speech endpoints answer with `spoken` English (the Piper voice, so a speech recognizer can judge
+    # it like a real voice) or `tones`: harmonic bursts whose word spans are known exactly
+    # (`seconds_per_letter` paces them), for tests of alignment arithmetic.
+    speech: Literal["spoken", "tones"] = "spoken"
     # Share of chat concepts (chosen by seed) answered well-formed but off-brief: placeholder copy.
     off_brief_share: float = Field(default=0.0, ge=0, le=1)
     speech_sample_rate: int = Field(default=24000, ge=8000, le=48000)  # OpenAI speech WAV

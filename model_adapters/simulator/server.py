@@ -161,6 +161,52 @@ def synth_speech(text: str, sample_rate: int, seconds_per_letter: float = 0.06) 
     return Speech(samples.astype(np.float32), sample_rate, list(text), starts, ends)
 
 
+def spoken_speech(text: str, sample_rate: int, speed: float = 1.0) -> Speech:
+    """Intelligible English speech for the speech endpoints: the Piper voice (en-US, paced by
+    `speed`; one per process), resampled to `sample_rate`, each character's time span from its
+    word timings."""
+    import asyncio
+
+    from model_adapters.types import VoiceRequest
+
+    result = asyncio.run(_piper_voice().synthesize(
+        VoiceRequest(text=text, locale="en-US", voice="default", speed=min(1.15, max(0.85, speed)))
+    ))
+    with wave.open(io.BytesIO(result.wav)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    if result.sample_rate != sample_rate:
+        times = np.arange(round(len(pcm) * sample_rate / result.sample_rate)) / sample_rate
+        pcm = np.interp(times, np.arange(len(pcm)) / result.sample_rate, pcm).astype(np.float32)
+    total = len(pcm) / sample_rate
+    starts, ends = [0.0] * len(text), [0.0] * len(text)
+    cursor_char, cursor_time = 0, 0.0
+    for match, word in zip(re.finditer(r"\S+", text), result.words):
+        _spread(starts, ends, cursor_char, match.start(), cursor_time, word.start_s)
+        _spread(starts, ends, match.start(), match.end(), word.start_s, max(word.end_s, word.start_s))
+        cursor_char, cursor_time = match.end(), max(word.end_s, word.start_s)
+    _spread(starts, ends, cursor_char, len(text), cursor_time, total)
+    return Speech(pcm, sample_rate, list(text), starts, ends)
+
+
+_PIPER: list[Any] = []
+_PIPER_LOCK = threading.Lock()
+
+
+def _piper_voice() -> Any:
+    with _PIPER_LOCK:
+        if not _PIPER:
+            from model_adapters.local_piper import PiperVoiceAdapter  # imported when a voice is asked for
+
+            _PIPER.append(PiperVoiceAdapter(adapter_id="simulator-voice"))
+        return _PIPER[0]
+
+
+def simulated_speech(call: "Call", text: str, sample_rate: int, speed: float) -> Speech:
+    if call.sim.settings.speech == "tones":
+        return synth_speech(text, sample_rate, call.sim.settings.seconds_per_letter / speed)
+    return spoken_speech(text, sample_rate, speed)
+
+
 def _spread(starts: list[float], ends: list[float], first: int, last: int, t0: float, t1: float) -> None:
     count = last - first
     for i in range(count):
@@ -420,7 +466,7 @@ def openai_speech(call: Call) -> Reply:
     if fmt not in ("wav", "pcm"):
         raise BadRequest(f"response_format {fmt!r} is not simulated (wav, pcm)", code="unsupported_response_format")
     speed = _speed(body.get("speed", 1.0), 0.25, 4.0)
-    speech = synth_speech(text, call.sim.settings.speech_sample_rate, call.sim.settings.seconds_per_letter / speed)
+    speech = simulated_speech(call, text, call.sim.settings.speech_sample_rate, speed)
     if fmt == "pcm":
         return Reply(200, pcm16(speech.samples), "audio/pcm")
     wav = encode_wav16(speech.samples, speech.sample_rate)
@@ -440,7 +486,7 @@ def elevenlabs_speech(call: Call) -> Reply:
         )
     settings = body.get("voice_settings") or {}
     speed = _speed(settings.get("speed", 1.0) if isinstance(settings, dict) else 1.0, 0.7, 1.2)
-    speech = synth_speech(text, int(match.group(1)), call.sim.settings.seconds_per_letter / speed)
+    speech = simulated_speech(call, text, int(match.group(1)), speed)
     alignment = {
         "characters": speech.characters,
         "character_start_times_seconds": speech.starts,
