@@ -89,6 +89,7 @@ from typing import Any
 
 import torch
 
+from model_adapters.model_loading import MODEL_LOAD_LOCK
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.palette import RGB, parse_hex, rgb_to_lab
@@ -384,7 +385,8 @@ def _load_pipeline(kind: str, folder: Path, device: torch.device, dtype: torch.d
     if variant:
         kwargs["variant"] = variant
     with hub_offline():
-        pipe = auto.from_pretrained(str(folder), **kwargs)
+        with MODEL_LOAD_LOCK:  # from_pretrained patches torch globally (model_adapters/model_loading.py)
+            pipe = auto.from_pretrained(str(folder), **kwargs)
     return pipe.to(device)
 
 

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_adapters.model_loading import MODEL_LOAD_LOCK
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.local_concept import caption_lines
 from model_adapters.types import (
@@ -269,13 +270,17 @@ class LoadedModel:
 
 def _dequantize_into(folder: Path, gguf: Path) -> None:
     """Dequantize the GGUF and save weights + tokenizer to `folder`, atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # Submodules, not the lazy top-level names: transformers' lazy module is not safe when
+    # two threads (the concept writer, the MiniLM embedder) first touch it at once.
+    from transformers.models.auto.modeling_auto import AutoModelForCausalLM
+    from transformers.models.auto.tokenization_auto import AutoTokenizer
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+        with MODEL_LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
         # Without kernels for packed GGUF blocks transformers dequantizes every weight; the model
         # is then a plain float model, but it still carries the GGUF quantizer, which refuses to
         # save. Drop it: what is saved is the float weights, loadable without the GGUF.
@@ -297,12 +302,16 @@ def _dequantize_into(folder: Path, gguf: Path) -> None:
 
 
 def _read_folder(folder: Path, device: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # Submodules, not the lazy top-level names: transformers' lazy module is not safe when
+    # two threads (the concept writer, the MiniLM embedder) first touch it at once.
+    from transformers.models.auto.modeling_auto import AutoModelForCausalLM
+    from transformers.models.auto.tokenization_auto import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    model.eval()
-    model.to(device)
+    with MODEL_LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        model.eval()
+        model.to(device)
     return model, tokenizer
 
 

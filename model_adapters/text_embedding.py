@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from model_adapters.model_loading import MODEL_LOAD_LOCK
 from model_adapters.devices import pick_device
 
 EMBEDDING_DIM = 384
@@ -75,16 +76,20 @@ class MiniLMEmbedder:
         with self._lock:
             if self._model is not None:
                 return
-            from transformers import AutoModel, AutoTokenizer
+            # Submodules, not the lazy top-level names: transformers' lazy module is not safe when
+            # two threads (the concept writer, the MiniLM embedder) first touch it at once.
+            from transformers.models.auto.modeling_auto import AutoModel
+            from transformers.models.auto.tokenization_auto import AutoTokenizer
 
             path = self._model_path or default_model_path()
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"no MiniLM model at {path} (config.json missing)")
             device = self._requested_device or pick_device()
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
-            model.eval()
-            model.to(device)
+            with MODEL_LOAD_LOCK:
+                tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+                model = AutoModel.from_pretrained(str(path), local_files_only=True)
+                model.eval()
+                model.to(device)
             self._tokenizer = tokenizer
             self._device = device
             self._model = model  # set last: it is the "loaded" flag

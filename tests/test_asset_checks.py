@@ -432,11 +432,14 @@ def test_failing_blocking_check_stops_downstream_assets(campaign, tmp_path, monk
     (home / "dagster").mkdir()
     monkeypatch.setenv("STUDIO_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    kind = registry.ADAPTER_KINDS["local-espeak"]
-    # Another adapter version: a cache miss, so the clipping voice is really called.
-    monkeypatch.setitem(
-        registry.ADAPTER_KINDS, kind.name, registry.AdapterKind(kind.name, kind.task, f"{__name__}:_ClippingVoice", kind.version + "-clipping")
-    )
+    # Every voice of the local route (Piper, then espeak) replaced; another adapter version: a
+    # cache miss, so the clipping voice is really called.
+    for name in ("local-piper", "local-espeak"):
+        kind = registry.ADAPTER_KINDS[name]
+        monkeypatch.setitem(
+            registry.ADAPTER_KINDS, kind.name,
+            dataclasses.replace(kind, target=f"{__name__}:_ClippingVoice", version=kind.version + "-clipping"),
+        )
     key = f"{SAMPLE_CAMPAIGN}.feed-en"
     with dg.instance_for_test() as instance:
         register(instance)

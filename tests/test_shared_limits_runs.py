@@ -50,6 +50,9 @@ def routing(sim_url: str) -> dict:
         "options": {"response_format": "b64_json"},
     }
     local["tasks"]["image"] = {"route": ["hosted-image"]}
+    # The subject is the image provider's shared limits: concepts from the phrase bank (the
+    # language model would spend minutes writing 64 concepts in four processes on 2 cores).
+    local["tasks"]["concept"] = {"route": ["local-concept"]}
     local["defaults"] = {"retry": {"max_attempts": 2, "base_delay_s": 0.05, "max_delay_s": 0.1, "retry_after_cap_s": 0.5}}
     return local
 
