@@ -75,21 +75,19 @@ the snapshot's commit hash. While the weights cannot be found it reads
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import io
-import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model_adapters.model_loading import MODEL_LOAD_LOCK
+from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.palette import RGB, parse_hex, rgb_to_lab
@@ -241,55 +239,6 @@ class ResolvedModel:
     folder: Path
     name: str  # info.model
     version: str  # info.model_version
-
-
-_offline_lock = threading.Lock()
-_offline_depth = 0
-_offline_saved: tuple[str | None, Any, Any] | None = None
-
-
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
-    """``HF_HUB_OFFLINE=1`` and huggingface_hub's offline flag for the duration of a load.
-
-    huggingface_hub reads the variable once at import, so its constant is set too
-    (and diffusers' copy). Nested and concurrent uses are counted: the first one in
-    sets, the last one out restores what was there before.
-    """
-    global _offline_depth, _offline_saved
-    import huggingface_hub.constants as hub_constants
-
-    try:
-        import diffusers.utils.hub_utils as diffusers_hub
-    except ImportError:  # pragma: no cover - diffusers is a dependency of this module's users
-        diffusers_hub = None
-    with _offline_lock:
-        if _offline_depth == 0:
-            _offline_saved = (
-                os.environ.get("HF_HUB_OFFLINE"),
-                hub_constants.HF_HUB_OFFLINE,
-                getattr(diffusers_hub, "HF_HUB_OFFLINE", None),
-            )
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            hub_constants.HF_HUB_OFFLINE = True
-            if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
-                diffusers_hub.HF_HUB_OFFLINE = True
-        _offline_depth += 1
-    try:
-        yield
-    finally:
-        with _offline_lock:
-            _offline_depth -= 1
-            if _offline_depth == 0 and _offline_saved is not None:
-                env, constant, diffusers_constant = _offline_saved
-                if env is None:
-                    os.environ.pop("HF_HUB_OFFLINE", None)
-                else:
-                    os.environ["HF_HUB_OFFLINE"] = env
-                hub_constants.HF_HUB_OFFLINE = constant
-                if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
-                    diffusers_hub.HF_HUB_OFFLINE = diffusers_constant
-                _offline_saved = None
 
 
 def folder_version(folder: Path) -> str:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -61,12 +60,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_adapters.model_loading import MODEL_LOAD_LOCK
+from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.local_concept import caption_lines
 from model_adapters.types import (
@@ -228,33 +226,6 @@ def _cache_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in _CACHE_FILES)
 
 
-_offline_lock = threading.Lock()
-_offline_depth = 0
-_offline_saved: str | None = None
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """``HF_HUB_OFFLINE=1`` for the duration of a load (counted: nested and concurrent loads
-    restore what was there when the last one ends)."""
-    global _offline_depth, _offline_saved
-    with _offline_lock:
-        if _offline_depth == 0:
-            _offline_saved = os.environ.get("HF_HUB_OFFLINE")
-            os.environ["HF_HUB_OFFLINE"] = "1"
-        _offline_depth += 1
-    try:
-        yield
-    finally:
-        with _offline_lock:
-            _offline_depth -= 1
-            if _offline_depth == 0:
-                if _offline_saved is None:
-                    os.environ.pop("HF_HUB_OFFLINE", None)
-                else:
-                    os.environ["HF_HUB_OFFLINE"] = _offline_saved
-
-
 @dataclass
 class LoadedModel:
     model: Any
@@ -338,7 +309,7 @@ def load_model(cache_root: str | Path | None = None, *, reuse: bool = True) -> L
         root = Path(cache_root) if cache_root else default_cache_root()
         folder = cache_folder(root, sha)
         device = pick_device()
-        with _hub_offline():
+        with hub_offline():
             source = "cache"
             if not _cache_complete(folder):
                 if folder.exists():  # a damaged copy (ours are renamed in whole): set it aside

@@ -1,4 +1,5 @@
-"""One lock for every transformers / diffusers model load in the process.
+"""One lock for every transformers / diffusers model load in the process, and the offline switch
+every local load runs under.
 
 `from_pretrained` builds a model on the meta device through context managers that patch
 torch globally (accelerate's `init_empty_weights`), and transformers' lazy module resolves
@@ -10,6 +11,59 @@ Plain Python: no torch import here.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 MODEL_LOAD_LOCK = threading.RLock()
+
+
+_offline_lock = threading.Lock()
+_offline_depth = 0
+_offline_saved: tuple[str | None, Any, Any] | None = None
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` and huggingface_hub's offline flag for the duration of a load.
+
+    huggingface_hub reads the variable once at import, so its constant is set too
+    (and diffusers' copy). Nested and concurrent uses are counted: the first one in
+    sets, the last one out restores what was there before.
+    """
+    global _offline_depth, _offline_saved
+    import huggingface_hub.constants as hub_constants
+
+    try:
+        import diffusers.utils.hub_utils as diffusers_hub
+    except ImportError:  # pragma: no cover - diffusers is a dependency of this module's users
+        diffusers_hub = None
+    with _offline_lock:
+        if _offline_depth == 0:
+            _offline_saved = (
+                os.environ.get("HF_HUB_OFFLINE"),
+                hub_constants.HF_HUB_OFFLINE,
+                getattr(diffusers_hub, "HF_HUB_OFFLINE", None),
+            )
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            hub_constants.HF_HUB_OFFLINE = True
+            if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
+                diffusers_hub.HF_HUB_OFFLINE = True
+        _offline_depth += 1
+    try:
+        yield
+    finally:
+        with _offline_lock:
+            _offline_depth -= 1
+            if _offline_depth == 0 and _offline_saved is not None:
+                env, constant, diffusers_constant = _offline_saved
+                if env is None:
+                    os.environ.pop("HF_HUB_OFFLINE", None)
+                else:
+                    os.environ["HF_HUB_OFFLINE"] = env
+                hub_constants.HF_HUB_OFFLINE = constant
+                if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
+                    diffusers_hub.HF_HUB_OFFLINE = diffusers_constant
+                _offline_saved = None
