@@ -37,20 +37,20 @@ Text comparison (`normalize_words`, `word_error_rate`, `align_words`,
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 import os
 import re
 import threading
 import unicodedata
-import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from model_adapters.pcm import decode_wav  # the module's callers and tests decode with it
 
 _LOG = logging.getLogger(__name__)
 
@@ -100,25 +100,6 @@ def supported_language(locale: str) -> str | None:
 
 
 # --- audio ---------------------------------------------------------------------------
-
-
-def decode_wav(wav: bytes) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV (any rate; channels are averaged) as float32 mono samples in [-1, 1) and its rate."""
-    try:
-        with wave.open(io.BytesIO(wav), "rb") as reader:
-            channels = reader.getnchannels()
-            width = reader.getsampwidth()
-            rate = reader.getframerate()
-            frames = reader.readframes(reader.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise ValueError(f"not a readable PCM WAV: {exc}") from exc
-    if width != 2:
-        raise ValueError(f"expected 16-bit PCM, got {8 * width}-bit samples")
-    samples = np.frombuffer(frames[: len(frames) - len(frames) % (2 * channels)], dtype="<i2")
-    audio = samples.astype(np.float32) / 32768.0
-    if channels > 1:
-        audio = audio.reshape(-1, channels).mean(axis=1, dtype=np.float32)
-    return audio, rate
 
 
 def resample_to_16k(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""16-bit PCM and WAV encoding shared by every voice adapter and the simulator."""
+"""16-bit PCM and WAV encoding and decoding shared by every voice adapter and the simulator."""
 
 import io
 import wave
@@ -23,3 +23,22 @@ def encode_wav(pcm16: np.ndarray, sample_rate: int) -> bytes:
         out.setframerate(sample_rate)
         out.writeframes(pcm16.astype("<i2").tobytes())
     return buffer.getvalue()
+
+
+def decode_wav(wav: bytes) -> tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV (any rate; channels are averaged) as float32 mono samples in [-1, 1) and its rate."""
+    try:
+        with wave.open(io.BytesIO(wav), "rb") as reader:
+            channels = reader.getnchannels()
+            width = reader.getsampwidth()
+            rate = reader.getframerate()
+            frames = reader.readframes(reader.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"not a readable PCM WAV: {exc}") from exc
+    if width != 2:
+        raise ValueError(f"expected 16-bit PCM, got {8 * width}-bit samples")
+    samples = np.frombuffer(frames[: len(frames) - len(frames) % (2 * channels)], dtype="<i2")
+    audio = samples.astype(np.float32) / 32768.0
+    if channels > 1:
+        audio = audio.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    return audio, rate

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-from model_adapters.pcm import encode_wav
+from model_adapters.pcm import decode_wav, encode_wav
 from model_adapters.simulator import FAULT_RATES, Latency, SimulatorSettings
 
 # Request headers whose presence (never value) is counted per group.
@@ -172,8 +172,7 @@ def spoken_speech(text: str, sample_rate: int, speed: float = 1.0) -> Speech:
     result = asyncio.run(_piper_voice().synthesize(
         VoiceRequest(text=text, locale="en-US", voice="default", speed=min(1.15, max(0.85, speed)))
     ))
-    with wave.open(io.BytesIO(result.wav)) as wav:
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    pcm, _ = decode_wav(result.wav)
     if result.sample_rate != sample_rate:
         times = np.arange(round(len(pcm) * sample_rate / result.sample_rate)) / sample_rate
         pcm = np.interp(times, np.arange(len(pcm)) / result.sample_rate, pcm).astype(np.float32)
