@@ -1230,6 +1230,10 @@ class ProviderSimulator:
                 port = probe.getsockname()[1]
             self.base_url = f"http://{self.settings.host}:{port}"
             return self
+        if self.settings.speech == "spoken":
+            # Load the voice (once per process, a few seconds) before serving, so the first speech
+            # answer takes what the configured latency says, not the model's load.
+            spoken_speech("Ready.", 16000)
         handler = type("SimulatorHandler", (_RequestHandler,), {"sim": self})
         self._server = ThreadingHTTPServer((self.settings.host, self.settings.port), handler)
         self._server.daemon_threads = True
