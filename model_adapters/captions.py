@@ -24,13 +24,16 @@ the pieces are kept in one cue where they fit, so the word reads as
 consecutive lines. Nothing is dropped or hyphenated.
 
 Words of scripts written without spaces (Chinese, Japanese, Thai...) are
-joined without a space.
+joined without a space. Line lengths are counted in columns: a full-width
+character (kanji, kana, full-width forms; East Asian Width W or F) takes two,
+as it is about twice as wide on screen, so a 42-column line holds 21 kanji.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -76,6 +79,11 @@ class _Piece:
 
 
 # --- joining and breaking ----------------------------------------------------------
+
+
+def text_columns(text: str) -> int:
+    """Display width in columns: two for a full-width character, one for any other."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _joiner(left: str, right: str) -> str:
@@ -128,9 +136,15 @@ def _pieces(words: Sequence[WordTiming], max_chars: int) -> list[_Piece]:
 
 
 def _hard_split(text: str, start: float, end: float, max_chars: int) -> list[_Piece]:
-    if len(text) <= max_chars:
+    if text_columns(text) <= max_chars:
         return [_Piece(text, start, end)]
-    chunks = [text[i : i + max_chars] for i in range(0, len(text), max_chars)]
+    chunks, chunk = [], ""
+    for c in text:  # pieces of at most max_chars columns (at least one character)
+        if chunk and text_columns(chunk + c) > max_chars:
+            chunks.append(chunk)
+            chunk = ""
+        chunk += c
+    chunks.append(chunk)
     pieces = []
     offset = 0
     for i, chunk in enumerate(chunks):
@@ -149,10 +163,10 @@ def _greedy_line_count(pieces: Sequence[_Piece], max_chars: int) -> int:
     lines, width = 1, 0
     for i, piece in enumerate(pieces):
         gap = 0 if i == 0 or pieces[i - 1].continues else len(_joiner(pieces[i - 1].text, piece.text))
-        if width and width + gap + len(piece.text) > max_chars:
-            lines, width = lines + 1, len(piece.text)
+        if width and width + gap + text_columns(piece.text) > max_chars:
+            lines, width = lines + 1, text_columns(piece.text)
         else:
-            width += (gap if width else 0) + len(piece.text)
+            width += (gap if width else 0) + text_columns(piece.text)
     return lines
 
 
@@ -160,7 +174,7 @@ def _layout(pieces: Sequence[_Piece], max_chars: int, max_lines: int) -> tuple[s
     """Lines for one cue: one line if it fits, else the fewest lines possible,
     balanced in length and broken after punctuation where that reads better."""
     whole = _join(pieces)
-    if len(whole) <= max_chars:
+    if text_columns(whole) <= max_chars:
         return (whole,)
     n = len(pieces)
     line_count = min(max_lines, _greedy_line_count(pieces, max_chars))
@@ -172,12 +186,12 @@ def _layout(pieces: Sequence[_Piece], max_chars: int, max_lines: int) -> tuple[s
         for j in range(1, n + 1):
             for i in range(j - 1, -1, -1):
                 line = _join(pieces[i:j])
-                if len(line) > max_chars:
+                if text_columns(line) > max_chars:
                     break
                 previous_cost, previous_breaks = best[k - 1][i]
                 if previous_cost == float("inf"):
                     continue
-                cost = previous_cost + (len(line) / max_chars) ** 2
+                cost = previous_cost + (text_columns(line) / max_chars) ** 2
                 if j < n:
                     cost += _LINE_BREAK_COST[_break_kind(pieces[j - 1])]
                 if cost < best[k][j][0]:
@@ -192,7 +206,7 @@ def _layout(pieces: Sequence[_Piece], max_chars: int, max_lines: int) -> tuple[s
 
 def _segment_cost(pieces: Sequence[_Piece], i: int, j: int, capacity: int, min_cue_s: float) -> float:
     """Cost of pieces[i:j] as one cue (the line limits are checked by the caller)."""
-    cost = _CUE_COST + _FILL_COST * (len(_join(pieces[i:j])) / capacity) ** 2
+    cost = _CUE_COST + _FILL_COST * (text_columns(_join(pieces[i:j])) / capacity) ** 2
     cost += _SENTENCE_INSIDE_COST * sum(_break_kind(p) == "sentence" for p in pieces[i : j - 1])
     cost += _PAUSE_INSIDE_COST * sum(b.start_s - a.end_s >= _LONG_PAUSE_S for a, b in pairwise(pieces[i:j]))
     if j < len(pieces):

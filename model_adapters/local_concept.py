@@ -2,10 +2,16 @@
 
 The last fallback of the local concept route (after the SmolLM2 writer,
 model_adapters/local_llm_concept.py, which writes English): copy composed from
-phrase banks per language (en, de, fr, es, pt, it, nl), chosen by a seeded RNG: the same request
+phrase banks per language (en, de, fr, es, pt, it, nl, ja), chosen by a seeded RNG: the same request
 gives the same concept, another seed another one. The script is sized to the
 variant's target duration at the speaking rate of the voice that will read it, and no
 sentence containing a banned term is ever used.
+
+Japanese is written without spaces, so its script is measured in characters (letters and digits,
+the 字数 Japanese copy is sized in: `script_length`), and the Japanese voice's measured rate is in
+characters a second (model_adapters/local_kokoro.py); its sentences are joined without spaces and
+its caption lines are cut by character count, preferably after 、. The Japanese bank names only
+the product: a brief's audience and tone are English text that a Japanese sentence cannot carry.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import random
 import re
 import textwrap
+import unicodedata
 
 from model_adapters.types import AdapterInfo, ConceptRequest, ConceptResult, Price
 
@@ -157,7 +164,32 @@ _PHRASES: dict[str, dict[str, list[str]]] = {
         ],
         "close": ["{product}. Probeer het vandaag.", "{product}. Gemaakt voor {audience}."],
     },
+    "ja": {
+        "headline": ["{product}、誕生", "{product}のある毎日", "はじめよう、{product}", "毎日に、{product}"],
+        "open": [
+            "{product}を、ご紹介します。",
+            "はじめまして、{product}です。",
+            "新しい{product}が、あなたの毎日にやってきます。",
+        ],
+        "body": [
+            "忙しい毎日にも、自然になじみます。",
+            "細部まで、ていねいに作りました。",
+            "数分で準備ができて、説明書はいりません。",
+            "いつものやり方のまま、すぐに使えます。",
+            "長く使えるように、修理しやすく作りました。",
+            "静かに過ごしたい日も、元気がほしい日も。",
+            "確かな素材と、すっきりしたデザイン。",
+            "一度使うと、手放せなくなります。",
+            "手間は少なく、大切なことに時間を。",
+            "机の上でも、手の中でも美しく。",
+        ],
+        "close": ["{product}を、ぜひお試しください。", "{product}、今日から始めてみませんか。", "{product}。いつも、あなたのそばに。"],
+    },
 }
+
+# Languages written without spaces between words: scripts are measured in characters.
+UNSPACED_LANGUAGES = frozenset({"ja"})
+_UNSPACED_CHARS = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 # The locales this writer serves, by language (model_adapters/registry.py declares them).
 PHRASE_BANK_LANGUAGES = frozenset(_PHRASES)
@@ -173,6 +205,8 @@ def language_of(locale: str) -> str:
 def _contains_banned(text: str, banned: tuple[str, ...]) -> str | None:
     lowered = text.lower()
     for term in banned:
+        if _UNSPACED_CHARS.search(term) and term.lower() in lowered:  # no word boundaries to look for
+            return term
         if re.search(rf"(?<!\w){re.escape(term.lower())}(?!\w)", lowered):
             return term
     return None
@@ -183,7 +217,38 @@ def concept_word_budget(duration_s: float, words_per_second: float = WORDS_PER_S
     return max(6, round(duration_s * words_per_second))
 
 
+def script_length(text: str, language: str = "en") -> int:
+    """A script's length in the unit its voice's speaking rate is measured in: words
+    (whitespace-separated), or for a language written without spaces its letters and digits
+    (punctuation and spaces are not read as sounds)."""
+    if language in UNSPACED_LANGUAGES:
+        return sum(1 for c in text if unicodedata.category(c)[0] in "LN")
+    return len(text.split())
+
+
+def _unspaced_caption_lines(script: str, width: int) -> list[str]:
+    """Lines of at most `width` half-width columns (a full-width character counts two), cut
+    after a sentence, else after 、 (or a space), else where the line is full."""
+    lines: list[str] = []
+    for sentence in re.split(r"(?<=[。！？!?])", script.strip()):
+        rest = sentence.strip()
+        while rest:
+            columns, cut, soft = 0, len(rest), None
+            for i, c in enumerate(rest):
+                columns += 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                if columns > width:
+                    cut = soft if soft else max(1, i)
+                    break
+                if c in "、，,・ ":
+                    soft = i + 1
+            lines.append(rest[:cut].strip())
+            rest = rest[cut:].strip()
+    return [line for line in lines if line]
+
+
 def caption_lines(script: str, width: int = CAPTION_LINE_CHARS) -> tuple[str, ...]:
+    if _UNSPACED_CHARS.search(script) and len(_UNSPACED_CHARS.findall(script)) * 2 > len(script.split()):
+        return tuple(_unspaced_caption_lines(script, width))
     lines: list[str] = []
     for sentence in re.split(r"(?<=[.!?])\s+", script.strip()):
         lines.extend(textwrap.wrap(sentence, width=width, break_long_words=True))
@@ -231,20 +296,25 @@ class LocalConceptWriter:
         body = allowed(bank["body"])
         rng.shuffle(body)
 
+        language = language_of(request.locale)
+
+        def length(text: str) -> int:
+            return script_length(text, language)
+
         target_words = concept_word_budget(request.duration_s, request.words_per_second)
-        if len(opening.split()) + len(closing.split()) > target_words:
+        if length(opening) + length(closing) > target_words:
             # A short spot: the shortest closing alone (it names the product), never over the time.
-            script = min(allowed(bank["close"]), key=lambda text: len(text.split()))
+            script = min(allowed(bank["close"]), key=length)
         else:
             sentences = [opening]
-            words = len(opening.split()) + len(closing.split())
+            words = length(opening) + length(closing)
             for sentence in body:
-                if words + len(sentence.split()) > target_words:
+                if words + length(sentence) > target_words:
                     continue
                 sentences.append(sentence)
-                words += len(sentence.split())
+                words += length(sentence)
             sentences.append(closing)
-            script = " ".join(sentences)
+            script = ("" if language in UNSPACED_LANGUAGES else " ").join(sentences)
 
         # Image prompts are English whatever the locale: the embedding model is English.
         scene = rng.choice(allowed(_SCENES))

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
-from model_adapters.fonts import load_font
+from model_adapters.fonts import font_for
 from model_adapters.palette import (
     RGB,
     contrast_ratio,
@@ -154,8 +154,8 @@ class HeadlineLayout:
     truncated: bool = False
 
 
-def _font(size: int):
-    return load_font(size, "Bold")
+def _font(size: int, text: str = ""):
+    return font_for(text, size, "Bold")  # a CJK font for text with kana or kanji
 
 
 def _ink_width(font, text: str, stroke: int) -> int:
@@ -231,7 +231,7 @@ def layout_headline(headline: str, aspect_ratio: str, width: int, height: int) -
     min_size = max(10, round(short * 0.022))
     truncated = False
     while True:
-        font = _font(size)
+        font = _font(size, headline)
         stroke, line_height, extent, pad_x, pad_y = _metrics(font, size)
         inner_w, inner_h = box_w - 2 * pad_x, box_h - 2 * pad_y
         room = (inner_h - extent) // line_height + 1 if inner_h >= extent else 0
@@ -358,7 +358,7 @@ def draw_headline(image, layout: HeadlineLayout, palette: Sequence[RGB]):
     alpha = min(alpha, 0.92)
 
     w, h = px1 - px0, py1 - py0
-    font = _font(layout.font_size)
+    font = _font(layout.font_size, " ".join(layout.lines))
     radius = max(2, round(layout.font_size * 0.28))
     # Panel.
     panel = Image.new("L", (w, h), 0)

@@ -77,7 +77,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
-from model_adapters.fonts import load_font
+from model_adapters.fonts import font_for
 from model_adapters.media.mp4 import is_faststart, mp4_top_level_boxes  # noqa: F401  (re-exported: callers import them from here)
 from model_adapters.types import AdapterError, AdapterInfo, CaptionCue, Price, VideoRequest, VideoResult
 
@@ -274,8 +274,8 @@ class CaptionLayout:
     lines: tuple[str, ...]
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return load_font(size, "Medium")
+def _font(size: int, text: str = "") -> ImageFont.FreeTypeFont:
+    return font_for(text, size, "Medium")  # a CJK font for text with kana or kanji
 
 
 def _text_width(font, text: str, stroke: int) -> float:
@@ -284,9 +284,24 @@ def _text_width(font, text: str, stroke: int) -> float:
 
 
 def _wrap(words: list[str], font, stroke: int, max_width: float) -> list[str]:
+    """Greedy word wrap; a word wider than the line (Japanese has no spaces) is broken between
+    characters."""
     lines: list[str] = []
     current = ""
+    pieces: list[str] = []
     for word in words:
+        if _text_width(font, word, stroke) <= max_width:
+            pieces.append(word)
+            continue
+        piece = ""
+        for ch in word:
+            if piece and _text_width(font, piece + ch, stroke) > max_width:
+                pieces.append(piece)
+                piece = ch
+            else:
+                piece += ch
+        pieces.append(piece)
+    for word in pieces:
         trial = f"{current} {word}" if current else word
         if current and _text_width(font, trial, stroke) > max_width:
             lines.append(current)
@@ -312,7 +327,7 @@ def layout_caption(lines: Sequence[str], width: int, height: int) -> CaptionLayo
     size = caption_font_size(width, height)
     min_size = max(8, size // 2)
     while True:
-        font = _font(size)
+        font = _font(size, " ".join(text_lines))
         stroke = max(1, round(size * 0.08))
         wrapped: list[str] = []
         for line in text_lines:
@@ -341,7 +356,7 @@ def render_caption(layout: CaptionLayout) -> Image.Image:
     left, top, right, bottom = layout.box
     w, h = right - left, bottom - top
     size = layout.font_size
-    font = _font(size)
+    font = _font(size, " ".join(layout.lines))
     stroke = max(1, round(size * 0.08))
     panel = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     ImageDraw.Draw(panel).rounded_rectangle(

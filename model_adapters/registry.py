@@ -21,6 +21,11 @@ DEFAULT_WORDS_PER_SECOND = 2.5
 # Piper "joe" (en_US-joe-medium) at speed 1.0 on ad copy: 3.0 words a second of speech
 # (model_adapters/local_piper.py says how it was measured; a test keeps the two equal).
 PIPER_WORDS_PER_SECOND = 3.0
+# Kokoro-82M's Japanese voice (jf_alpha) at speed 1.0 on the Japanese phrase bank: 5.7 characters
+# a second. Japanese has no spaces, so a Japanese script's "words" are its letters and digits
+# (model_adapters/local_concept.py `script_length`); model_adapters/local_kokoro.py says how it
+# was measured, and a test keeps the two equal.
+KOKORO_CHARACTERS_PER_SECOND = 5.7
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind(
             "local-piper", "voice", "model_adapters.local_piper:PiperVoiceAdapter", "1",
             locales=frozenset({"en-US", "en-GB"}), words_per_second=PIPER_WORDS_PER_SECOND,
+        ),
+        # Kokoro-82M (int8 ONNX) with its Japanese voices: ja-* (rate in characters, see above).
+        AdapterKind(
+            "local-kokoro", "voice", "model_adapters.local_kokoro:KokoroVoiceAdapter", "1",
+            locales=frozenset({"ja"}), words_per_second=KOKORO_CHARACTERS_PER_SECOND,
         ),
         AdapterKind("local-pyav", "video", "model_adapters.local_video:PyAVCompositor", "1"),
         AdapterKind("local-music-bed", "music", "model_adapters.local_music:LocalMusicBed", "1"),

@@ -67,11 +67,11 @@ def test_unserved_locale_names_variant_locale_and_tasks():
         pipeline_for(brief, pipelines)
     message = str(caught.value)
     assert "variants[1].locale: variant 'v1' asks for sw-KE" in message
-    assert "concept (route: local-llm, local-concept)" in message and "voice (route: local-piper, local-voice)" in message
+    assert "concept (route: local-llm, local-concept)" in message and "voice (route: local-piper, local-kokoro, local-voice)" in message
     assert "image" not in message and "variants[0]" not in message
     # A pipeline without a voice needs only a concept writer for the locale.
-    stills = parse_brief(brief_with("ja-JP", pipeline="stills"))
-    with pytest.raises(PipelineError, match=r"variants\[0\].locale: variant 'v0' asks for ja-JP.*task concept") as caught:
+    stills = parse_brief(brief_with("ru-RU", pipeline="stills"))
+    with pytest.raises(PipelineError, match=r"variants\[0\].locale: variant 'v0' asks for ru-RU.*task concept") as caught:
         pipeline_for(stills, pipelines)
     assert "voice" not in str(caught.value)
 
