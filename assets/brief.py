@@ -62,6 +62,7 @@ def build_brief_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
                 duration_s=variant.duration_s,
                 tier=variant.tier,
                 seed=variant_seed(partition_key),
+                approval=campaign.approval,
             )
             metadata = {
                 "brief_file": dg.MetadataValue.path(str(found.path)),

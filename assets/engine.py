@@ -21,8 +21,9 @@ loop:
   when a blocking check failed: the output is kept and recorded, but nothing
   that reads it is made);
 - `Reused`: the stored output stands (nothing changed);
-- `Failed`: the stage failed for a variant (`cause`: "error" its own, or
-  "upstream" a stage it reads failed or was blocked);
+- `Failed`: the stage failed for a variant (`cause`: "error" its own,
+  "upstream" a stage it reads failed or was blocked, "waiting" it waits for a
+  person: `Waiting`);
 - `Settled`: the stage is done for every variant of the run (made, reused or
   failed): its results can be recorded.
 
@@ -75,7 +76,7 @@ class Failed:
     stage: str
     key: str
     error: BaseException
-    cause: str  # "error" | "upstream"
+    cause: str  # "error" | "upstream" | "waiting"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class Settled:
 
 
 Event = Made | Reused | Failed | Settled
+
+
+class Waiting(Exception):
+    """A stage that cannot be made yet for a variant (it waits for a person's verdict): emitted as
+    `Failed` with cause "waiting"; what reads it is not made; not a failure of the run."""
 
 
 class UpstreamFailed(RuntimeError):
@@ -183,6 +189,9 @@ class Engine:
             raise
         except UpstreamFailed as exc:
             self._emit(Failed(name, key, exc, "upstream"))
+            raise
+        except Waiting as exc:
+            self._emit(Failed(name, key, exc, "waiting"))
             raise
         except Exception as exc:
             self._emit(Failed(name, key, exc, "error"))

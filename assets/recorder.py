@@ -26,7 +26,7 @@ import dagster as dg
 
 from assets.checks import check_evaluation
 from assets.dagster_api import add_partition_metadata, latest_materializations
-from assets.engine import BlockingCheckFailed, Event, Failed, Made, Reused, Settled, UpstreamFailed
+from assets.engine import BlockingCheckFailed, Event, Failed, Made, Reused, Settled, UpstreamFailed, Waiting
 from assets.reuse import ReusePlan
 from assets.stages import CheckOutcome, Pipeline, StageCheck
 
@@ -119,6 +119,10 @@ class Recorder:
                 failed_keys.add(key)
                 if isinstance(exc, UpstreamFailed):
                     continue  # the root cause is listed under the stage that failed
+                if isinstance(exc, Waiting):
+                    # Not a failure: the variant goes on when a reviewer approves (assets/approvals.py).
+                    context.log.info(f"{stage} [{key}] waits: {exc}")
+                    continue
                 if isinstance(exc, BlockingCheckFailed):
                     # Its evaluation is recorded; Dagster fails the step for it.
                     context.log.warning(f"{stage} [{key}] failed a blocking check, later stages not made: {exc}")

@@ -13,7 +13,10 @@ metadata. When a run asks for a stage whose fingerprint is unchanged, and
 - and no later stage proved the answer it holds broken (its response-cache
   entry is marked rejected),
 
-the stored manifest is used as it is: no provider call, no check. It is still
+the stored manifest is used as it is: no provider call, no check. A pinned
+output (`studio pin`) stands whatever its inputs are now (only its files
+must be there and its answer not proved broken): regenerating a pinned stage
+keeps the pin; `force` or `studio unpin` ends it. It is still
 recorded (assets/recorder.py): a materialization marked `reused` with the
 metadata of the one it repeats, so a run or backfill of an unchanged
 partition ends green. The `force` setting of the model step makes everything
@@ -31,13 +34,15 @@ import dagster as dg
 
 from assets.dagster_api import latest_materialization_records
 from assets.stages import Pipeline, StageCheck
+from assets.versions import pinned_version
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import ArtifactRef, Manifest, VariantBriefDoc
 from resources.policies.cache import ResponseCache
 
 FINGERPRINT_METADATA_KEY = "input_fingerprint"
-# What a manifest holds besides its content: how it was made and what it was made from.
-_NOT_CONTENT = {"provenance", "input_fingerprint", "checks_passed", "history"}
+# What a manifest holds besides its content: how it was made and what it was made from (and, for
+# a shadow experiment, the candidate's output beside it: nothing downstream is made from it).
+_NOT_CONTENT = {"provenance", "input_fingerprint", "checks_passed", "history", "check_measurements", "shadow", "mode", "verdict"}
 
 
 def content_digest(manifest: Manifest) -> str:
@@ -48,9 +53,10 @@ def content_digest(manifest: Manifest) -> str:
 
 
 def input_fingerprint(
-    stage: str, code_version: str, brief: VariantBriefDoc, settings: Any, inputs: Mapping[str, Manifest]
+    stage: str, code_version: str, brief: VariantBriefDoc, settings: Any, inputs: Mapping[str, Manifest], extra: Any = None
 ) -> str:
-    """`settings`: the stage's own settings (a pydantic model); `inputs`: its input slots' manifests."""
+    """`settings`: the stage's own settings (a pydantic model); `inputs`: its input slots' manifests;
+    `extra`: what else of the brief the stage's kind depends on (its `fingerprint_extra`)."""
     payload = {
         "stage": stage,
         "code_version": code_version,
@@ -59,6 +65,8 @@ def input_fingerprint(
         "settings": settings.model_dump(mode="json") if settings is not None else None,
         "inputs": {name: content_digest(manifest) for name, manifest in sorted(inputs.items())},
     }
+    if extra is not None:  # absent otherwise, so the fingerprints recorded before it stay valid
+        payload["extra"] = extra
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,6 +122,12 @@ class ReusePlan:
     def stored_if_unchanged(self, stage: str, key: str, fingerprint: str) -> Manifest | None:
         """The stored manifest, when it can stand for what this run would make; else None."""
         recorded = self.recorded.get(stage, {}).get(key)
+        # A pinned output (`studio pin`, assets/versions.py) stands whatever its inputs are now,
+        # until `studio unpin` or a forced remake: what it was made from is its own fingerprint,
+        # and a person chose it over its checks' verdicts.
+        pinned = recorded is not None and pinned_version(recorded.metadata) is not None
+        if pinned:
+            fingerprint = recorded.fingerprint
         if recorded is None or recorded.fingerprint != fingerprint:
             return None
         try:
@@ -122,7 +136,7 @@ class ReusePlan:
             return None
         if stored.input_fingerprint != fingerprint:
             return None
-        if not self.checks_by_stage.get(stage, frozenset()) <= set(stored.checks_passed):
+        if not pinned and not self.checks_by_stage.get(stage, frozenset()) <= set(stored.checks_passed):
             return None
         if not all(self.artifacts.holds(ref) for ref in artifact_refs(stored)):
             return None

@@ -18,7 +18,7 @@ benchmark read the same records.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -91,7 +91,9 @@ class BrokenInput(RuntimeError):
 
 def variant_context(spec: VariantBriefDoc) -> VariantContext:
     """What the router needs to know about a variant: route rules and the campaign budget."""
-    return VariantContext(campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale)
+    return VariantContext(
+        campaign_id=spec.campaign_id, budget_usd=spec.budget_usd, tier=spec.tier, locale=spec.locale, partition_key=spec.partition_key
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ class StageCall:
     rejected: tuple[str, ...] = ()
     # The provenance of every answer this work got from the router, in order.
     answers: list[Any] = field(default_factory=list)
+    # A route experiment's arm to ask (None: the variant's own): a shadow's candidate make.
+    arm: str | None = None
+    # The stage's name in the pipeline, and the reviewers' verdicts (assets/approvals.Reviews)
+    # for the kinds that read them (approval).
+    stage: str = ""
+    reviews: Any = None
 
     def variant(self) -> VariantContext:
         return variant_context(self.spec)
@@ -119,7 +127,9 @@ class StageCall:
         """Ask the router for this stage's task, seeded and budgeted for the variant."""
         if self.task is None:
             raise RuntimeError("this stage has no routed task")
-        routed = await self.session.call(self.task, request, *blobs, seed=self.spec.seed, variant=self.variant(), rejected=self.rejected)
+        routed = await self.session.call(
+            self.task, request, *blobs, seed=self.spec.seed, variant=self.variant(), rejected=self.rejected, arm=self.arm
+        )
         self.answers.append(routed.provenance)
         return routed
 
@@ -158,6 +168,9 @@ class StageKind:
     # The picture the roll-up's contact sheet shows for a variant, if this kind makes one.
     contact_sheet_tile: Callable[[Any], ArtifactRef] | None = None
     code_revision: str = "1"  # bumped when the kind's own code changes what it produces
+    # What else of the variant's brief its output depends on, beyond the fields every stage's
+    # input fingerprint has (the approval kind: the brief's `approval` mode); None: nothing.
+    fingerprint_extra: Callable[[VariantBriefDoc], Any] | None = None
 
     def check(self, name: str) -> CheckKind:
         for check in self.checks:
@@ -227,9 +240,15 @@ class PipelineJob:
 # enough that a 1,024-variant campaign is 64 runs to spread over workers (docs/deploy.md, Sizing).
 DEFAULT_MAX_VARIANTS_PER_RUN = 16
 
+# The approval stage kind (assets/stage_kinds/approval.py) and its one input slot.
+APPROVAL_KIND = "approval"
+APPROVAL_SUBJECT_SLOT = "subject"
+
 # The assets every pipeline has besides its stages: no stage may take these names.
 BRIEF_ASSET = "brief"
 ROLLUP_ASSET = "campaign_rollup"
+# Beside the roll-up when the routing runs an experiment on one of the pipeline's tasks (assets/report.py).
+REPORT_ASSET = "campaign_report"
 
 
 @dataclass(frozen=True)
@@ -245,6 +264,27 @@ class Pipeline:
     max_variants_per_run: int = DEFAULT_MAX_VARIANTS_PER_RUN
     # The routing config its tasks were checked against (None in tests that build pipelines by hand).
     routing: RoutingConfig | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def gates(self) -> tuple[PipelineStage, ...]:
+        """The approval stages (kind `approval`): each holds what reads its subject until a verdict."""
+        return tuple(stage for stage in self.stages if stage.kind.name == APPROVAL_KIND)
+
+    def gate_subject(self, gate: str) -> str:
+        """The stage an approval stage judges."""
+        return self.stage(gate).inputs[APPROVAL_SUBJECT_SLOT]
+
+    def gates_of(self, stage: str) -> tuple[str, ...]:
+        """The approval stages that hold `stage` (it reads their subject, so it reads them too)."""
+        return tuple(gate.name for gate in self.gates if gate.name in self.stage(stage).inputs.values() and gate.name != stage)
+
+    def downstream(self, names: Sequence[str]) -> tuple[str, ...]:
+        """`names` and every stage that reads them, directly or not, in dependency order."""
+        found = set(names)
+        for stage in self.stages:
+            if found & set(stage.inputs.values()):
+                found.add(stage.name)
+        return tuple(stage.name for stage in self.stages if stage.name in found)
 
     @property
     def routed_tasks(self) -> tuple[str, ...]:

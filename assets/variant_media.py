@@ -44,7 +44,9 @@ from pydantic import create_model
 from assets.checks import measured
 from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNERS, TORCH_POOL
 from assets.dagster_api import chunked_backfill_policy, partitioned_check_spec
+from assets.approvals import AwaitingApproval, Reviews, reseeded, subject_version
 from assets.engine import Engine, Judged, Node
+from assets.experiments import check_measurements, work_with_shadow
 from assets.recorder import Recorder
 from assets.reuse import FINGERPRINT_METADATA_KEY, ReusePlan, input_fingerprint
 from assets.stages import BrokenInput, CheckOutcome, Pipeline, PipelineStage, StageCall, StageCheck, StageCheckInput, variant_context
@@ -116,6 +118,7 @@ class _StageHooks:
         artifacts: BaseArtifactStore,
         reuse: ReusePlan | None,
         load_stored: Any,
+        reviews: Reviews | None = None,
     ):
         self.pipeline, self.code_versions, self.briefs, self.artifacts, self.reuse_plan = pipeline, code_versions, briefs, artifacts, reuse
         self.settings = settings
@@ -123,6 +126,8 @@ class _StageHooks:
         for check in checks:
             self.checks[check.stage].append(check)
         self._load_stored = load_stored
+        self.reviews = reviews
+        self._stage_briefs: dict[tuple[str, str], VariantBriefDoc] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
         self._rejected: dict[tuple[str, str], list[RejectedAnswer]] = {}
         self._answers: dict[tuple[str, str], list[Provenance]] = {}  # the router's answers to the latest make
@@ -132,8 +137,36 @@ class _StageHooks:
     def _fingerprint(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> str:
         # Asked by reuse, then by make for the same inputs: hashed once.
         if (stage, key) not in self._fingerprints:
-            self._fingerprints[(stage, key)] = input_fingerprint(stage, self.code_versions[stage], self.briefs[key], self.settings[stage], inputs)
+            brief = self._stage_briefs.get((stage, key), self.briefs[key])
+            extra = self.pipeline.stage(stage).kind.fingerprint_extra
+            self._fingerprints[(stage, key)] = input_fingerprint(
+                stage, self.code_versions[stage], brief, self.settings[stage], inputs, extra(brief) if extra else None
+            )
         return self._fingerprints[(stage, key)]
+
+    async def _stage_brief(self, stage: str, key: str) -> VariantBriefDoc:
+        """The variant's brief as this stage sees it: a stage a reviewer sent back to be made
+        again is made with a new seed for each such rejection (assets/approvals.py)."""
+        if (stage, key) not in self._stage_briefs:
+            brief = self.briefs[key]
+            if self.reviews is not None and brief.approval == "required" and any(
+                self.pipeline.gate_subject(gate.name) == stage for gate in self.pipeline.gates
+            ):
+                regenerations = await asyncio.to_thread(self.reviews.regenerations, stage, key)
+                brief = brief.model_copy(update={"seed": reseeded(brief.seed, regenerations)})
+            self._stage_briefs[(stage, key)] = brief
+        return self._stage_briefs[(stage, key)]
+
+    async def _hold_unapproved(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> None:
+        """A stage behind an approval stage is made only from the version of the subject that was
+        approved: a subject made again since (by automation, say) waits for its own verdict."""
+        spec = self.pipeline.stage(stage)
+        for gate in self.pipeline.gates_of(stage):
+            subject = self.pipeline.gate_subject(gate)
+            slot = next((slot for slot, upstream in spec.inputs.items() if upstream == subject), None)
+            current = inputs[slot] if slot is not None else await self.load_stored(subject, key)
+            if subject_version(current) != inputs[gate].subject_version:
+                raise AwaitingApproval(f"{subject} changed since {gate} passed it; the new version waits for its verdict")
 
     async def load_stored(self, stage: str, key: str) -> Manifest:
         return await asyncio.to_thread(self._load_stored, stage, key)
@@ -141,6 +174,7 @@ class _StageHooks:
     async def reuse(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> Manifest | None:
         if self.reuse_plan is None:
             return None
+        await self._stage_brief(stage, key)
         return await asyncio.to_thread(self.reuse_plan.stored_if_unchanged, stage, key, self._fingerprint(stage, key, inputs))
 
     async def _earlier_makes(self, stage: str, key: str) -> tuple[Provenance, ...]:
@@ -158,12 +192,14 @@ class _StageHooks:
     async def make(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> tuple[Manifest, Mapping[str, Any]]:
         spec = self.pipeline.stage(stage)
         rejected = self._rejected.get((stage, key), [])
+        await self._hold_unapproved(stage, key, inputs)
         call = StageCall(
-            self.session, self.artifacts, self.settings[stage], key, self.briefs[key], inputs, spec.task,
-            rejected=tuple(answer.provider for answer in rejected),
+            self.session, self.artifacts, self.settings[stage], key, await self._stage_brief(stage, key), inputs, spec.task,
+            rejected=tuple(answer.provider for answer in rejected), stage=stage, reviews=self.reviews,
         )
         try:
-            manifest, metadata = await spec.kind.work(call)
+            # In a shadow experiment the candidate route makes the stage beside it (assets/experiments.py).
+            manifest, metadata = await work_with_shadow(spec, call, self.checks[stage])
         except BrokenInput as exc:
             await self._reject_input(stage, inputs, exc)
             raise
@@ -205,7 +241,8 @@ class _StageHooks:
             for problem in outcomes[check.name].metadata["problems"]
         ]
         passed = tuple(check.name for check in checks if outcomes[check.name].passed)
-        judged = Judged(manifest.model_copy(update={"checks_passed": passed}), outcomes, tuple(text for _, text in failures))
+        recorded = {"checks_passed": passed, "check_measurements": check_measurements(outcomes)}
+        judged = Judged(manifest.model_copy(update=recorded), outcomes, tuple(text for _, text in failures))
         verdicts = tuple(text for check, text in failures if check.judges_answer)
         answers = self._answers.get((stage, key), [])
         if not verdicts or not answers:
@@ -293,7 +330,10 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
                 ) from None
 
         reuse = None if config.force else ReusePlan.for_run(context.instance, pipeline, selected, keys, checks, load_stored, artifacts)
-        hooks = _StageHooks(pipeline, code_versions, settings, checks, {key: brief[key] for key in keys}, artifacts, reuse, load_stored)
+        reviews = Reviews(context.instance, pipeline) if pipeline.gates else None
+        hooks = _StageHooks(
+            pipeline, code_versions, settings, checks, {key: brief[key] for key in keys}, artifacts, reuse, load_stored, reviews
+        )
         recorder = Recorder(context, pipeline, selected, checks, keys, reuse)
 
         # The engine runs on its own event loop in a worker thread; this (the op's) thread

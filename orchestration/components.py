@@ -22,6 +22,7 @@ import dagster as dg
 
 from assets import build_pipeline_assets
 from assets.stages import Pipeline
+from orchestration.approval_sensor import build_approval_sensor
 from orchestration.jobs import pipeline_jobs
 from orchestration.pipelines import load_pipelines
 from orchestration.schedules import nightly_repair
@@ -50,7 +51,11 @@ def pipelines_definitions(pipelines: dict[str, Pipeline], routing: RoutingConfig
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
-        sensors=[build_brief_sensor(pipelines, produce_jobs)],
+        sensors=[
+            build_brief_sensor(pipelines, produce_jobs),
+            # Only where some pipeline has an approval stage: verdicts become runs.
+            *([build_approval_sensor(pipelines, produce_jobs)] if any(p.gates for p in pipelines.values()) else []),
+        ],
     )
 
 

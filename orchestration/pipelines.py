@@ -27,6 +27,7 @@ has no route for, an unknown check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +36,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from assets.stage_kinds import stage_kinds
-from assets.stages import BRIEF_ASSET, DEFAULT_MAX_VARIANTS_PER_RUN, ROLLUP_ASSET, ChosenCheck, Pipeline, PipelineJob, PipelineStage
+from assets.stages import (
+    APPROVAL_KIND,
+    APPROVAL_SUBJECT_SLOT,
+    BRIEF_ASSET,
+    DEFAULT_MAX_VARIANTS_PER_RUN,
+    ROLLUP_ASSET,
+    ChosenCheck,
+    Pipeline,
+    PipelineJob,
+    PipelineStage,
+)
 from model_adapters.registry import validate_adapter_kinds
 from model_adapters.tasks import TASK_SPECS, validate_task_specs
 from resources.routing_config import RoutingConfig, validation_problems
@@ -43,7 +54,7 @@ from resources.routing_config import RoutingConfig, validation_problems
 PipelineName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 StageName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 # Asset names every pipeline has besides its stages.
-RESERVED_STAGE_NAMES = frozenset({BRIEF_ASSET, ROLLUP_ASSET})
+RESERVED_STAGE_NAMES = frozenset({BRIEF_ASSET, ROLLUP_ASSET, "campaign_report"})  # assets/stages.py REPORT_ASSET
 SCHEMA_FILE = "pipeline.schema.json"
 
 
@@ -229,6 +240,7 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
             description=stage.description or kind.description,
         )
 
+    _hold_behind_gates(resolved, spec, problems)
     order = _dependency_order([s.name for s in spec.stages], {s.name: set(s.inputs.values()) for s in resolved.values()}, problems)
     for index, job in enumerate(spec.jobs):
         for position, name in enumerate(job.from_stages):
@@ -248,6 +260,28 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
         max_variants_per_run=spec.max_variants_per_run,
         routing=routing,
     )
+
+
+def _hold_behind_gates(resolved: dict[str, PipelineStage], spec: PipelineSpec, problems: list[str]) -> None:
+    """Every stage that reads an approval stage's subject reads the approval stage too (one more
+    input, named after it): so it waits for the verdict, and the asset graph shows the gate."""
+    for index, gate in enumerate(spec.stages):
+        stage = resolved.get(gate.name)
+        if stage is None or stage.kind.name != APPROVAL_KIND:
+            continue
+        subject = stage.inputs.get(APPROVAL_SUBJECT_SLOT)
+        if subject is None:
+            continue  # already a problem: the slot is bound to no stage
+        if resolved.get(subject) is not None and resolved[subject].kind.name == APPROVAL_KIND:
+            problems.append(f"stages[{index}] ({gate.name}).inputs.{APPROVAL_SUBJECT_SLOT}: {subject!r} is an approval stage; approve a stage that makes something")
+            continue
+        for name, reader in list(resolved.items()):
+            if name == gate.name or subject not in reader.inputs.values() or reader.kind.name == APPROVAL_KIND:
+                continue
+            if gate.name in reader.inputs:
+                problems.append(f"stages: {name!r} has an input slot named {gate.name!r}, the approval stage that holds it; rename the stage")
+                continue
+            resolved[name] = dataclasses.replace(reader, inputs={**reader.inputs, gate.name: gate.name})
 
 
 def _dependency_order(names: list[str], reads: dict[str, set[str]], problems: list[str]) -> list[str]:

@@ -50,6 +50,7 @@ class BriefScanOutcome:
     problems: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
     pipelines: dict[str, str] = field(default_factory=dict)  # campaign id -> its pipeline
+    approvals: dict[str, str] = field(default_factory=dict)  # campaign id -> its brief's approval mode
     rejected_paths: set[str] = field(default_factory=set)  # files that are there but cannot be used (being edited)
 
 
@@ -86,6 +87,7 @@ def plan_brief_changes(
         outcome.campaigns[brief.campaign_id] = brief.partition_keys()
         outcome.campaign_files[brief.campaign_id] = str(brief_file.path)
         outcome.pipelines[brief.campaign_id] = brief.pipeline
+        outcome.approvals[brief.campaign_id] = brief.approval
         for variant in brief.variants:
             key = brief.partition_key(variant.id)
             fingerprint = brief.variant_fingerprint(variant.id)
@@ -131,16 +133,8 @@ def variant_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipelin
     variants change again is a new run; the same tick evaluated twice is not.
     """
     requests: list[dg.RunRequest] = []
-    for name, pipeline in pipelines.items():
-        changed = [
-            key
-            for campaign, keys in outcome.campaigns.items()
-            if outcome.pipelines[campaign] == name
-            for key in keys
-            if key in outcome.variants_to_run
-        ]
-        if not changed:
-            continue
+    for (name, _mode), changed in _changed_by_pipeline(outcome, pipelines).items():
+        pipeline = pipelines[name]
         order = [*registered.get(name, []), *outcome.partitions_to_add.get(name, [])]
         for span in variant_spans(changed, order, pipeline.max_variants_per_run):
             digest = hashlib.sha256("|".join(f"{key}={outcome.variants_to_run[key]}" for key in span).encode()).hexdigest()[:16]
@@ -153,6 +147,20 @@ def variant_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipelin
                 )
             )
     return requests
+
+
+def _changed_by_pipeline(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline]) -> dict[tuple[str, str], list[str]]:
+    """(pipeline, approval mode) -> its new or changed variants. Campaigns that wait for approval
+    never share a run with those that do not: a run records a stage for all its variants or none,
+    so a waiting variant would keep the others' later stages unrecorded."""
+    changed: dict[tuple[str, str], list[str]] = {}
+    for campaign, keys in outcome.campaigns.items():
+        name = outcome.pipelines[campaign]
+        if name not in pipelines:
+            continue
+        mode = outcome.approvals.get(campaign, "auto") if pipelines[name].gates else "auto"
+        changed.setdefault((name, mode), []).extend(key for key in keys if key in outcome.variants_to_run)
+    return {group: keys for group, keys in changed.items() if keys}
 
 
 def build_brief_sensor(pipelines: dict[str, Pipeline], produce_jobs: list) -> dg.SensorDefinition:

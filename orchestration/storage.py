@@ -90,3 +90,11 @@ def resolved_resource(definitions: dg.Definitions, key: str) -> Iterator[object]
     (the demo's summary reads manifests with `load_manifest`, tests read artifacts with `get`)."""
     with dg.build_resources({key: definitions.resources[key]}) as built:
         yield getattr(built, key)
+
+
+@contextmanager
+def built_storage(environment: str | None = None) -> Iterator[tuple[object, object]]:
+    """(artifact store, manifest IO manager) of `environment`, built for use outside a run: the
+    review app, `studio review` and `studio history` read what runs wrote."""
+    with dg.build_resources(storage_resources(environment)) as built:
+        yield getattr(built, ARTIFACTS_KEY), getattr(built, MANIFEST_IO_MANAGER_KEY)

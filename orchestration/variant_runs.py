@@ -46,11 +46,16 @@ def campaigns_tag(span: list[str]) -> str:
     return ",".join(dict.fromkeys(key.split(".", 1)[0] for key in span))
 
 
-def span_run_request(span: list[str], *, job_name: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
-    """A run of `job_name` over the span (one partition key, or a range of them)."""
+def span_run_request(
+    span: list[str], *, job_name: str, run_key: str, tags: dict[str, str], asset_selection: list[dg.AssetKey] | None = None
+) -> dg.RunRequest:
+    """A run of `job_name` (or of `asset_selection`, some of its assets) over the span (one
+    partition key, or a range of them)."""
     if len(span) == 1:
-        return dg.RunRequest(run_key=run_key, job_name=job_name, partition_key=span[0], tags=tags)
-    return dg.RunRequest(run_key=run_key, job_name=job_name, tags={**tags, **partition_range_tags(span[0], span[-1])})
+        return dg.RunRequest(run_key=run_key, job_name=job_name, partition_key=span[0], tags=tags, asset_selection=asset_selection)
+    return dg.RunRequest(
+        run_key=run_key, job_name=job_name, tags={**tags, **partition_range_tags(span[0], span[-1])}, asset_selection=asset_selection
+    )
 
 
 def requested_partition_keys(request: dg.RunRequest, ordered_partitions: list[str]) -> list[str]:

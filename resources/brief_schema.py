@@ -103,6 +103,9 @@ class Brief(_Strict):
     budget_usd: float = Field(ge=0)
     # The pipeline (config/pipelines/<name>.yaml) that makes this campaign's variants.
     pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")] = "campaign"
+    # `required`: the pipeline's approval stages wait for a reviewer's verdict (docs/review.md);
+    # `auto`: they pass at once (the demo runs unattended).
+    approval: Literal["auto", "required"] = "auto"
     variants: tuple[Variant, ...] = Field(min_length=1, max_length=MAX_VARIANTS_PER_BRIEF)
 
     @field_validator("budget_usd", mode="before")
@@ -139,7 +142,8 @@ class Brief(_Strict):
 
     def variant_fingerprint(self, variant_id: str) -> str:
         """Hash of everything that shapes one variant's outputs (campaign fields + that variant)."""
-        shared = self.model_dump(mode="json", exclude={"variants"})
+        # Not `approval`: it decides when the work may go on, not what it makes.
+        shared = self.model_dump(mode="json", exclude={"variants", "approval"})
         payload = {"campaign": shared, "variant": self.variant(variant_id).model_dump(mode="json")}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

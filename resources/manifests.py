@@ -50,6 +50,10 @@ class Provenance(_Manifest):
     cache_key: str | None = None
     # Answers rejected by the stage's checks before this one (quality-aware fallback).
     rejected: tuple[RejectedAnswer, ...] = ()
+    # The route experiment that chose this answer's route, and the variant's arm in it
+    # (docs/routing.md, "Experiments"); both None when the task ran no experiment for the variant.
+    experiment: str | None = None
+    experiment_arm: Literal["control", "candidate"] | None = None
 
 
 class ArtifactRef(_Manifest):
@@ -60,6 +64,22 @@ class ArtifactRef(_Manifest):
 
 
 HISTORY_LIMIT = 50
+
+
+class ShadowOutput(_Manifest):
+    """The candidate route's output in a shadow experiment: made beside the control's for the
+    same variant and inputs, stored and checked, never read by a later stage."""
+
+    experiment: str
+    # How the candidate answered (arm "candidate"); None when no provider of its route answered.
+    provenance: Provenance | None = None
+    # The candidate's own manifest (JSON) in the artifact store: its files are stored too.
+    manifest: ArtifactRef | None = None
+    tile: ArtifactRef | None = None  # its contact-sheet picture, when the stage makes one
+    checks_passed: tuple[str, ...] = ()
+    checks_failed: tuple[str, ...] = ()
+    check_measurements: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None  # why the candidate made nothing (the control's output stands)
 
 
 class _StageManifest(_Manifest):
@@ -73,6 +93,11 @@ class _StageManifest(_Manifest):
     # The provenance of the earlier makes of this stage for the variant, oldest first (a
     # re-run appends; the newest HISTORY_LIMIT are kept).
     history: tuple[Provenance, ...] = ()
+    # The numbers its checks measured when it was made, "<check>.<measure>" (on_brief.cosine,
+    # speech_intelligible.word_error_rate): what the campaign report averages per arm.
+    check_measurements: dict[str, float] = Field(default_factory=dict)
+    # A shadow experiment's candidate output for this variant (docs/routing.md, "Experiments").
+    shadow: ShadowOutput | None = None
 
 
 class VariantBriefDoc(_Manifest):
@@ -95,6 +120,7 @@ class VariantBriefDoc(_Manifest):
     duration_s: float
     tier: str
     seed: int
+    approval: Literal["auto", "required"] = "auto"  # the brief's: whether approval stages wait for a reviewer
 
 
 class ConceptDoc(_StageManifest):
@@ -156,8 +182,38 @@ class VideoArtifact(_StageManifest):
     provenance: Provenance
 
 
+class Verdict(_Manifest):
+    """A reviewer's verdict on one output of a gated stage (assets/approvals.py)."""
+
+    decision: Literal["approved", "rejected"]
+    reviewer: str  # the authenticated identity (the review app's sign-in, or the OS user of the CLI)
+    comment: str = ""
+    subject_version: str  # content digest of the gated stage's output it judges
+    regenerate: bool = False  # a rejection that asks for the stage to be made again with a new seed
+    timestamp: float
+
+
+# What any stage makes (the approval kind's input slot reads any of them).
+StageOutput = _StageManifest
+
+
+class ApprovalDoc(_StageManifest):
+    """What an approval stage passes on: the gated stage's output (by content digest) may flow on.
+
+    Only the subject's identity is content (assets/reuse.py hashes it for the stages that read the
+    gate); how it was approved (`auto`, or a reviewer's verdict) is not, so a campaign switched
+    from `approval: auto` to `required` and approved does not remake what follows."""
+
+    manifest_type: Literal["approval"] = "approval"
+    partition_key: str
+    subject_stage: str
+    subject_version: str
+    mode: Literal["auto", "required"]
+    verdict: Verdict | None = None  # None when the brief asks for no approval (`auto`)
+
+
 Manifest = Annotated[
-    Union[VariantBriefDoc, ConceptDoc, ImageArtifact, AudioArtifact, CaptionTrack, VideoArtifact],
+    Union[VariantBriefDoc, ConceptDoc, ImageArtifact, AudioArtifact, CaptionTrack, VideoArtifact, ApprovalDoc],
     Field(discriminator="manifest_type"),
 ]
 MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)

@@ -35,7 +35,11 @@ def test_shipped_pipelines_load_with_their_stages_in_order(routing):
     pipelines = load_pipelines(PIPELINES, routing, str(LOCAL))
     assert set(pipelines) == {"campaign", "stills", "audio"}
     campaign = pipelines["campaign"]
-    assert campaign.stage_names == ("concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+    assert campaign.stage_names == ("concept", "approve_concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video")
+    # The approval stage holds every stage that reads the concept (docs/stages.md, Approval gates).
+    assert [s.name for s in campaign.gates] == ["approve_concept"] and campaign.gate_subject("approve_concept") == "concept"
+    assert dict(campaign.stage("voiceover").inputs) == {"concept": "concept", "approve_concept": "approve_concept"}
+    assert campaign.gates_of("draft_image") == ("approve_concept",) and campaign.gates_of("captions") == ()
     assert campaign.key_prefix == () and campaign.partitions_name == "variants"
     assert dict(campaign.stage("synced_video").inputs) == {"image": "refined_image", "voiceover": "voiceover", "captions": "captions"}
     assert pipelines["stills"].stage_names == ("concept", "draft_image", "refined_image")
@@ -66,7 +70,7 @@ stages:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t.replace("kind: image", "kind: imagen"), "team.yaml: stages[1] (draft_image).kind: unknown stage kind 'imagen'; known kinds: captions, concept"),
+        (lambda t: t.replace("kind: image", "kind: imagen"), "team.yaml: stages[1] (draft_image).kind: unknown stage kind 'imagen'; known kinds: approval, captions, concept"),
         (lambda t: t.replace("{image: draft_image}", "{}"), "stages[2] (refined_image).inputs.image: no stage 'image' produces it (the 'refine' kind reads a ImageArtifact); bind it"),
         (lambda t: t.replace("{image: draft_image}", "{image: concept}"), "stages[2] (refined_image).inputs.image: stage 'concept' makes a ConceptDoc, the 'refine' kind reads a ImageArtifact"),
         (lambda t: t.replace("{image: draft_image}", "{image: draft_image, mask: concept}"), "stages[2] (refined_image).inputs.mask: the 'refine' kind has no input 'mask'"),
@@ -135,7 +139,7 @@ def test_routing_needs_routes_only_for_the_tasks_pipelines_use(tmp_path):
         shutil.copy(PIPELINES / f"{name}.yaml", folder)
     assert set(load_pipelines(folder, no_video, "no-video.yaml")) == {"stills", "audio"}
     shutil.copy(PIPELINES / "campaign.yaml", folder)
-    with pytest.raises(PipelineError, match=r"campaign.yaml: stages\[5\] \(synced_video\).task: task 'video' has no route in no-video.yaml"):
+    with pytest.raises(PipelineError, match=r"campaign.yaml: stages\[6\] \(synced_video\).task: task 'video' has no route in no-video.yaml"):
         load_pipelines(folder, no_video, "no-video.yaml")
 
 
@@ -200,7 +204,7 @@ def test_task_and_adapter_registries_are_complete():
 def test_stage_kinds_are_found_in_their_package():
     from assets.stage_kinds import stage_kind, stage_kinds
 
-    assert set(stage_kinds()) == {"concept", "image", "refine", "voiceover", "captions", "video", "music_bed"}
+    assert set(stage_kinds()) == {"concept", "approval", "image", "refine", "voiceover", "captions", "video", "music_bed"}
     assert stage_kind("video").accelerator and not stage_kind("captions").accelerator
     with pytest.raises(KeyError, match="unknown stage kind 'x'"):
         stage_kind("x")

@@ -125,7 +125,7 @@ def test_rollup_lists_an_unfinished_campaign_as_pending_and_is_reproducible(camp
     assert after["campaigns"].value == [SAMPLE_CAMPAIGN]
     pending = after["pending_campaigns"].value
     assert pending.startswith("- **trail-runner**: ")
-    assert "trail-runner.reel-en lacks brief, concept, draft_image, refined_image, voiceover, captions, synced_video" in pending
+    assert "trail-runner.reel-en lacks brief, concept, approve_concept, draft_image, refined_image, voiceover, captions, synced_video" in pending
     # Same manifests, same bytes: the summary and the sheet land on the same content address.
     assert after[f"{SAMPLE_CAMPAIGN}/summary"].value == before[f"{SAMPLE_CAMPAIGN}/summary"].value
     assert after[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value == before[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value

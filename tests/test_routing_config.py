@@ -49,7 +49,7 @@ def test_a_route_only_the_pipelines_need_and_a_missing_one_named_by_the_pipeline
     with pytest.raises(Exception) as caught:
         build_definitions(path)
     text = " ".join(str(e) for e in (caught.value, caught.value.__cause__) if e)
-    assert "campaign.yaml: stages[5] (synced_video).task: task 'video' has no route in" in text and "routing.yaml" in text
+    assert "campaign.yaml: stages[6] (synced_video).task: task 'video' has no route in" in text and "routing.yaml" in text
 
 
 def test_route_change_changes_only_that_assets_code_version(tmp_path):
