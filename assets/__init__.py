@@ -6,7 +6,9 @@ Per pipeline (config/pipelines/*.yaml, resolved by orchestration/pipelines.py):
 
 `brief` is its own step (it reads the briefs folder); the stages are one
 subsettable multi-asset step, so a variant's stages pipeline
-(assets/variant_media.py); the roll-up gathers finished campaigns. Stages
+(assets/variant_media.py); the roll-up gathers finished campaigns (and,
+while the routing runs an experiment on one of the pipeline's tasks,
+`campaign_report` compares its arms: assets/report.py). Stages
 that call models take their code version from the routing config's identity
 for their task, so changing the model behind a task shows in the UI as a code
 change on exactly the assets it affects.
@@ -16,6 +18,7 @@ import dagster as dg
 
 from assets.brief import build_brief_asset
 from assets.checks import build_budget_check
+from assets.report import build_campaign_report_asset, experiment_stages
 from assets.rollup import build_campaign_rollup_asset
 from assets.stages import Pipeline
 from assets.variant_media import build_variant_media_asset
@@ -37,4 +40,6 @@ def build_pipeline_assets(pipeline: Pipeline, routing: RoutingConfig) -> tuple[l
         build_variant_media_asset(pipeline, stage_code_versions(pipeline, routing)),
         build_campaign_rollup_asset(pipeline),
     ]
+    if experiment_stages(pipeline, routing):  # the arms of the routing's experiments side by side
+        assets.append(build_campaign_report_asset(pipeline, routing))
     return assets, [build_budget_check(pipeline)]

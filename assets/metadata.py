@@ -29,7 +29,12 @@ def jpeg_markdown(jpeg: bytes, alt: str) -> dg.MarkdownMetadataValue:
 
 
 def provenance_metadata(provenance: Provenance) -> dict[str, Any]:
+    # A route experiment's arm is never silent: the UI names the experiment and the arm.
+    experiment = (
+        {"experiment": provenance.experiment, "experiment_arm": provenance.experiment_arm or "none"} if provenance.experiment else {}
+    )
     return {
+        **experiment,
         "provider": provenance.provider,
         "adapter": provenance.adapter_id,
         "model": f"{provenance.model}@{provenance.model_version}",

@@ -40,7 +40,7 @@ from resources.policies.cache import ResponseCache, cache_key, decode_result, en
 from resources.policies.cooldown import PROCESS_COOLDOWNS, CooldownTracker
 from resources.policies.retry import RetryPolicy
 from resources.policies.shared_limits import DEFAULT_LEASE_S, SharedLimits, shared_limits_for
-from resources.routing_config import RoutingConfig, TaskRoute
+from resources.routing_config import Arm, Experiment, RouteChoice, RoutingConfig, TaskRoute, choose_route
 
 T = TypeVar("T")
 
@@ -189,6 +189,8 @@ class VariantContext:
     budget_usd: float | None = None
     tier: str | None = None
     locale: str | None = None
+    # Draws the variant's arm in a route experiment (None: no arm is drawn; the control's route).
+    partition_key: str | None = None
 
 
 class NoProviderSucceeded(RuntimeError):
@@ -229,8 +231,10 @@ class RouterSession:
         quality_retries: int = 1,
         limits: SharedLimits | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        experiments: dict[str, Experiment] | None = None,
     ):
         self._task_routes = task_routes
+        self._experiments = experiments or {}
         self._default_quality_retries = quality_retries
         self._providers = providers
         self._retry = retry
@@ -259,9 +263,27 @@ class RouterSession:
             self._limits[provider_id] = asyncio.Semaphore(provider.max_concurrency)
         return self._adapters[provider_id]
 
-    def route_for(self, task: Task, variant: VariantContext | None) -> tuple[str, ...]:
-        task_route = self._task_routes[task]
-        return task_route.choose(variant.tier if variant else None, variant.locale if variant else None)
+    def route_choice(self, task: Task, variant: VariantContext | None, arm: Arm | None = None) -> RouteChoice:
+        """The route for the variant's call, and the experiment arm that chose it (routing_config.choose_route)."""
+        return choose_route(
+            self._task_routes[task],
+            self._experiments.get(task),
+            variant.tier if variant else None,
+            variant.locale if variant else None,
+            variant.partition_key if variant else None,
+            arm,
+        )
+
+    def route_for(self, task: Task, variant: VariantContext | None, arm: Arm | None = None) -> tuple[str, ...]:
+        return self.route_choice(task, variant, arm).route
+
+    def shadow_experiment(self, task: Task, variant: VariantContext | None) -> Experiment | None:
+        """The task's shadow experiment when this variant is in it (no route rule took it): the
+        candidate route is then asked too, beside the control (assets/experiments.py)."""
+        experiment = self._experiments.get(task)
+        if experiment is None or experiment.mode != "shadow":
+            return None
+        return experiment if self.route_choice(task, variant).experiment else None
 
     def _cache_identity(self, provider_id: str, adapter: Any) -> dict[str, Any]:
         provider = self._providers[provider_id]
@@ -334,12 +356,18 @@ class RouterSession:
         seed: int | None = None,
         variant: VariantContext | None = None,
         rejected: Sequence[str] = (),
+        arm: Arm | None = None,
     ) -> Routed[Any]:
         """The route's first cached answer, else its first provider that answers. `rejected`
         holds one provider id per answer a blocking check rejected for this request: a
         provider is asked again with a new seed up to the task's `quality_retries` times,
-        then skipped. An answer marked rejected in the cache is never served."""
-        route = self.route_for(task, variant)
+        then skipped. An answer marked rejected in the cache is never served.
+
+        In a route experiment the variant's arm picks the route (`arm` forces one: a shadow's
+        candidate call), and the answer's provenance names the experiment and the arm."""
+        choice = self.route_choice(task, variant, arm)
+        route = choice.route
+        in_arm = {"experiment": choice.experiment, "experiment_arm": choice.arm}
         given, retries = Counter(rejected), self._quality_retries(task)
         attempts = _Attempts()
         candidates = []  # (provider id, adapter, the request as asked of it, its seed, its cache key)
@@ -359,7 +387,7 @@ class RouterSession:
 
         def hit(provider_id: str, asked: Any, asked_seed: int | None, key: str, value: Any) -> Routed[Any]:
             provenance = self._provenance(task, provider_id, asked, asked_seed, 0.0, 0.0, attempts, cache_hit=True)
-            return Routed(value, provenance.model_copy(update={"cache_key": key}))
+            return Routed(value, provenance.model_copy(update={"cache_key": key, **in_arm}))
 
         # Cached answers first, in route order, so an unchanged request costs no call even when
         # a fallback answered it; but a provider whose cached answer was rejected is asked again
@@ -387,8 +415,7 @@ class RouterSession:
             if routed is not None:
                 if key is not None:
                     self._remember(task, key, routed.value, provider_id)
-                    routed = Routed(routed.value, routed.provenance.model_copy(update={"cache_key": key}))
-                return routed
+                return Routed(routed.value, routed.provenance.model_copy(update={"cache_key": key, **in_arm}))
             attempts.fallbacks.append(provider_id)
         raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
 
@@ -630,6 +657,7 @@ class ModelRouter(dg.ConfigurableResource):
             quality_retries=routing.defaults.quality_retries,
             limits=limits,
             lease_s=routing.defaults.slot_lease_s,
+            experiments=routing.experiments,
         )
         try:
             yield session

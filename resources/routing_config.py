@@ -10,6 +10,12 @@ tasks:
 
 An unknown adapter, an unknown field, a route naming a missing provider, or a
 provider on the wrong task is an error at load that names the file and field.
+
+`experiments` tries a candidate route against a task's route: on a share of
+the variants (each variant's arm drawn from a hash of the experiment's name
+and its partition key, so re-runs keep their arm) or in shadow (both routes
+for every variant, only the control's output flows on). docs/routing.md,
+"Experiments".
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
@@ -115,6 +122,83 @@ class TaskRoute(_Strict):
         return self.route
 
 
+Arm = Literal["control", "candidate"]
+
+
+def arm_bucket(experiment: str, partition_key: str) -> float:
+    """Where a variant falls in [0, 1) for an experiment: a sha256 of the experiment's name and
+    the partition key, so a re-run, another worker or another process draws the same arm."""
+    digest = hashlib.sha256(f"{experiment}\n{partition_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Experiment(_Strict):
+    """A candidate route tried against a task's route (the control).
+
+    `share`: that share of the variants (0..1) takes the candidate route, the rest the control;
+    `mode: shadow`: every variant runs both, only the control's output flows on, the
+    candidate's is stored and measured beside it."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    control: tuple[ProviderId, ...] = Field(min_length=1)
+    candidate: tuple[ProviderId, ...] = Field(min_length=1)
+    share: float | None = Field(default=None, ge=0, le=1)
+    mode: Literal["share", "shadow"] = "share"
+
+    @model_validator(mode="after")
+    def _share_or_shadow(self) -> "Experiment":
+        if self.mode == "shadow" and self.share is not None:
+            raise ValueError("both share and mode: shadow; a shadow experiment runs both routes for every variant, so it takes no share")
+        if self.mode == "share" and self.share is None:
+            raise ValueError("needs share (0..1 of the variants to the candidate) or mode: shadow")
+        if self.control == self.candidate:
+            raise ValueError("control and candidate are the same route: nothing to compare")
+        return self
+
+    def arm(self, partition_key: str | None) -> Arm:
+        """The arm whose output flows on for this variant (shadow: always the control). Without a
+        partition key (a call outside any variant) the control: no arm is drawn at random."""
+        if self.mode == "shadow" or partition_key is None:
+            return "control"
+        return "candidate" if arm_bucket(self.name, partition_key) < self.share else "control"
+
+    def route(self, arm: Arm) -> tuple[str, ...]:
+        return self.candidate if arm == "candidate" else self.control
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """The route a variant's call takes, and the experiment arm that decided it (None: none)."""
+
+    route: tuple[str, ...]
+    experiment: str | None = None
+    arm: Arm | None = None
+
+
+def choose_route(
+    task_route: TaskRoute,
+    experiment: Experiment | None,
+    tier: str | None,
+    locale: str | None,
+    partition_key: str | None,
+    arm: Arm | None = None,
+) -> RouteChoice:
+    """A matching rule's route (rules win: an experiment runs on the variants that take the
+    task's route), else the experiment arm's route (`arm` given: that arm, the shadow's
+    candidate call), else the task's route."""
+    for rule in task_route.rules:
+        if rule.matches(tier, locale):
+            if arm == "candidate":
+                raise ValueError("a variant that a route rule matched is in no experiment: it has no candidate arm")
+            return RouteChoice(rule.route)
+    if experiment is None:
+        if arm == "candidate":
+            raise ValueError("the task has no experiment: no candidate arm")
+        return RouteChoice(task_route.route)
+    arm = arm or experiment.arm(partition_key)
+    return RouteChoice(experiment.route(arm), experiment.name, arm)
+
+
 class RetryDefaults(_Strict):
     max_attempts: int = Field(default=4, ge=1, le=20)
     base_delay_s: float = Field(default=0.5, ge=0, le=60)
@@ -151,6 +235,8 @@ class RoutingConfig(_Strict):
     # Routes for the tasks the loaded pipelines use (a pipeline naming a task with no
     # route fails at load, orchestration/pipelines.py); other tasks need none.
     tasks: dict[Task, TaskRoute]
+    # Per task, a candidate route tried against the task's route (docs/routing.md, "Experiments").
+    experiments: dict[Task, Experiment] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _routes_are_consistent(self) -> "RoutingConfig":
@@ -159,6 +245,9 @@ class RoutingConfig(_Strict):
                 raise ValueError(f"tasks.{task}: unknown task; known tasks: {', '.join(sorted(TASK_SPECS))}")
             routes = [(f"tasks.{task}.route", task_route.route)]
             routes += [(f"tasks.{task}.rules[{i}].route", rule.route) for i, rule in enumerate(task_route.rules)]
+            experiment = self.experiments.get(task)
+            if experiment is not None:
+                routes += [(f"experiments.{task}.control", experiment.control), (f"experiments.{task}.candidate", experiment.candidate)]
             for where_route, route in routes:
                 for index, provider_id in enumerate(route):
                     where = f"{where_route}[{index}]"
@@ -170,6 +259,20 @@ class RoutingConfig(_Strict):
                             f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, "
                             f"which does the {kind.task!r} task, not {task!r}"
                         )
+        named: dict[str, str] = {}
+        for task, experiment in self.experiments.items():
+            if task not in TASK_SPECS:
+                raise ValueError(f"experiments.{task}: unknown task; known tasks: {', '.join(sorted(TASK_SPECS))}")
+            if task not in self.tasks:
+                raise ValueError(f"experiments.{task}: task {task!r} has no route (tasks.{task}); an experiment's control is the task's route")
+            if experiment.control != self.tasks[task].route:
+                raise ValueError(
+                    f"experiments.{task}.control: [{', '.join(experiment.control)}] is not the task's route "
+                    f"(tasks.{task}.route: [{', '.join(self.tasks[task].route)}]); the control arm is what the task makes today"
+                )
+            if experiment.name in named:
+                raise ValueError(f"experiments.{task}.name: {experiment.name!r} is the name of experiments.{named[experiment.name]} too")
+            named[experiment.name] = task
         for provider_id, provider in self.providers.items():
             # A price in a unit the task is not billed by would be estimated at $0: never budgeted.
             spec = TASK_SPECS[adapter_kind(provider.adapter).task]
@@ -192,6 +295,12 @@ class RoutingConfig(_Strict):
     def route(self, task: Task) -> tuple[str, ...]:
         return self.tasks[task].route
 
+    def route_choice(
+        self, task: Task, tier: str | None, locale: str | None, partition_key: str | None = None, arm: Arm | None = None
+    ) -> RouteChoice:
+        """The route of a variant's call for `task`, with its experiment arm (see `choose_route`)."""
+        return choose_route(self.tasks[task], self.experiments.get(task), tier, locale, partition_key, arm)
+
     def serves(self, provider_id: str, locale: str) -> bool:
         return serves_locale(self.providers[provider_id].served_locales(), locale)
 
@@ -200,9 +309,15 @@ class RoutingConfig(_Strict):
         provider that serves the locale (what a brief's variant cannot be made with)."""
         unserved = {}
         for task in tasks:
-            route = self.tasks[task].choose(tier, locale)
-            if not any(self.serves(provider_id, locale) for provider_id in route):
-                unserved[task] = route
+            routes = [self.tasks[task].choose(tier, locale)]
+            experiment = self.experiments.get(task)
+            if experiment is not None and experiment.mode == "share" and self.route_choice(task, tier, locale).experiment:
+                # Any variant may draw the candidate arm, whose output then flows on: it must serve it too.
+                routes.append(experiment.candidate)
+            for route in routes:
+                if not any(self.serves(provider_id, locale) for provider_id in route):
+                    unserved[task] = route
+                    break
         return unserved
 
     def speaking_rate(self, tier: str | None, locale: str) -> float:
@@ -242,6 +357,17 @@ class RoutingConfig(_Strict):
             "route": describe(task_route.route),
             "rules": [{"tier": r.tier, "locale": r.locale, "route": describe(r.route)} for r in task_route.rules],
         }
+        experiment = self.experiments.get(task)
+        # Only when there is one, so configs without experiments keep their code versions. A share
+        # decides which variants get which route, so it is part of what the stage makes; a shadow
+        # changes nothing that flows on, but it is shown as a change all the same (never silent).
+        if experiment is not None:
+            parts["experiment"] = {
+                "name": experiment.name,
+                "mode": experiment.mode,
+                "share": experiment.share,
+                "candidate": describe(experiment.candidate),
+            }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
