@@ -125,3 +125,24 @@ def add_partition_metadata(
     for key, metadata in by_partition.items():
         accumulator = accumulator.with_additional_asset_metadata(asset_key=asset_key, metadata=dict(metadata), partition_key=key)
     step._metadata_accumulator = accumulator  # noqa: SLF001
+
+
+def check_verdicts_by_target(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, partition_key: str, limit: int = 500
+) -> dict[int, bool]:
+    """Storage id of the materialization each evaluation judged -> passed, for one check of one
+    partition (the newest evaluation of a materialization wins): `studio history`'s verdicts.
+    Private: the event log's check-execution history and its partition filter."""
+    from dagster._core.event_api import PartitionKeyFilter
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check_key, limit=limit, partition_filter=PartitionKeyFilter(key=partition_key)
+    )
+    found: dict[int, bool] = {}
+    for record in records:  # newest first
+        event = record.event.dagster_event if record.event is not None else None
+        evaluation = event.event_specific_data if event is not None else None
+        target = getattr(evaluation, "target_materialization_data", None)
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and target is not None:
+            found.setdefault(target.storage_id, evaluation.passed)
+    return found

@@ -28,7 +28,9 @@ Output, per complete campaign, written to the artifact store:
 - a contact sheet PNG: every variant's refined image as a thumbnail in a
   grid, labelled with the variant id, aspect ratio and locale;
 - a JSON summary, `CampaignRollupDoc`: per variant the artifact URIs and, per
-  stage, provider, model, cost, latency and cache hit (from provenance);
+  stage, provider, model, cost, latency and cache hit (from provenance), and
+  the current version of each stage's output, whether it is pinned
+  (`studio pin`) and approved (assets/versions.py);
   totals per stage and per campaign; the budget and the ledger's spend.
 The asset returns a `MaterializeResult` with no value (the manifest IO manager
 handles partitioned dicts only; the roll-up's files are in the store and their
@@ -55,11 +57,12 @@ from typing import Literal
 
 import dagster as dg
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.metadata import jpeg_markdown, thumbnail_of
 from assets.stages import BRIEF_ASSET, ROLLUP_ASSET, Pipeline
+from assets.versions import approval_states, current_versions
 from model_adapters.fonts import load_font
 from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
@@ -111,6 +114,14 @@ class StageFigures(_Doc):
     attempts: int
 
 
+class StageVersion(_Doc):
+    """Which version of a stage's output the variant's roll-up shows (assets/versions.py)."""
+
+    version: str | None  # the manifest version id (sha256); None if recorded before versions were kept
+    pinned: bool = False  # `studio pin` made it the current one
+    approval: str | None = None  # the approval stage's state on it, where one judges the stage
+
+
 class VariantRollup(_Doc):
     partition_key: str
     variant_id: str
@@ -121,6 +132,7 @@ class VariantRollup(_Doc):
     stages: dict[str, StageFigures]
     cost_usd: float
     latency_s: float
+    versions: dict[str, StageVersion] = Field(default_factory=dict)  # stage -> its current version
 
 
 class CampaignRollupDoc(_Doc):
@@ -191,7 +203,9 @@ def stage_figures(provenance: Provenance) -> StageFigures:
     )
 
 
-def variant_rollup(partition_key: str, manifests: dict[str, object], pipeline: Pipeline) -> VariantRollup:
+def variant_rollup(
+    partition_key: str, manifests: dict[str, object], pipeline: Pipeline, versions: dict[str, StageVersion] | None = None
+) -> VariantRollup:
     """One variant's URIs and per-stage figures from its stage manifests ({stage: manifest})."""
     brief = manifests["brief"]
     artifacts = {
@@ -210,7 +224,36 @@ def variant_rollup(partition_key: str, manifests: dict[str, object], pipeline: P
         stages=stages,
         cost_usd=round(sum(s.cost_usd for s in stages.values()), 6),
         latency_s=round(sum(s.latency_s for s in stages.values()), 4),
+        versions=versions or {},
     )
+
+
+def stage_versions(instance: dg.DagsterInstance, pipeline: Pipeline, keys: list[str], io_manager) -> dict[str, dict[str, StageVersion]]:
+    """partition key -> stage -> the version current now, whether pinned and its approval state."""
+    current = current_versions(instance, pipeline, keys)
+    approvals = approval_states(instance, pipeline, keys, io_manager)
+    return {
+        key: {
+            stage: StageVersion(version=found.version, pinned=found.pinned, approval=approvals.get((stage, key)))
+            for stage in pipeline.stage_names
+            if (found := current[stage].get(key)) is not None
+        }
+        for key in keys
+    }
+
+
+def versions_markdown(doc: "CampaignRollupDoc") -> str:
+    """Variants down, stages across: the current version of each (pinned and approval marked)."""
+    stages = list(dict.fromkeys(stage for v in doc.variants for stage in v.versions))
+
+    def cell(found: StageVersion | None) -> str:
+        if found is None or found.version is None:
+            return "-"
+        marks = [mark for mark in ("pinned" if found.pinned else "", found.approval or "") if mark]
+        return f"`{found.version[:12]}`" + (f" ({', '.join(marks)})" if marks else "")
+
+    rows = [f"| {v.variant_id} | " + " | ".join(cell(v.versions.get(s)) for s in stages) + " |" for v in doc.variants]
+    return "\n".join(["| variant | " + " | ".join(stages) + " |", "|" + " --- |" * (len(stages) + 1), *rows])
 
 
 def campaign_doc(
@@ -331,7 +374,8 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             if missing:
                 pending[campaign_id] = missing
                 continue
-            variants = [variant_rollup(key, manifests, pipeline) for key, (manifests, _) in loaded.items()]
+            versions = stage_versions(context.instance, pipeline, sorted(keys), io_manager)
+            variants = [variant_rollup(key, manifests, pipeline, versions[key]) for key, (manifests, _) in loaded.items()]
             first_brief = loaded[variants[0].partition_key][0]["brief"]
             sheet_ref = preview = None
             if tiled is not None:
@@ -349,6 +393,7 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             metadata.update(
                 {
                     f"{campaign_id}/costs": dg.MetadataValue.md(cost_table_markdown(doc)),
+                    f"{campaign_id}/versions": dg.MetadataValue.md(versions_markdown(doc)),
                     f"{campaign_id}/summary": _uri_metadata(summary_ref),
                     f"{campaign_id}/total_cost_usd": dg.MetadataValue.float(doc.total_cost_usd),
                     f"{campaign_id}/total_latency_s": dg.MetadataValue.float(doc.total_latency_s),
