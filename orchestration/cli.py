@@ -6,9 +6,18 @@
                                              projected calls and cost per stage; no provider is called
     studio simulate [--settings FILE] [--port N]
                                              serve the provider simulator until Ctrl-C
+    studio review approve|reject CAMPAIGN.VARIANT [--comment C] [--regenerate]
+                                             a verdict on what waits at an approval stage
+    studio review list [--campaign C]        what waits for a verdict
+    studio review serve [--host H] [--port N]
+                                             the review page and the gallery (docs/review.md)
     studio simulate --campaign FILE [--routing CONFIG]
                                              a dry run of a campaign on the cloud routing config,
                                              every hosted provider pointed at the simulator
+    studio history CAMPAIGN.VARIANT [--stage S]  every version of a variant's stage outputs
+    studio pin CAMPAIGN.VARIANT --stage S --version V
+                                             make an earlier version the current one
+    studio unpin CAMPAIGN.VARIANT --stage S  back to the latest made version
 
 Exit codes: 0 success, 1 the work failed (a run, a refused copy), 2 invalid
 input (a brief, a routing config, arguments).
@@ -270,6 +279,103 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.success else EXIT_FAILED
 
 
+# --- review ------------------------------------------------------------------------
+
+
+def _environment_pipelines() -> dict:
+    from orchestration.pipelines import load_pipelines
+    from resources.routing_config import load_routing_config
+    from resources.settings import pipelines_dir, routing_config_path
+
+    routing_path = routing_config_path()
+    return load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path))
+
+
+def cmd_review_verdict(args: argparse.Namespace) -> int:
+    """approve / reject: the reviewer is the OS user running the command (its identity here)."""
+    import getpass
+
+    from assets.approvals import ReviewError, record_verdict
+    from orchestration.instance import local_instance
+    from orchestration.storage import built_storage
+
+    try:
+        pipelines = _environment_pipelines()
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
+    instance = local_instance()
+    decision = "approved" if args.review_command == "approve" else "rejected"
+    with built_storage() as (_, manifests):
+        try:
+            verdict = record_verdict(
+                instance, pipelines, args.variant, decision, getpass.getuser(), args.comment or "",
+                manifests=manifests, gate=args.gate, regenerate=getattr(args, "regenerate", False),
+            )
+        except ReviewError as exc:
+            _error(str(exc))
+            return EXIT_INVALID
+    then = "the approval sensor resumes it" if decision == "approved" else (
+        "the approval sensor makes it again with a new seed" if verdict.regenerate else "it stays stopped"
+    )
+    print(f"{args.variant}: {decision} by {verdict.reviewer} (version {verdict.subject_version[:12]}); {then}")
+    return EXIT_OK
+
+
+def cmd_review_list(args: argparse.Namespace) -> int:
+    from assets.approvals import review_states
+    from orchestration.instance import local_instance
+    from orchestration.storage import built_storage
+
+    try:
+        pipelines = _environment_pipelines()
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
+    with built_storage() as (_, manifests):
+        states = review_states(local_instance(), pipelines, manifests=manifests, campaign_id=args.campaign)
+    shown = [s for s in states if args.all or s.state == "pending"]
+    for state in shown:
+        headline = getattr(state.subject, "headline", "")
+        who = f" by {state.verdict.reviewer}" if state.verdict else ""
+        print(f"{state.partition_key}\t{state.gate}\t{state.state}{who}\t{headline}")
+    if not shown:
+        print("nothing waits for a verdict" if not args.all else "no variant of a pipeline with an approval stage")
+    return EXIT_OK
+
+
+def cmd_review_serve(args: argparse.Namespace) -> int:
+    from orchestration.review_app import serve
+
+    try:
+        serve(host=args.host, port=args.port)
+    except ValueError as exc:  # e.g. a public address with no sign-in configured
+        _error(str(exc))
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+# --- history, pin, unpin (orchestration/history.py) ----------------------------------
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from orchestration.history import history_command
+
+    return history_command(args)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from orchestration.history import pin_command
+
+    return pin_command(args)
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    from orchestration.history import unpin_command
+
+    return unpin_command(args)
+
+
 # --- the parser ----------------------------------------------------------------------
 
 
@@ -337,6 +443,64 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--keep", type=Path, metavar="DIR",
                           help="dry run: keep the run's STUDIO_HOME and Dagster instance in DIR")
     simulate.set_defaults(handler=cmd_simulate)
+
+    history = commands.add_parser(
+        "history", help="every version of a variant's stage outputs, newest first",
+        description="List the versions of each stage's output for one variant, newest first: when it was made, "
+        "provider and model, cost, approval, check verdicts; the current version is marked *, a pinned one P.",
+    )
+    history.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key, e.g. aurora-lamp.story-en")
+    history.add_argument("--stage", metavar="STAGE", help="only this stage (default: every stage of the pipeline)")
+    history.set_defaults(handler=cmd_history)
+    pin = commands.add_parser(
+        "pin", help="make an earlier version of a stage's output the current one",
+        description="Write a kept version of a stage's output back as the variant's current one, recorded as a "
+        "materialization that says so (by $USER). The stages after it and the roll-up follow; the pin holds in later "
+        "runs until `studio unpin` (or a forced remake).",
+    )
+    pin.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key")
+    pin.add_argument("--stage", required=True, metavar="STAGE", help="the stage whose output to pin")
+    pin.add_argument("--version", required=True, metavar="VERSION", help="a version id from `studio history` (a unique prefix will do)")
+    pin.set_defaults(handler=cmd_pin)
+    unpin = commands.add_parser(
+        "unpin", help="return a pinned stage to its latest made version",
+        description="End a pin: the latest version a run made becomes the current one again, recorded as a materialization.",
+    )
+    unpin.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key")
+    unpin.add_argument("--stage", required=True, metavar="STAGE", help="the pinned stage")
+    unpin.set_defaults(handler=cmd_unpin)
+
+    review = commands.add_parser(
+        "review", help="approve or reject what waits at an approval stage; serve the review page",
+        description="Verdicts on what waits at a pipeline's approval stages (briefs with approval: required; "
+        "docs/review.md). A verdict is recorded on the Dagster instance ($DAGSTER_HOME); the approval sensor "
+        "then resumes the variant, or makes the stage again when a rejection asks for it.",
+    )
+    review_commands = review.add_subparsers(dest="review_command", metavar="SUBCOMMAND", required=True)
+    for name, help_text in (("approve", "approve what a variant waits with"), ("reject", "reject what a variant waits with")):
+        verdict = review_commands.add_parser(
+            name, help=help_text,
+            description=f"{help_text.capitalize()}. The reviewer recorded is the user running the command.",
+        )
+        verdict.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key")
+        verdict.add_argument("--comment", default="", help="why (shown with the verdict in the UI and the history)")
+        verdict.add_argument("--gate", help="the approval stage, when the pipeline has several waiting")
+        if name == "reject":
+            verdict.add_argument("--regenerate", action="store_true",
+                                 help="make the stage again with a new seed; the new version waits for approval")
+        verdict.set_defaults(handler=cmd_review_verdict)
+    listing = review_commands.add_parser("list", help="variants waiting for a verdict", description="List the variants waiting for a verdict.")
+    listing.add_argument("--campaign", help="only this campaign")
+    listing.add_argument("--all", action="store_true", help="every gate's state, not only what waits")
+    listing.set_defaults(handler=cmd_review_list)
+    serve = review_commands.add_parser(
+        "serve", help="serve the review page and the gallery",
+        description="Serve the review page and the campaign gallery (docs/review.md). Binds 127.0.0.1 by default; "
+        "any other address needs sign-in (docs/deploy.md).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=3001, help="port (default 3001)")
+    serve.set_defaults(handler=cmd_review_serve)
     return parser
 
 
