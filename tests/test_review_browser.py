@@ -213,6 +213,9 @@ def test_review_in_the_browser_then_watch_the_approved_variant(gated, tmp_path):
         player.wait_for()
         handle = player.element_handle()
         page.wait_for_function("v => v.readyState >= 1 && isFinite(v.duration)", arg=handle, timeout=30_000)
+        # The captions are burned into the picture too, so the track is off until the viewer turns
+        # it on (the player's CC menu); turned on here, its cues load.
+        player.evaluate("v => { v.textTracks[0].mode = 'showing'; }")
         page.wait_for_function("v => v.textTracks.length > 0 && v.textTracks[0].cues && v.textTracks[0].cues.length > 0", arg=handle, timeout=30_000)
         shown = player.evaluate(
             """v => ({duration: v.duration, ready: v.readyState, error: v.error && v.error.code,

@@ -134,7 +134,7 @@ VARIANT = """{% macro variant_card(v) %}
 {% for gate, state in v.approvals.items() %}<span class="badge {{ state | replace(' ', '-') }}">{{ gate }}: {{ state }}</span>{% endfor %}
 {% if v.video %}
 <video controls preload="metadata" data-duration="{{ v.brief.duration_s if v.brief else '' }}" src="{{ file_url(v.partition_key, v.video.artifact) }}">
-{% if v.captions %}<track kind="captions" default label="captions{% if v.brief %} ({{ v.brief.locale }}){% endif %}"{% if v.brief %} srclang="{{ v.brief.locale }}"{% endif %} src="{{ file_url(v.partition_key, v.captions) }}">{% endif %}
+{% if v.captions %}<track kind="captions" label="captions{% if v.brief %} ({{ v.brief.locale }}){% endif %}"{% if v.brief %} srclang="{{ v.brief.locale }}"{% endif %} src="{{ file_url(v.partition_key, v.captions) }}">{% endif %}
 </video>
 {% else %}<p class="muted">No video yet{% if v.missing %}: {{ v.missing | join(", ") }} not made{% endif %}.</p>{% endif %}
 {% if v.stills %}<div class="stills">{% for still in v.stills %}<a href="{{ file_url(v.partition_key, still.image) }}"><img alt="{{ still.stage }}" title="{{ still.stage }}" src="{{ file_url(v.partition_key, still.preview) }}"></a>{% endfor %}</div>{% endif %}
