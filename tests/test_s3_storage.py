@@ -189,7 +189,11 @@ def test_s3_io_manager_writes_and_reads_one_json_object_per_partition(s3_env):
         io_manager.key(dg.AssetKey("x"), "../../etc")
     with pytest.raises(FileNotFoundError, match="no manifest at s3://"):
         io_manager.load_manifest(dg.AssetKey("draft_image"), "c.zzz")
-    assert all(k.startswith(f"{PREFIX}/manifests/") or k.startswith(f"{PREFIX}/sha256/") for k in s3_env.keys())
+    # Nothing outside the prefix's three shapes: current manifests, artifacts, and every manifest
+    # version kept by its sha256 (history and pins: resources/io_manager.py).
+    kept = ("manifests/", "sha256/", "manifest-versions/")
+    assert all(any(k.startswith(f"{PREFIX}/{shape}") for shape in kept) for k in s3_env.keys()), sorted(s3_env.keys())
+    assert any(k.startswith(f"{PREFIX}/manifest-versions/") for k in s3_env.keys())
 
 
 def test_s3_io_manager_refuses_output_missing_a_partition(s3_env):

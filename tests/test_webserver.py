@@ -68,10 +68,12 @@ def test_one_partition_through_the_webserver(webserver):
           assetChecksOrError { ... on AssetChecks { checks { name } } } } } } }"""
     repository = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()["data"]["repositoryOrError"]
     assert {"produce_campaign", "regenerate_images", "regenerate_voice", "regenerate_video"} <= {j["name"] for j in repository["jobs"]}
-    assert {s["name"] for s in repository["sensors"]} >= {"brief_sensor", "studio_automation"}
+    assert {s["name"] for s in repository["sensors"]} >= {"brief_sensor", "studio_automation", "approval_sensor"}
     assert sorted(s["name"] for s in repository["schedules"]) == ["audio__nightly_repair", "nightly_repair", "stills__nightly_repair"]
     nodes = {n["assetKey"]["path"][-1]: n for n in repository["assetNodes"]}
-    assert set(nodes) == {"brief", "concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video", "campaign_rollup"}
+    assert set(nodes) == {
+        "brief", "concept", "approve_concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video", "campaign_rollup"
+    }
     assert all(n["description"] and n["groupName"] for n in nodes.values())
     checks = {c["name"] for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])}
     assert {"png_valid", "loudness_within_spec", "av_in_sync", "caption_rules", "no_banned_terms", "on_brief"} <= checks
