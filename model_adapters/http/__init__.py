@@ -9,10 +9,11 @@ One module per API shape:
 - `elevenlabs`: ElevenLabs text-to-speech with character timestamps;
 - `video`: fal's FFmpeg compose (still + voice -> MP4) over fal's queue.
 
-`base` holds what they share: the lazily created `httpx.AsyncClient`, the
-HTTP status -> typed `AdapterError` mapping, the media URL allow-list and the
-media decoders. Adapters never retry (the router does); polling a queue is
-not a retry.
+What they share, one concern per module: `base` (the adapter base class and
+its lazily created `httpx.AsyncClient`), `options` (provider options),
+`errors` (HTTP status -> typed `AdapterError`, Retry-After), `origins` (the
+media URL allow-list) and `decoding` (received media: PNG, WAV, data URIs).
+Adapters never retry (the router does); polling a queue is not a retry.
 
 Importing this package imports httpx, numpy and Pillow, never torch (PyAV only
 when the video adapter is built).

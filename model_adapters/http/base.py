@@ -1,4 +1,4 @@
-"""What every HTTP adapter shares.
+"""The adapter base every HTTP adapter subclasses: the client, requests, deadlines, polling, media fetches.
 
 - `HttpAdapter`: one `httpx.AsyncClient` per adapter instance, created lazily
   inside the running event loop (a client is bound to the loop it was made
@@ -8,461 +8,127 @@
   `timeout_s` (`_deadline`), which covers every request and poll it makes.
 - The API key is read from ``os.environ[api_key_env]`` at call time, sent only
   to base_url's origin, never stored on the adapter, never logged, and
-  scrubbed from every error message this module builds.
-- HTTP status -> typed `AdapterError` (`status_error`): 408/409/5xx ->
-  RetryableError, 429 -> RateLimited (retry_after_s from ``retry-after-ms`` or
-  ``Retry-After``, seconds or an HTTP date), 401/403 -> AuthError, content
-  policy refusals -> ContentPolicyError, 413/415/422 or an "unsupported" code
-  -> UnsupportedInput, any other 4xx -> FatalProviderError. httpx timeouts ->
-  ProviderTimeout, connection errors -> RetryableError.
+  scrubbed from every error message the adapter builds.
+- A non-2xx reply or an httpx exception becomes a typed `AdapterError`
+  (`errors.py` holds the mapping and draws the tree).
 - Status polls, job results and media downloads (reads of work already
   submitted and paid for) retry transient failures a few times within the
   call's deadline instead of failing the whole call (`_poll`, `_read_retrying`).
 - `fetch_media`: downloads only from base_url's origin or `allowed_hosts`
-  (scheme, host and port compared exactly), follows redirects only to allowed
-  origins, and caps the size. A refused URL raises `MediaURLRefused` (an
-  `UnsupportedInput`: not retried, the route falls back) before anything is
-  fetched.
-- Media decoders: images (verified with Pillow, fitted to the requested size)
-  and WAV (header parsed strictly); whatever does not decode raises
-  MalformedResponse. `finish_voice` normalises loudness like the local voice.
+  (`origins.py`: scheme, host and port compared exactly), follows redirects
+  only to allowed origins, and caps the size. A refused URL raises
+  `MediaURLRefused` (an `UnsupportedInput`: not retried, the route falls
+  back) before anything is fetched.
+
+Options are parsed by `options.py`, media bytes decoded by `decoding.py`.
+The names other modules import from here (the helpers of those modules
+included) stay importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
 import json
-import math
 import os
 import re
-import struct
-import time
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from model_adapters import loudness
-from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
-from model_adapters.received import describe_received, error_text
+from model_adapters.http.decoding import (
+    MAX_IMAGE_PIXELS,
+    MediaError,
+    decode_base64,
+    decode_data_uri,
+    decode_wav,
+    finish_voice,
+    fit_png,
+    open_image,
+    pcm16_to_float,
+)
+from model_adapters.http.errors import (
+    HTTPX_ERRORS,
+    REDACTED,
+    MediaURLRefused,
+    error_detail,
+    error_for_httpx,
+    error_for_status,
+    is_content_policy,
+    parse_retry_after,
+    scrub,
+)
+from model_adapters.http.options import COMMON_OPTIONS, POLL_OPTIONS, Options
+from model_adapters.http.origins import (
+    DEFAULT_PORTS,
+    Origin,
+    format_origin,
+    is_allowed,
+    origin_of,
+    parse_allowed_host,
+)
+from model_adapters.received import describe_received
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
     AuthError,
-    ContentPolicyError,
     FatalProviderError,
     ImageResult,
     MalformedResponse,
     Price,
     ProviderTimeout,
-    RateLimited,
     RetryableError,
     Task,
-    UnsupportedInput,
-    VoiceRequest,
-    VoiceResult,
-    WordTiming,
 )
+
+__all__ = [
+    "COMMON_OPTIONS",
+    "DEFAULT_MAX_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_REDIRECTS",
+    "MAX_TRANSIENT_WAIT_S",
+    "POLL_OPTIONS",
+    "REDACTED",
+    "TRANSIENT_READ_RETRIES",
+    "USER_AGENT",
+    "HttpAdapter",
+    "MediaError",
+    "MediaURLRefused",
+    "Options",
+    "Origin",
+    "PollSchedule",
+    "Reply",
+    "decode_base64",
+    "decode_data_uri",
+    "decode_wav",
+    "error_detail",
+    "finish_voice",
+    "fit_png",
+    "format_origin",
+    "is_content_policy",
+    "open_image",
+    "origin_of",
+    "parse_allowed_host",
+    "parse_retry_after",
+    "pcm16_to_float",
+]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_REDIRECTS = 3
-MAX_IMAGE_PIXELS = 8192 * 8192
 USER_AGENT = "campaign-studio/0.1"
-REDACTED = "[redacted]"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_DETAIL_CHARS = 300
 # Reads of work already submitted (status polls, results, media downloads)
 # retry transient failures this many times in a row, within the call's deadline.
 TRANSIENT_READ_RETRIES = 3
 MAX_TRANSIENT_WAIT_S = 5.0
-
-# Options every HTTP adapter understands (adapters add their own).
-COMMON_OPTIONS = frozenset({"model_version", "max_media_bytes", "connect_timeout_s", "trust_env"})
-# Options of the adapters that poll (queues, ComfyUI).
-POLL_OPTIONS = frozenset({"poll_interval_s", "poll_backoff", "poll_max_interval_s"})
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _SAFE_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9._:-]{1,200}$")
-
-
-class MediaURLRefused(UnsupportedInput):
-    """A provider pointed at media on an origin that is not allowed. Nothing was fetched."""
-
-
-class MediaError(ValueError):
-    """Media bytes that do not decode (converted to MalformedResponse by adapters)."""
-
-
-# --- options -------------------------------------------------------------------------
-
-
-class Options:
-    """Adapter options from the routing config.
-
-    Values arrive as strings (the Dagster resource stringifies them) or typed
-    (direct construction); each getter parses and names the option on error.
-    """
-
-    def __init__(self, values: Mapping[str, Any] | None, owner: str):
-        self._values = dict(values or {})
-        self._owner = owner
-
-    def keys(self) -> list[str]:
-        return list(self._values)
-
-    def has(self, key: str) -> bool:
-        return key in self._values
-
-    def text(self, key: str, default: str | None = None) -> str | None:
-        value = self._values.get(key)
-        return default if value is None else str(value)
-
-    def integer(self, key: str, default: int) -> int:
-        value = self._values.get(key)
-        if value is None:
-            return default
-        text = str(value).strip()
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = float(text)  # "25.0": the resource stringifies YAML floats
-        except ValueError:
-            number = math.nan
-        if not number.is_integer():
-            raise ValueError(f"{self._owner}: option {key!r} must be an integer, got {value!r}")
-        return int(number)
-
-    def number(self, key: str, default: float) -> float:
-        value = self._values.get(key)
-        if value is None:
-            return default
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise ValueError(f"{self._owner}: option {key!r} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{self._owner}: option {key!r} must be finite, got {value!r}")
-        return number
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self._values.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{self._owner}: option {key!r} must be true or false, got {value!r}")
-
-    def json_object(self, key: str) -> dict[str, Any]:
-        """A JSON object given as a string (options are flat), e.g. extra request fields."""
-        value = self._values.get(key)
-        if value is None:
-            return {}
-        if isinstance(value, dict):
-            return dict(value)
-        try:
-            parsed = json.loads(str(value))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{self._owner}: option {key!r} is not valid JSON: {exc.msg}") from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{self._owner}: option {key!r} must be a JSON object")
-        return parsed
-
-    def by_locale(self, prefix: str, locale: str, default_key: str) -> str | None:
-        """``{prefix}:{locale}``, then ``{prefix}:{language}``, then ``default_key``."""
-        language = locale.replace("_", "-").split("-")[0]
-        for key in (f"{prefix}:{locale}", f"{prefix}:{locale.replace('_', '-')}", f"{prefix}:{language}"):
-            if key in self._values:
-                return str(self._values[key])
-        return self.text(default_key)
-
-
-# --- origins -------------------------------------------------------------------------
-
-Origin = tuple[str, str, int]  # (scheme, host, port)
-
-
-def origin_of(url: httpx.URL) -> Origin:
-    scheme = url.scheme.lower()
-    port = url.port if url.port is not None else _DEFAULT_PORTS.get(scheme, -1)
-    return scheme, url.host.lower(), port
-
-
-def parse_allowed_host(entry: str) -> Origin:
-    """An `allowed_hosts` entry as an origin.
-
-    ``"https://cdn.example.com"`` or ``"http://127.0.0.1:8199"`` allow exactly
-    that origin; a bare ``"cdn.example.com"`` or ``"cdn.example.com:8443"``
-    allows it over https only.
-    """
-    text = entry.strip()
-    if not text:
-        raise ValueError("empty entry in allowed_hosts")
-    url = httpx.URL(text if "://" in text else f"https://{text}")
-    if url.scheme not in _DEFAULT_PORTS or not url.host or url.userinfo or url.path not in ("", "/"):
-        raise ValueError(f"allowed_hosts entry {entry!r} must be a host, host:port or scheme://host[:port]")
-    return origin_of(url)
-
-
-def format_origin(origin: Origin) -> str:
-    scheme, host, port = origin
-    host_text = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host_text}:{port}"
-
-
-# --- Retry-After ---------------------------------------------------------------------
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-            if math.isfinite(value):
-                return max(0.0, value)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-        return max(0.0, value) if math.isfinite(value) else None
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
-
-
-# --- error bodies -----------------------------------------------------------------------
-
-_POLICY = re.compile(
-    r"content[\s_-]?(policy|filter|moderation|violation)|moderation[\s_-]?blocked|safety[\s_-]?system"
-    r"|nsfw|unsafe[\s_-]content|flagged",
-    re.IGNORECASE,
-)
-_UNSUPPORTED = re.compile(r"unsupported|not[\s_-]supported", re.IGNORECASE)
-
-
-def error_detail(content: bytes) -> tuple[str, str]:
-    """(code, message) from the common error body shapes; ("", text) if not JSON."""
-    try:
-        body = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return "", content[:_DETAIL_CHARS].decode("utf-8", "replace").strip()
-    return _code_and_message(body)
-
-
-def _code_and_message(body: Any) -> tuple[str, str]:
-    if isinstance(body, str):
-        return "", body
-    if isinstance(body, list):
-        parts = [_code_and_message(item) for item in body[:3]]
-        return " ".join(p[0] for p in parts if p[0]), "; ".join(p[1] for p in parts if p[1])
-    if not isinstance(body, dict):
-        return "", str(body)
-    for key in ("error", "detail"):
-        if key in body and body[key]:
-            inner_code, message = _code_and_message(body[key])
-            return " ".join(filter(None, [_codes(body), inner_code])), message
-    message = body.get("message") or body.get("msg") or body.get("error_message") or ""
-    return _codes(body), str(message)
-
-
-def _codes(body: dict[str, Any]) -> str:
-    return " ".join(str(body[k]) for k in ("code", "type", "status", "error_type") if isinstance(body.get(k), str))
-
-
-def is_content_policy(*texts: str) -> bool:
-    return any(_POLICY.search(text) for text in texts if text)
-
-
-# --- media: images --------------------------------------------------------------------
-
-
-def open_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully (verify, then load); MediaError if they do not."""
-    if not data:
-        raise MediaError("empty image body")
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            if probe.width * probe.height > MAX_IMAGE_PIXELS:
-                raise MediaError(f"image of {probe.width}x{probe.height} is over {MAX_IMAGE_PIXELS} pixels")
-            probe.verify()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except MediaError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as exc:
-        raise MediaError(f"image does not decode ({error_text(exc)}); {describe_received(data)}") from None
-    return image
-
-
-def fit_png(data: bytes, width: int, height: int) -> ImageResult:
-    """The image as a PNG of exactly width x height.
-
-    A PNG of the right size is returned byte for byte. Anything else (another
-    size, JPEG or WebP) is scaled to cover the target (Lanczos), centre
-    cropped to it, and re-encoded as PNG.
-    """
-    image = open_image(data)
-    if image.format == "PNG" and image.size == (width, height):
-        return ImageResult(png=data, width=width, height=height)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    image = image.convert("RGBA" if has_alpha else "RGB")
-    if image.size != (width, height):
-        scale = max(width / image.width, height / image.height)
-        scaled = (max(width, math.ceil(image.width * scale)), max(height, math.ceil(image.height * scale)))
-        image = image.resize(scaled, Image.Resampling.LANCZOS)
-        left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
-        image = image.crop((left, top, left + width, top + height))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return ImageResult(png=buffer.getvalue(), width=width, height=height)
-
-
-def decode_base64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise MediaError(f"{what} is not valid base64") from None
-
-
-def decode_data_uri(uri: str) -> bytes:
-    header, sep, payload = uri.partition(",")
-    if not sep or not header.startswith("data:"):
-        raise MediaError("malformed data: URI")
-    if header.endswith(";base64"):
-        return decode_base64(payload, "data: URI payload")
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(payload)
-
-
-# --- media: audio ---------------------------------------------------------------------
-
-_WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
-
-
-def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """(float64 mono samples in [-1, 1], sample rate) from a RIFF/WAVE file.
-
-    Accepts PCM 8/16/24/32-bit and float 32/64, any channel count (averaged to
-    mono). A data chunk whose size runs past the end (streamed WAVs write a
-    placeholder size) is read to the end. MediaError on anything else.
-    """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise MediaError(f"not a RIFF/WAVE file (bad header); {describe_received(data)}")
-    fmt: tuple[int, int, int, int] | None = None
-    offset = 12
-    while offset + 8 <= len(data):
-        chunk_id = data[offset : offset + 4]
-        (size,) = struct.unpack("<I", data[offset + 4 : offset + 8])
-        body_start = offset + 8
-        if chunk_id == b"fmt ":
-            if size < 16 or body_start + 16 > len(data):
-                raise MediaError("WAV fmt chunk is truncated")
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[body_start : body_start + 16])
-            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
-                (tag,) = struct.unpack("<H", data[body_start + 24 : body_start + 26])
-            fmt = (tag, channels, rate, bits)
-        elif chunk_id == b"data":
-            if fmt is None:
-                raise MediaError("WAV data chunk comes before its fmt chunk")
-            payload = data[body_start : min(len(data), body_start + size)]
-            return _wav_samples(payload, *fmt)
-        offset = body_start + size + (size & 1)
-    raise MediaError("WAV has no data chunk" if fmt else "WAV has no fmt chunk")
-
-
-def _wav_samples(payload: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple[np.ndarray, int]:
-    if channels < 1 or not 4000 <= rate <= 384000:
-        raise MediaError(f"WAV header says {channels} channels at {rate} Hz")
-    width = bits // 8
-    if tag == _WAVE_FORMAT_PCM and bits in (8, 16, 24, 32):
-        frame = width * channels
-        raw = payload[: len(payload) - len(payload) % frame]
-        if bits == 8:
-            samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-        elif bits == 24:
-            bytes3 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-            ints = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-            ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
-            samples = ints.astype(np.float64) / float(1 << 23)
-        else:
-            dtype = "<i2" if bits == 16 else "<i4"
-            samples = np.frombuffer(raw, dtype=dtype).astype(np.float64) / float(1 << (bits - 1))
-    elif tag == _WAVE_FORMAT_FLOAT and bits in (32, 64):
-        frame = width * channels
-        raw = payload[: len(payload) - len(payload) % frame]
-        samples = np.frombuffer(raw, dtype="<f4" if bits == 32 else "<f8").astype(np.float64)
-    else:
-        raise MediaError(f"unsupported WAV encoding (format tag {tag}, {bits} bits)")
-    if len(samples) < channels:
-        raise MediaError("WAV has no audio samples")
-    if not np.all(np.isfinite(samples)):
-        raise MediaError("WAV has non-finite samples")
-    return samples.reshape(-1, channels).mean(axis=1), rate
-
-
-def pcm16_to_float(raw: bytes) -> np.ndarray:
-    """Headerless little-endian 16-bit mono PCM -> float64 samples."""
-    return np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2").astype(np.float64) / PCM16_SCALE
-
-
-
-
-
-
-def finish_voice(
-    samples: np.ndarray, sample_rate: int, words: tuple[WordTiming, ...], request: VoiceRequest
-) -> VoiceResult:
-    """Normalise to the request's loudness and true-peak ceiling, encode 16-bit WAV,
-    and report what the delivered samples measure (as the local voice does)."""
-    normalized, _, _ = loudness.normalize(
-        samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp
-    )
-    pcm16 = to_pcm16(normalized)
-    lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float64) / PCM16_SCALE, sample_rate)
-    return VoiceResult(
-        wav=encode_wav(pcm16, sample_rate),
-        sample_rate=sample_rate,
-        duration_s=len(pcm16) / sample_rate,
-        words=words,
-        loudness_lufs=lufs,
-        true_peak_dbtp=peak_dbtp,
-        characters=len(request.text),
-    )
-
-
-# --- the adapter base -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -525,7 +191,7 @@ class HttpAdapter:
         if not base:
             raise ValueError(f"{name} {adapter_id!r}: base_url is required")
         self._base = httpx.URL(base.rstrip("/"))
-        if self._base.scheme not in _DEFAULT_PORTS or not self._base.host or self._base.userinfo:
+        if self._base.scheme not in DEFAULT_PORTS or not self._base.host or self._base.userinfo:
             raise ValueError(
                 f"{name} {adapter_id!r}: base_url must be http(s)://host[:port][/path] without credentials"
             )
@@ -624,10 +290,7 @@ class HttpAdapter:
 
     def _scrub(self, text: str) -> str:
         """The message without the key (however a provider echoed it) or any bearer token."""
-        key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
-        if len(key) >= 4:
-            text = text.replace(key, REDACTED)
-        return _BEARER.sub(rf"\1 {REDACTED}", text)
+        return scrub(text, os.environ.get(self.api_key_env, "").strip() if self.api_key_env else "")
 
     def _error(self, cls: type[AdapterError], message: str, **fields: Any) -> AdapterError:
         return cls(f"{self.adapter_id} [{self.provider}] {self._scrub(message)}", provider=self.provider, **fields)
@@ -642,7 +305,7 @@ class HttpAdapter:
         return httpx.URL(f"{self._base}/{path.lstrip('/')}")
 
     def _is_allowed(self, url: httpx.URL) -> bool:
-        return url.scheme in _DEFAULT_PORTS and not url.userinfo and origin_of(url) in self._allowed
+        return is_allowed(url, self._allowed)
 
     def _same_origin(self, url: httpx.URL) -> bool:
         return origin_of(url) == origin_of(self._base)
@@ -693,16 +356,8 @@ class HttpAdapter:
                 content = await self._read_capped(response, endpoint, max_bytes or self.max_media_bytes)
             finally:
                 await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise self._error(
-                ProviderTimeout, f"{endpoint}: {type(exc).__name__} (timeout {self.timeout_s:g} s)"
-            ) from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise self._error(FatalProviderError, f"{endpoint}: {type(exc).__name__}: {exc}") from None
-        except httpx.TransportError as exc:
-            raise self._error(RetryableError, f"{endpoint}: {type(exc).__name__}: {exc}") from None
-        except httpx.DecodingError as exc:
-            raise self._error(MalformedResponse, f"{endpoint}: body does not decode: {exc}") from None
+        except HTTPX_ERRORS as exc:
+            raise error_for_httpx(exc, endpoint, self.timeout_s, self._error) from None
         reply = Reply(response.status_code, response.headers, content, target, endpoint)
         if 200 <= reply.status < 300 or (redirects_ok and reply.status in _REDIRECT_STATUSES):
             return reply
@@ -722,33 +377,8 @@ class HttpAdapter:
         return b"".join(chunks)
 
     def status_error(self, reply: Reply) -> AdapterError:
-        """The typed error for a non-2xx reply (see the module docstring)."""
-        status = reply.status
-        code, message = error_detail(reply.content)
-        try:
-            reason = httpx.codes(status).phrase
-        except ValueError:
-            reason = ""
-        detail = f"{reply.endpoint}: HTTP {status} {reason}".rstrip()
-        if code or message:
-            detail += f": {' '.join(filter(None, [code and f'[{code}]', message]))[:_DETAIL_CHARS]}"
-        if status == 429:
-            retry_after = parse_retry_after(reply.headers)
-            if retry_after is not None:
-                detail += f" (retry after {retry_after:g} s)"
-            return self._error(RateLimited, detail, status=status, retry_after_s=retry_after)
-        if status in (401, 403):
-            return self._error(AuthError, detail, status=status)
-        if status in (408, 409) or 500 <= status < 600:
-            retry_after = parse_retry_after(reply.headers) if status == 503 else None
-            return self._error(RetryableError, detail, status=status, retry_after_s=retry_after)
-        if 400 <= status < 500:
-            if is_content_policy(code, message):
-                return self._error(ContentPolicyError, detail, status=status)
-            if status in (413, 415, 422) or _UNSUPPORTED.search(code):
-                return self._error(UnsupportedInput, detail, status=status)
-            return self._error(FatalProviderError, detail, status=status)
-        return self._error(FatalProviderError, f"{detail} (unexpected status)", status=status)
+        """The typed error for a non-2xx reply (`errors.py` has the mapping)."""
+        return error_for_status(reply.status, reply.headers, reply.content, reply.endpoint, self._error)
 
     # -- bodies --
 
@@ -756,9 +386,8 @@ class HttpAdapter:
         try:
             return json.loads(reply.content)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise self._malformed(
-                reply.endpoint, f"body is not valid JSON ({exc}); {describe_received(reply.content, reply.headers.get('content-type'))}"
-            ) from None
+            received = describe_received(reply.content, reply.headers.get("content-type"))
+            raise self._malformed(reply.endpoint, f"body is not valid JSON ({exc}); {received}") from None
 
     def _parse(self, model: type[M], data: Any, endpoint: str) -> M:
         try:
@@ -794,8 +423,13 @@ class HttpAdapter:
         target = self._checked_url(url, "media URL")
         for _ in range(MAX_REDIRECTS + 1):
             reply = await self._read_retrying(
-                lambda target=target: self._request(
-                    "GET", target, headers={"accept": "*/*"}, max_bytes=self.max_media_bytes, redirects_ok=True
+                partial(
+                    self._request,
+                    "GET",
+                    target,
+                    headers={"accept": "*/*"},
+                    max_bytes=self.max_media_bytes,
+                    redirects_ok=True,
                 )
             )
             if reply.status not in _REDIRECT_STATUSES:
@@ -861,7 +495,7 @@ class HttpAdapter:
     def _transient_delay_s(self, error: AdapterError, failures: int) -> float:
         if error.retry_after_s is not None:
             return min(error.retry_after_s, MAX_TRANSIENT_WAIT_S)
-        return min(self._poll_schedule().initial_s * 2 ** (failures - 1), MAX_TRANSIENT_WAIT_S)
+        return min(self._poll_schedule().initial_s * 2.0 ** (failures - 1), MAX_TRANSIENT_WAIT_S)
 
     async def _read_retrying(self, read: Callable[[], Awaitable[T]]) -> T:
         """An idempotent read (a job's result, a media download) that retries

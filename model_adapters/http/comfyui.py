@@ -42,7 +42,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_adapters.http.base import POLL_OPTIONS, HttpAdapter, MediaError, is_content_policy, open_image
+from model_adapters.http.base import HttpAdapter
+from model_adapters.http.decoding import MediaError, open_image
+from model_adapters.http.errors import is_content_policy
+from model_adapters.http.options import POLL_OPTIONS
 from model_adapters.types import ContentPolicyError, FatalProviderError, ImageRequest, ImageResult, RefineRequest
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from model_adapters.http.base import HttpAdapter, finish_voice, pcm16_to_float
+from model_adapters.http.base import HttpAdapter
+from model_adapters.http.decoding import finish_voice, pcm16_to_float
 from model_adapters.types import UnsupportedInput, VoiceRequest, VoiceResult, WordTiming
 
 SAMPLE_RATES = (16000, 22050, 24000, 44100)

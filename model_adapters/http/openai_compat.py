@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_adapters.http.base import HttpAdapter, MediaError, decode_wav, finish_voice
+from model_adapters.http.base import HttpAdapter
+from model_adapters.http.decoding import MediaError, decode_wav, finish_voice
 from model_adapters.local_concept import caption_lines
 from model_adapters.types import (
     ConceptRequest,

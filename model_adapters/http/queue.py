@@ -24,7 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_adapters.http.base import POLL_OPTIONS, HttpAdapter, Reply, is_content_policy
+from model_adapters.http.base import HttpAdapter, Reply
+from model_adapters.http.errors import is_content_policy
+from model_adapters.http.options import POLL_OPTIONS
 from model_adapters.types import AdapterError, ContentPolicyError, FatalProviderError, ImageRequest, ImageResult
 
 

@@ -65,7 +65,8 @@ from typing import Any
 import av
 from pydantic import BaseModel, ConfigDict
 
-from model_adapters.http.base import POLL_OPTIONS, MediaError, decode_wav, fit_png
+from model_adapters.http.decoding import MediaError, decode_wav, fit_png
+from model_adapters.http.options import POLL_OPTIONS
 from model_adapters.http.queue import FalQueue
 from model_adapters.received import describe_received, error_text
 from model_adapters.types import Price, VideoRequest, VideoResult
