@@ -39,6 +39,11 @@ in half: it opens, but its frames do not all decode.
 ``GET /_sim/stats`` returns `ProviderSimulator.stats()` (never faulted, never
 authenticated). Settings load from YAML or JSON (`SimulatorSettings.from_file`);
 an entry under ``endpoints`` is merged over ``default`` for that group.
+
+This module holds the settings only. The HTTP server, faults and bookkeeping are in
+`server.py`; each provider format is a module beside it (`openai_compat`, `elevenlabs`,
+`replicate`, `fal` and `fal_compose`, `gmi`, `comfyui`), mapped to paths in `routes.py`,
+with the request plumbing in `calls.py` and the synthesised media in `media.py`.
 """
 
 from __future__ import annotations
