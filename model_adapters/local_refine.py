@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import font_for
+from model_adapters.media.text_layout import wrap_words
 from model_adapters.palette import (
     RGB,
     contrast_ratio,
@@ -164,31 +165,8 @@ def _ink_width(font, text: str, stroke: int) -> int:
 
 
 def _wrap(words: list[str], font, stroke: int, max_width: int) -> list[str]:
-    """Greedy word wrap; a word wider than the line is broken between characters."""
-    lines: list[str] = []
-    current = ""
-    for word in words:
-        candidate = f"{current} {word}" if current else word
-        if _ink_width(font, candidate, stroke) <= max_width:
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        current = ""
-        if _ink_width(font, word, stroke) <= max_width:
-            current = word
-            continue
-        piece = ""
-        for ch in word:
-            if piece and _ink_width(font, piece + ch, stroke) > max_width:
-                lines.append(piece)
-                piece = ch
-            else:
-                piece += ch
-        current = piece
-    if current:
-        lines.append(current)
-    return lines
+    """Greedy word wrap; a word wider than the line is broken between characters (shared with the video's captions)."""
+    return wrap_words(words, font, stroke, max_width)
 
 
 def _balance(words: list[str], font, stroke: int, max_width: int, n_lines: int) -> list[str]:
