@@ -230,8 +230,9 @@ def _pairs(arms: Mapping[str, list[ArmOutput]], mode: str) -> list[tuple[ArmOutp
     return [(control[i] if i < len(control) else None, candidate[i] if i < len(candidate) else None) for i in range(max(len(control), len(candidate)))]
 
 
-def report_markdown(report: ExperimentReport) -> str:
-    """The arms side by side, figure per row."""
+def report_rows(report: ExperimentReport) -> list[tuple[str, str, str]]:
+    """(figure, control, candidate) for one experiment: the table the asset's markdown and the
+    review app's report page both show."""
 
     def money(value: float | None) -> str:
         return "n/a" if value is None else f"${value:.4f}"
@@ -240,6 +241,7 @@ def report_markdown(report: ExperimentReport) -> str:
         return "n/a" if value is None else f"{value:.3f}{unit}"
 
     arms = (report.control, report.candidate)
+    checks = list(dict.fromkeys([*report.control.check_pass_rates, *report.candidate.check_pass_rates]))  # an empty arm has none
     rows = [
         ("variants", [str(a.variants) for a in arms]),
         ("made nothing", [str(a.failed) for a in arms]),
@@ -248,17 +250,22 @@ def report_markdown(report: ExperimentReport) -> str:
         ("mean cost", [money(a.mean_cost_usd) for a in arms]),
         ("mean latency", [number(a.mean_latency_s, " s") for a in arms]),
         ("p50 latency", [number(a.p50_latency_s, " s") for a in arms]),
-        *[(f"{check} passed", [f"{a.check_pass_rates.get(check, 0.0):.0%}" for a in arms]) for check in report.control.check_pass_rates],
+        *[(f"{check} passed", [f"{a.check_pass_rates.get(check, 0.0):.0%}" if a.variants else "n/a" for a in arms]) for check in checks],
         ("on-brief score (mean)", [number(a.on_brief_score) + f" ({a.on_brief_measured})" for a in arms]),
         ("transcript WER (mean)", [number(a.word_error_rate) + f" ({a.word_error_rate_measured})" for a in arms]),
     ]
+    return [(name, control, candidate) for name, (control, candidate) in rows]
+
+
+def report_markdown(report: ExperimentReport) -> str:
+    """The arms side by side, figure per row."""
     how = "shadow: every variant, both routes" if report.mode == "shadow" else f"share: {report.share if report.share is not None else '?'} to the candidate"
     lines = [
         f"**{report.experiment}** on `{report.stage}` (task {report.task}; {how})",
         "",
         "| | control | candidate |",
         "| --- | --- | --- |",
-        *[f"| {name} | {control} | {candidate} |" for name, (control, candidate) in rows],
+        *[f"| {name} | {control} | {candidate} |" for name, control, candidate in report_rows(report)],
     ]
     if report.outside:
         lines += ["", f"In no arm (a route rule took them): {', '.join(report.outside)}"]

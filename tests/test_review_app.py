@@ -496,7 +496,7 @@ def test_index_review_and_gallery_pages(stored):
     for key in KEYS:
         video, vtt = stored.refs[key]["video"], stored.refs[key]["vtt"]
         assert f'src="/files/{key}/{video.sha256}.mp4"' in text
-        assert f'<track kind="captions" default label="captions (en-US)" srclang="en-US" src="/files/{key}/{vtt.sha256}.vtt">' in text
+        assert f'<track kind="captions" label="captions (en-US)" srclang="en-US" src="/files/{key}/{vtt.sha256}.vtt">' in text
         assert f'src="/files/{key}/{stored.refs[key]["wav"].sha256}.wav"' in text
     assert "torch-refiner · refiner@1" in text and "$0.0035" in text  # model and the variant's cost
     assert f"{check.name}: failed" in text and f"{check.name}: not run" in text  # per partition
@@ -553,3 +553,126 @@ def test_with_the_real_gate_refusals_record_nothing_and_a_verdict_names_the_sign
     # Nothing is pending now: another verdict is a 409 and records nothing more.
     again = client.post(path, data=form, headers={**bearer, **ORIGIN})
     assert again.status_code == 409 and len(_verdict_events(stored)) == 2
+
+
+# --- the experiments report ------------------------------------------------------------------------
+
+
+def _arm(arm: str, keys: tuple[str, ...], provider: str, cost: float, latency: float, passed: float, on_brief: float) -> Any:
+    from assets.report import ArmFigures
+
+    return ArmFigures(
+        arm=arm, variants=len(keys), partition_keys=keys, failed=0, providers={provider: len(keys)},
+        total_cost_usd=round(cost * len(keys), 6), mean_cost_usd=cost, mean_latency_s=latency, p50_latency_s=latency,
+        check_pass_rates={"png_valid": passed}, on_brief_score=on_brief, on_brief_measured=len(keys),
+        word_error_rate=None, word_error_rate_measured=0,
+    )
+
+
+def _store_report(stored: Stored, campaign: str, colours: tuple[str, str], pipeline: str = "campaign") -> tuple[ArtifactRef, ArtifactRef]:
+    """A hand-built report of `campaign` (one share experiment, its pairs sheet drawn from two
+    plain pictures) in the store, and a materialization of the pipeline's report asset naming it
+    as assets/report.py records it. Returns (the report JSON, the contact sheet)."""
+    from assets.report import CampaignReportDoc, ExperimentReport, pairs_sheet
+    from assets.rollup import sheet_png
+
+    def plain(colour: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (90, 160), colour).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    sheet = pairs_sheet(f"{campaign}: image-trial (draft_image)", ("control", "candidate"), [(("a", plain(colours[0])), ("b", plain(colours[1])))])
+    sheet_ref = stored.store.put(sheet_png(sheet), extension=".png", media_type="image/png")
+    keys = (f"{campaign}.story-en", f"{campaign}.feed-en")
+    doc = CampaignReportDoc(
+        campaign_id=campaign, product="Lamp",
+        experiments=(
+            ExperimentReport(
+                experiment="image-trial", task="image", stage="draft_image", mode="share", share=0.5,
+                control=_arm("control", keys[:1], "torch-painter", 0.002, 0.25, 1.0, 0.6123),
+                candidate=_arm("candidate", keys[1:], "sim-b", 0.0125, 1.5, 0.5, 0.4871),
+                outside=(), contact_sheet=sheet_ref,
+            ),
+        ),
+    )
+    report_ref = stored.store.put(doc.model_dump_json(indent=2).encode(), extension=".json", media_type="application/json")
+    stored.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=stored.pipelines[pipeline].key("campaign_report"),
+            metadata={"campaigns": [campaign], f"{campaign}/report_file": dg.MetadataValue.path(report_ref.uri.removeprefix("file://"))},
+        )
+    )
+    return report_ref, sheet_ref
+
+
+def test_report_page_shows_the_arms_figures_and_serves_only_its_own_sheet(stored):
+    from assets.report import load_report, report_markdown
+
+    client = _client(stored, ReviewAuth.local("mara"))
+    none = client.get(f"/campaigns/{CAMPAIGN}/report")
+    assert none.status_code == 200 and "No experiment report for this campaign" in none.text
+    assert f'/campaigns/{CAMPAIGN}/report"' not in client.get(f"/campaigns/{CAMPAIGN}/gallery").text
+
+    report_ref, sheet_ref = _store_report(stored, CAMPAIGN, ("red", "blue"))
+    _, other_sheet = _store_report(stored, "other-lamp", ("green", "yellow"))  # another campaign's report
+    page = client.get(f"/campaigns/{CAMPAIGN}/report")
+    assert page.status_code == 200 and "No experiment report" not in page.text
+    text = page.text
+    assert "image-trial on <code>draft_image</code>" in text and "share: 0.5 to the candidate" in text
+    # The figures the asset recorded, as its own table formats them, one row per figure.
+    assert "<th>total cost</th><td>$0.0020</td><td>$0.0125</td>" in text
+    assert "<th>mean latency</th><td>0.250 s</td><td>1.500 s</td>" in text
+    assert "<th>png_valid passed</th><td>100%</td><td>50%</td>" in text
+    assert "<th>on-brief score (mean)</th><td>0.612 (1)</td><td>0.487 (1)</td>" in text
+    assert "<th>answered by</th><td>torch-painter (1)</td><td>sim-b (1)</td>" in text
+    experiment = load_report(stored.store, report_ref).experiments[0]
+    for line in report_markdown(experiment).splitlines():
+        if line.startswith("| ") and not line.startswith("| |") and "---" not in line:
+            name, control, candidate = (cell.strip() for cell in line.strip("|").split("|"))
+            assert f"<th>{name}</th><td>{control}</td><td>{candidate}</td>" in text, line
+    assert f'href="/campaigns/{CAMPAIGN}/gallery#variant-{CAMPAIGN}.feed-en"' in text
+    # The contact sheet, served by its sha256 under the campaign: the PNG drawn, control left.
+    src = f"/files/{CAMPAIGN}/{sheet_ref.sha256}.png"
+    assert f'src="{src}"' in text
+    served = client.get(src)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(served.content)) as png:
+        sheet = png.convert("RGB")
+        from assets.rollup import CELL, PAD
+
+        centre_y = 90 + CELL // 2
+        assert png.format == "PNG" and sheet.getpixel((PAD + CELL // 2, centre_y)) == (255, 0, 0)
+        assert sheet.getpixel((2 * PAD + CELL + CELL // 2, centre_y)) == (0, 0, 255)
+    report_json = client.get(f"/files/{CAMPAIGN}/{report_ref.sha256}.json")
+    assert report_json.status_code == 200 and report_json.json()["campaign_id"] == CAMPAIGN
+    # Another campaign's sheet is not this campaign's file, nor this one's theirs; a variant's
+    # path does not serve the report's files, nor a campaign's path a variant's.
+    assert client.get(f"/files/{CAMPAIGN}/{other_sheet.sha256}.png").status_code == 404
+    assert client.get(f"/files/other-lamp/{sheet_ref.sha256}.png").status_code == 404
+    assert client.get(f"/files/other-lamp/{other_sheet.sha256}.png").status_code == 200
+    assert client.get(f"/files/{KEYS[0]}/{sheet_ref.sha256}.png").status_code == 404
+    assert client.get(f"/files/{CAMPAIGN}/{stored.refs[KEYS[0]]['video'].sha256}.mp4").status_code == 404
+    assert client.get(f"/files/NOT_A_SLUG/{sheet_ref.sha256}.png").status_code == 404
+    # The nav, the gallery and the campaigns list link the report now.
+    gallery = client.get(f"/campaigns/{CAMPAIGN}/gallery").text
+    assert gallery.count(f'href="/campaigns/{CAMPAIGN}/report"') == 2  # nav and the gallery's own link
+    assert f'href="/campaigns/{CAMPAIGN}/report"' in client.get(f"/campaigns/{CAMPAIGN}/review").text
+    assert f'href="/campaigns/{CAMPAIGN}/report"' in client.get("/").text
+
+
+def test_a_report_file_outside_the_store_is_neither_read_nor_served(stored):
+    from assets.report import CampaignReportDoc
+
+    doc = CampaignReportDoc(campaign_id=CAMPAIGN, product="Lamp", experiments=())
+    data = doc.model_dump_json().encode()
+    outside = stored.root / f"{hashlib.sha256(data).hexdigest()}.json"
+    outside.write_bytes(data)
+    stored.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=stored.pipelines["campaign"].key("campaign_report"), metadata={f"{CAMPAIGN}/report_file": dg.MetadataValue.path(str(outside))}
+        )
+    )
+    client = _client(stored, ReviewAuth.local("mara"))
+    page = client.get(f"/campaigns/{CAMPAIGN}/report")
+    assert page.status_code == 200 and "The stored report could not be read" in page.text and "not inside the store" in page.text
+    assert client.get(f"/files/{CAMPAIGN}/{outside.stem}.json").status_code == 404

@@ -8,7 +8,9 @@ Routes:
 | GET | `/campaigns/{campaign}/review` | the variants waiting at an approval gate, with buttons |
 | POST | `/campaigns/{campaign}/review` | a verdict (form: `partition_key`, `gate`, `decision`, `comment`, `regenerate`, `csrf`) |
 | GET | `/campaigns/{campaign}/gallery` | every variant: video with captions, stills, voice, models, cost, checks, approvals, arms |
+| GET | `/campaigns/{campaign}/report` | the route experiments' report: per arm figures, the pairs contact sheet |
 | GET | `/files/{campaign}.{variant}/{sha256}.{ext}` | a file a manifest of that variant names (range requests) |
+| GET | `/files/{campaign}/{sha256}.{ext}` | a file the campaign's experiment report names (its JSON, contact sheets) |
 | GET, POST | `/sign-in`, POST `/sign-out` | the token sign-in form (token mode) |
 | GET | `/healthz` | liveness |
 
@@ -123,6 +125,9 @@ def build_app(
             "title": name,
             **context,
         }
+        # The nav links the report page while the campaign has one (the report page knows already).
+        campaign_id = context.get("campaign_id")
+        values["has_report"] = bool(context["reports"]) if "reports" in context else bool(campaign_id) and catalog.has_report(campaign_id)
         return HTMLResponse(templates.get_template(name).render(**values), status_code=status)
 
     def refusal(request: Request, status: int, message: str) -> Response:
@@ -220,6 +225,10 @@ def build_app(
             experiments=sorted({v.experiment for v in variants if v.experiment}),
         )
 
+    async def report(request: Request, reviewer: str) -> Response:
+        campaign_id = _campaign_id(request.path_params["campaign_id"])
+        return render(request, "report", reviewer, title=f"Report {campaign_id}", campaign_id=campaign_id, reports=catalog.reports(campaign_id))
+
     async def serve_file(request: Request, reviewer: str) -> Response:
         partition_key, name = request.path_params["partition_key"], request.path_params["name"]
         match = FILE_NAME.fullmatch(name)
@@ -272,6 +281,7 @@ def build_app(
         Route("/campaigns/{campaign_id}/review", guarded(review_page), methods=["GET"]),
         Route("/campaigns/{campaign_id}/review", guarded(record), methods=["POST"]),
         Route("/campaigns/{campaign_id}/gallery", guarded(gallery), methods=["GET"]),
+        Route("/campaigns/{campaign_id}/report", guarded(report), methods=["GET"]),
         Route("/files/{partition_key}/{name}", guarded(serve_file), methods=["GET"]),
         Route("/sign-in", guarded(sign_in_page, public=True), methods=["GET"]),
         Route("/sign-in", guarded(sign_in, public=True), methods=["POST"]),

@@ -7,7 +7,12 @@
   its approval state and experiment arm;
 - a variant's files: every `ArtifactRef` its stored manifests name (and the
   manifests of its shadow experiments' candidates), by sha256; nothing else
-  can be served.
+  can be served;
+- a campaign's experiment report: the latest `campaign_report` materialization
+  of its pipeline that reported it (assets/report.py; the asset returns no
+  value, so the report's JSON is found through the `<campaign>/report_file`
+  metadata it records), read back from the artifact store; a campaign's own
+  files are that JSON and the contact sheets it names, by sha256.
 
 The approval gate's API (assets/approvals.py) is reached through `ReviewGate`,
 so the pages can be shown, and tested, without it.
@@ -16,6 +21,7 @@ so the pages can be shown, and tested, without it.
 from __future__ import annotations
 
 import functools
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,13 +29,19 @@ from typing import Any
 
 import dagster as dg
 
-from assets.stages import BRIEF_ASSET, Pipeline
+from assets.report import CampaignReportDoc
+from assets.stages import BRIEF_ASSET, REPORT_ASSET, Pipeline
 from orchestration.review_app.media import artifact_refs
 from resources.artifact_store import BaseArtifactStore
-from resources.brief_schema import split_partition_key
+from resources.brief_schema import PARTITION_SEPARATOR, SLUG_PATTERN, split_partition_key
 from resources.manifests import ArtifactRef, AudioArtifact, CaptionTrack, ImageArtifact, VideoArtifact, manifest_from_json
 
 ARMS = ("control", "candidate")
+# The metadata entry under which assets/report.py records a campaign's report JSON (a path, or an
+# s3:// URL), and how many of the report asset's latest materializations are searched for it.
+REPORT_FILE_METADATA = "{campaign}/report_file"
+REPORT_HISTORY = 25
+_CONTENT_NAME = re.compile(r"(?P<sha256>[0-9a-f]{64})\.json")
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,26 @@ class CampaignSummary:
     pipelines: tuple[str, ...]
     partition_keys: tuple[str, ...]
     pending: int | None = None  # None: no approval gate installed
+    has_report: bool = False  # a campaign_report materialization reported it
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """One pipeline's latest experiment report of a campaign."""
+
+    pipeline: str
+    reported_at: float  # the materialization's timestamp
+    file: ArtifactRef  # the report's JSON in the artifact store
+    doc: CampaignReportDoc | None  # None: it could not be read (`error` says why)
+    error: str | None = None
+
+    @property
+    def refs(self) -> tuple[ArtifactRef, ...]:
+        """The files this report names: its JSON and the experiments' contact sheets (none while
+        the JSON cannot be read)."""
+        if self.doc is None:
+            return ()
+        return (self.file, *(e.contact_sheet for e in self.doc.experiments if e.contact_sheet is not None))
 
 
 @dataclass
@@ -155,6 +187,7 @@ class Catalog:
             CampaignSummary(
                 campaign, tuple(sorted(names[campaign])), tuple(sorted(keys[campaign])),
                 pending_by_campaign.get(campaign, 0) if self.gate is not None else None,
+                has_report=self.has_report(campaign),
             )
             for campaign in sorted(keys)
         ]
@@ -191,7 +224,12 @@ class Catalog:
             return None
 
     def served_refs(self, partition_key: str) -> dict[str, ArtifactRef]:
-        """sha256 -> reference, for every file this variant's stored manifests name."""
+        """sha256 -> reference, for every file this variant's stored manifests name; for a
+        campaign id (no variant), every file its experiment reports name."""
+        if PARTITION_SEPARATOR not in partition_key:
+            if not re.fullmatch(SLUG_PATTERN, partition_key):
+                return {}
+            return {ref.sha256: ref for report in self.reports(partition_key) for ref in report.refs}
         pipeline = self.pipeline_of(partition_key)
         if pipeline is None:
             return {}
@@ -204,6 +242,43 @@ class Catalog:
                 for ref in artifact_refs(self.shadow_manifest(shadow)):
                     refs.setdefault(ref.sha256, ref)
         return refs
+
+    # --- experiment reports ----------------------------------------------------------------------
+
+    def _report_records(self, campaign_id: str) -> list[tuple[Pipeline, float, ArtifactRef]]:
+        """(pipeline, when, the report JSON's reference) of each pipeline's latest report of the
+        campaign. The reference is rebuilt from the recorded URI: its file name is the sha256 (the
+        store is content-addressed), so `get` still verifies the bytes and refuses a URI outside
+        the store; the size is not recorded (0 until read)."""
+        entry = REPORT_FILE_METADATA.format(campaign=campaign_id)
+        found = []
+        for pipeline in self.pipelines.values():
+            records = self.instance.fetch_materializations(pipeline.key(REPORT_ASSET), limit=REPORT_HISTORY).records
+            for record in records:  # newest first
+                value = record.asset_materialization.metadata.get(entry) if record.asset_materialization else None
+                ref = _report_file_ref(getattr(value, "value", None))
+                if ref is not None:
+                    found.append((pipeline, record.timestamp, ref))
+                    break
+        return found
+
+    def has_report(self, campaign_id: str) -> bool:
+        return bool(self._report_records(campaign_id))
+
+    def reports(self, campaign_id: str) -> list[ReportView]:
+        """The campaign's latest experiment report per pipeline, read back from the artifact store."""
+        views = []
+        for pipeline, reported_at, ref in self._report_records(campaign_id):
+            try:
+                data = self.artifacts.get(ref)
+                doc = CampaignReportDoc.model_validate_json(data)
+                if doc.campaign_id != campaign_id:
+                    raise ValueError(f"it reports campaign {doc.campaign_id!r}")
+            except (FileNotFoundError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                views.append(ReportView(pipeline.name, reported_at, ref, None, str(exc).splitlines()[0]))
+                continue
+            views.append(ReportView(pipeline.name, reported_at, ref.model_copy(update={"size_bytes": len(data)}), doc))
+        return views
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -301,3 +376,14 @@ class Catalog:
         if self.gate is None:
             return []
         return list(self.gate.pending_reviews(self.instance, self.pipelines, campaign_id))
+
+
+def _report_file_ref(value: Any) -> ArtifactRef | None:
+    """The report JSON's reference from its metadata value (a local path or a URL), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    uri = value if "://" in value else "file://" + value  # assets/rollup.py `_uri_metadata` strips "file://"
+    match = _CONTENT_NAME.fullmatch(uri.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return ArtifactRef(uri=uri, sha256=match["sha256"], media_type="application/json", size_bytes=0)

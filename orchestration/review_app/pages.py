@@ -12,6 +12,7 @@ from typing import Any
 
 from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 
+from assets.report import report_rows
 from orchestration.review_app.media import file_name
 
 STYLE = """
@@ -52,6 +53,11 @@ button.reject { background:var(--bad); color:#fff; border-color:var(--bad); }
 .arms { display:grid; grid-template-columns:1fr 1fr; gap:1.2rem; }
 .pair { display:grid; grid-template-columns:1fr 1fr; gap:.5rem; }
 .pair img { width:100%; border-radius:4px; }
+.report-body { display:grid; grid-template-columns:minmax(420px, 1fr) minmax(300px, 560px); gap:1.2rem; align-items:start; margin-top:.6rem; }
+table.figures td, table.figures th { font-variant-numeric:tabular-nums; }
+table.figures td { min-width:9rem; }
+.report figure { margin:0; }
+.report figure img { width:100%; border-radius:4px; border:1px solid var(--line); }
 """
 
 BASE = """<!doctype html>
@@ -60,7 +66,7 @@ BASE = """<!doctype html>
 <style>{{ style }}</style></head>
 <body>
 <header><a href="/">campaign-studio review</a>
-{% if campaign_id is defined and campaign_id %}<a href="/campaigns/{{ campaign_id }}/review">Review</a><a href="/campaigns/{{ campaign_id }}/gallery">Gallery</a>{% endif %}
+{% if campaign_id is defined and campaign_id %}<a href="/campaigns/{{ campaign_id }}/review">Review</a><a href="/campaigns/{{ campaign_id }}/gallery">Gallery</a>{% if has_report %}<a href="/campaigns/{{ campaign_id }}/report">Report</a>{% endif %}{% endif %}
 {% if reviewer %}<span class="who">signed in as <strong>{{ reviewer }}</strong>{% if auth_mode == "local" %} (this machine's user){% endif %}</span>
 {% if auth_mode == "token" %}<form method="post" action="/sign-out"><input type="hidden" name="csrf" value="{{ csrf }}"><button>Sign out</button></form>{% endif %}{% endif %}
 </header>
@@ -77,7 +83,7 @@ INDEX = """{% extends "base" %}
 {% for c in campaigns %}<tr>
 <td><strong>{{ c.campaign_id }}</strong></td><td>{{ c.pipelines | join(", ") }}</td><td>{{ c.partition_keys | length }}</td>
 <td>{% if c.pending is none %}<span class="muted">no approval gate</span>{% elif c.pending %}<span class="badge pending">{{ c.pending }} pending</span>{% else %}none{% endif %}</td>
-<td><a href="/campaigns/{{ c.campaign_id }}/review">review</a> · <a href="/campaigns/{{ c.campaign_id }}/gallery">gallery</a></td>
+<td><a href="/campaigns/{{ c.campaign_id }}/review">review</a> · <a href="/campaigns/{{ c.campaign_id }}/gallery">gallery</a>{% if c.has_report %} · <a href="/campaigns/{{ c.campaign_id }}/report">report</a>{% endif %}</td>
 </tr>{% endfor %}</table>
 {% endif %}
 {% endblock %}
@@ -160,6 +166,7 @@ GALLERY = """{% extends "base" %}
 {% from "variant" import variant_card with context %}
 {% block main %}
 <h1>Gallery: {{ campaign_id }}</h1>
+{% if has_report %}<p><a href="/campaigns/{{ campaign_id }}/report">Experiments report</a>: the arms' cost, latency, check pass rates and scores side by side, and their pictures in pairs.</p>{% endif %}
 {% if not variants %}<p class="muted">No variant of {{ campaign_id }} is registered.</p>{% endif %}
 {% if arms %}
 <p class="muted">Route experiment{{ "s" if experiments | length > 1 }} {{ experiments | join(", ") }}: control and candidate variants side by side.</p>
@@ -169,6 +176,34 @@ GALLERY = """{% extends "base" %}
 {% else %}
 <div class="cards">{% for v in variants %}{{ variant_card(v) }}{% endfor %}</div>
 {% endif %}
+{% endblock %}
+"""
+
+REPORT = """{% extends "base" %}
+{% block main %}
+<h1>Experiments report: {{ campaign_id }}</h1>
+{% if not reports %}<p class="muted no-report">No experiment report for this campaign: the <code>campaign_report</code> asset reports a campaign once a route experiment (docs/routing.md, "Experiments") ran on its pipeline and every variant is made.</p>{% endif %}
+{% for r in reports %}
+<p class="muted">{{ r.pipeline }} pipeline{% if r.doc %} · {{ r.doc.product }}{% endif %} · reported {{ r.reported_at | when }}{% if r.doc %} · <a href="{{ file_url(campaign_id, r.file) }}">report JSON</a>{% endif %}</p>
+{% if r.error %}<div class="notice error">The stored report could not be read: {{ r.error }}</div>
+{% elif not r.doc.experiments %}<p class="muted">Its variants were made under no experiment.</p>{% endif %}
+{% for e in (r.doc.experiments if r.doc else []) %}
+<section class="card report" id="experiment-{{ e.experiment }}" data-experiment="{{ e.experiment }}" data-stage="{{ e.stage }}">
+<h2>{{ e.experiment }} on <code>{{ e.stage }}</code></h2>
+<div class="muted">task {{ e.task }} · {% if e.mode == "shadow" %}shadow: every variant, both routes{% else %}share: {{ e.share if e.share is not none else "?" }} to the candidate{% endif %}</div>
+<div class="report-body">
+<table class="figures"><tr><th></th><th class="arm-control">control</th><th class="arm-candidate">candidate</th></tr>
+{% for name, control, candidate in report_rows(e) %}<tr><th>{{ name }}</th><td>{{ control }}</td><td>{{ candidate }}</td></tr>
+{% endfor %}<tr><th>which variants</th>{% for arm in (e.control, e.candidate) %}<td class="arm-{{ arm.arm }}">{% for key in arm.partition_keys %}<a href="/campaigns/{{ campaign_id }}/gallery#variant-{{ key }}">{{ key.split(".", 1)[1] }}</a>{{ ", " if not loop.last }}{% else %}none{% endfor %}</td>{% endfor %}</tr>
+</table>
+{% if e.contact_sheet %}<figure><a href="{{ file_url(campaign_id, e.contact_sheet) }}"><img alt="{{ e.experiment }}: control left, candidate right" src="{{ file_url(campaign_id, e.contact_sheet) }}"></a>
+<figcaption class="muted">{% if e.mode == "shadow" %}each variant's two makes{% else %}the arms' variants side by side{% endif %}: control left, candidate right</figcaption></figure>
+{% else %}<p class="muted">No pictures on {{ e.stage }}: no contact sheet.</p>{% endif %}
+</div>
+{% if e.outside %}<p class="muted">In no arm (a route rule took them): {{ e.outside | join(", ") }}</p>{% endif %}
+</section>
+{% endfor %}
+{% endfor %}
 {% endblock %}
 """
 
@@ -189,7 +224,9 @@ MESSAGE = """{% extends "base" %}
 {% block main %}<h1>{{ title }}</h1><div class="notice error">{{ message }}</div>{% if back %}<p><a href="{{ back }}">back</a></p>{% endif %}{% endblock %}
 """
 
-TEMPLATES = {"base": BASE, "index": INDEX, "review": REVIEW, "variant": VARIANT, "gallery": GALLERY, "sign_in": SIGN_IN, "message": MESSAGE}
+TEMPLATES = {
+    "base": BASE, "index": INDEX, "review": REVIEW, "variant": VARIANT, "gallery": GALLERY, "report": REPORT, "sign_in": SIGN_IN, "message": MESSAGE,
+}
 
 
 def file_url(partition_key: str, ref: Any) -> str:
@@ -204,6 +241,6 @@ def _when(timestamp: float | None) -> str:
 
 def environment() -> Environment:
     env = Environment(loader=DictLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
-    env.globals.update(file_url=file_url, style=STYLE)
+    env.globals.update(file_url=file_url, report_rows=report_rows, style=STYLE)
     env.filters["when"] = _when
     return env
