@@ -13,10 +13,7 @@ import argparse
 import resource
 import sys
 import time
-import warnings
 from collections import defaultdict
-
-import dagster as dg
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.dagster_api import partition_range_tags
@@ -37,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaign", action="append", help="only this campaign id (repeatable)")
     args = parser.parse_args(argv)
 
-    # Dagster flags the backfill policy parameter as beta on every asset; once is in the README.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     started = time.perf_counter()
     instance = local_instance()
     definitions = build_definitions()
@@ -92,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                 step_seconds[event.step_key] += event.event_specific_data.duration_ms / 1000.0
             status = "ok" if result.success else "FAILED"
             failed |= not result.success
-            print(f"{campaign_id} [{first} .. {last}] ({pipeline.name}): {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})")
+            print(
+                f"{campaign_id} [{first} .. {last}] ({pipeline.name}): {status} in {time.perf_counter() - run_started:.1f}s (run {result.run_id})"
+            )
 
     print(f"\nartifacts (STUDIO_ENV={studio_env()}):")
     video_seconds = 0.0
@@ -121,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {step:36s} {seconds:7.2f}")
     # Compute time of the local models (the device slot they hold, without the wait).
     held = {"draft_image": "local-image", "refined_image": "local-refine", "synced_video": "local-video"}
-    print("compute seconds per variant: " + ", ".join(
-        f"{stage} {COMPUTE_SLOTS.held_s.get(holder, 0.0) / variants:.2f}" for stage, holder in held.items()
-    ))
+    print(
+        "compute seconds per variant: "
+        + ", ".join(f"{stage} {COMPUTE_SLOTS.held_s.get(holder, 0.0) / variants:.2f}" for stage, holder in held.items())
+    )
     video_compute = COMPUTE_SLOTS.held_s.get("local-video", 0.0)
     if video_compute and video_seconds:
-        print(f"video: {video_seconds:.1f}s of footage in {video_compute:.1f}s of compute "
-              f"({video_seconds / video_compute:.1f}x real time)")
+        print(f"video: {video_seconds:.1f}s of footage in {video_compute:.1f}s of compute ({video_seconds / video_compute:.1f}x real time)")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\ntotal {time.perf_counter() - started:.1f}s for {variants} variants; peak RSS {peak_mib:.0f} MiB")
     print(f"STUDIO_HOME={studio_home()}")
