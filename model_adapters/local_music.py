@@ -15,7 +15,7 @@ import hashlib
 import numpy as np
 
 from model_adapters import loudness
-from model_adapters.pcm import encode_wav, to_pcm16
+from model_adapters.media.wav import encode_wav, to_pcm16
 from model_adapters.tasks import MusicRequest, MusicResult
 from model_adapters.types import AdapterInfo, Price
 
@@ -61,7 +61,8 @@ def pad(request: MusicRequest) -> np.ndarray:
     phase = (t % (2 * bar_s)) / (2 * bar_s)
     out *= 0.6 + 0.4 * np.sin(np.pi * phase)
     fade = np.minimum(1.0, np.minimum(t, request.duration_s - t) / 0.5)
-    return out * np.clip(fade, 0.0, 1.0)
+    faded: np.ndarray = out * np.clip(fade, 0.0, 1.0)
+    return faded
 
 
 class LocalMusicBed:
@@ -83,7 +84,9 @@ class LocalMusicBed:
     def _compose(self, request: MusicRequest) -> MusicResult:
         samples, _, _ = loudness.normalize(pad(request), request.sample_rate, target_lufs=BED_LUFS, true_peak_dbtp=-3.0)
         pcm = to_pcm16(samples)
-        return MusicResult(wav=encode_wav(pcm, request.sample_rate), sample_rate=request.sample_rate, duration_s=len(pcm) / request.sample_rate)
+        return MusicResult(
+            wav=encode_wav(pcm, request.sample_rate), sample_rate=request.sample_rate, duration_s=len(pcm) / request.sample_rate
+        )
 
     async def aclose(self) -> None:
         return None

@@ -80,7 +80,7 @@ import numpy as np
 
 from model_adapters import loudness
 from model_adapters.local_voice import canonical_locale
-from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
+from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -176,9 +176,7 @@ def _make_noise_deterministic(model: Any) -> int:
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attributes.get("dtype", TensorProto.FLOAT) != TensorProto.FLOAT:
-            raise AdapterError(
-                f"unexpected RandomNormalLike dtype in the voice model: {attributes}", provider=PROVIDER
-            )
+            raise AdapterError(f"unexpected RandomNormalLike dtype in the voice model: {attributes}", provider=PROVIDER)
         p = f"studio/noise{replaced}"
         x, y = node.input[0], node.output[0]
         mean, scale = float(attributes.get("mean", 0.0)), float(attributes.get("scale", 1.0))
@@ -234,9 +232,7 @@ def _load_voice(model_path: Path, config_path: Path) -> _Voice:
         pass  # a model already patched on disk: used as it is
     ceilings = [node for node in model.graph.node if node.op_type == "Ceil"]
     if len(ceilings) != 1:
-        raise AdapterError(
-            f"{model_path.name}: expected one Ceil (the durations), found {len(ceilings)}", provider=PROVIDER
-        )
+        raise AdapterError(f"{model_path.name}: expected one Ceil (the durations), found {len(ceilings)}", provider=PROVIDER)
     durations = ceilings[0].input[0]
     _make_noise_deterministic(model)
     # The part of the graph up to the durations (text encoder and duration predictor, with
@@ -312,9 +308,7 @@ class _Phone:
     end: int
 
 
-def _chunk_phones(
-    voice: PiperVoice, phonemes: list[str], id_samples: np.ndarray, offset: int
-) -> list[_Phone]:
+def _chunk_phones(voice: PiperVoice, phonemes: list[str], id_samples: np.ndarray, offset: int) -> list[_Phone]:
     """Sample spans of a chunk's phonemes, as `piper.phoneme_ids.phonemes_to_ids` laid out the
     ids: BOS, PAD, then each phoneme's ids and a PAD (a phoneme missing from the id map got
     none), then EOS. Each phoneme owns its ids and the PAD after them, as piper's own
@@ -389,6 +383,7 @@ def _spoken(phones: list[_Phone]) -> tuple[list[str], list[int]]:
 
 def _classes(sequence: list[str]) -> np.ndarray:
     """0 boundary, 1 vowel, 2 consonant, 3 mark (stress, length, diacritic)."""
+
     def kind(phoneme: str) -> int:
         if phoneme == _BOUNDARY:
             return 0
@@ -487,7 +482,7 @@ def _label_spoken(reference: list[str], owners: list[int], spoken: list[str]) ->
     # A leading spoken word aligned to nothing (no label before it) joins the first labelled
     # word; with no label anywhere, nothing changes.
     first = next((label for label in labels if label >= 0), -1)
-    return [first if (label < 0 and s != _BOUNDARY) else label for label, s in zip(labels, spoken)]
+    return [first if (label < 0 and s != _BOUNDARY) else label for label, s in zip(labels, spoken, strict=False)]
 
 
 def _loud_frames(pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -514,14 +509,12 @@ def _snap(loud: np.ndarray, frame: int, start: int, end: int) -> tuple[int, int]
     return max(start, first * frame), min(end, (last + 1) * frame)
 
 
-def word_timings(
-    words: list[str], phones: list[_Phone], labels: list[int], pcm: np.ndarray, sample_rate: int
-) -> tuple[WordTiming, ...]:
+def word_timings(words: list[str], phones: list[_Phone], labels: list[int], pcm: np.ndarray, sample_rate: int) -> tuple[WordTiming, ...]:
     """One WordTiming per word: the span of its spoken phonemes, snapped to energy. Starts and
     ends never go backwards; a word without phonemes sits at the previous word's end (the
     first word's start if it is first)."""
     spans: dict[int, tuple[int, int]] = {}
-    for phone, label in zip(phones, labels):
+    for phone, label in zip(phones, labels, strict=False):
         if label < 0:
             continue
         start, end = spans.get(label, (phone.start, phone.end))
@@ -533,12 +526,12 @@ def word_timings(
     previous_end = min((s for s, _ in snapped.values()), default=0) / sample_rate
     for i, word in enumerate(words):
         if i in snapped:
-            start = max(previous_end, snapped[i][0] / sample_rate)
-            end = max(start, snapped[i][1] / sample_rate)
+            start_s = max(previous_end, snapped[i][0] / sample_rate)
+            end_s = max(start_s, snapped[i][1] / sample_rate)
         else:
-            start = end = previous_end
-        timings.append(WordTiming(word=word, start_s=round(start, 4), end_s=round(end, 4)))
-        previous_end = end
+            start_s = end_s = previous_end
+        timings.append(WordTiming(word=word, start_s=round(start_s, 4), end_s=round(end_s, 4)))
+        previous_end = end_s
     return tuple(timings)
 
 
@@ -549,9 +542,7 @@ class PiperVoiceAdapter:
     """Voice adapter: Piper neural speech (en-US, serving en-GB), loudness-normalised, with
     word timings; deterministic. See the module docstring."""
 
-    def __init__(
-        self, adapter_id: str = "local-piper", max_concurrency: int = 1, voice_path: str | None = None
-    ):
+    def __init__(self, adapter_id: str = "local-piper", max_concurrency: int = 1, voice_path: str | None = None):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.model_path = Path(voice_path) if voice_path else default_voice_path()
@@ -569,9 +560,7 @@ class PiperVoiceAdapter:
             task="voice",
             provider=PROVIDER,
             model=f"piper:{name}",
-            model_version=(
-                f"piper-tts-{_piper_version()}+cfg.{config_digest}+onnx.{model_bytes}+{_NOISE_VERSION}"
-            ),
+            model_version=(f"piper-tts-{_piper_version()}+cfg.{config_digest}+onnx.{model_bytes}+{_NOISE_VERSION}"),
             price=Price(),
             capabilities=frozenset(f"locale:{locale}" for locale in sorted(SUPPORTED_LOCALES)),
             max_concurrency=max_concurrency,
@@ -630,14 +619,10 @@ class PiperVoiceAdapter:
         reference, owners = _reference(voice, words)
         spoken, phone_index = _spoken(phones)
         labels = _label_spoken(reference, owners, spoken)
-        labelled = [(phones[k], label) for k, label in zip(phone_index, labels) if k >= 0]
-        timings = word_timings(
-            words, [phone for phone, _ in labelled], [label for _, label in labelled], samples, sample_rate
-        )
+        labelled = [(phones[k], label) for k, label in zip(phone_index, labels, strict=False) if k >= 0]
+        timings = word_timings(words, [phone for phone, _ in labelled], [label for _, label in labelled], samples, sample_rate)
 
-        normalized, _, _ = loudness.normalize(
-            samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp
-        )
+        normalized, _, _ = loudness.normalize(samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp)
         pcm16 = to_pcm16(normalized)
         # Report what the delivered 16-bit samples measure, not the float ones.
         lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, sample_rate)

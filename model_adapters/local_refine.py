@@ -34,7 +34,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.fonts import font_for
+from model_adapters.media.aspect import ratio_sides
 from model_adapters.media.text_layout import wrap_words
 from model_adapters.palette import (
     RGB,
@@ -54,6 +55,12 @@ from model_adapters.palette import (
     soft_nearest_palette,
 )
 from model_adapters.types import AdapterInfo, ImageResult, Price, RefineRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from PIL.Image import Image as PILImage
+    from PIL.ImageFont import FreeTypeFont
 
 ALGORITHM_VERSION = "1"
 MODEL_NAME = "torch-refiner"
@@ -70,8 +77,6 @@ PNG_COMPRESS_LEVEL = 1  # zlib level: ~5x faster than 6 for ~13% larger files
 Box = tuple[int, int, int, int]  # (left, top, right, bottom); right and bottom exclusive, as in PIL
 Align = Literal["left", "center"]
 
-_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
-
 # Safe boxes as fractions of the frame: (left, top, right, bottom, horizontal align, vertical align).
 _SAFE: dict[str, tuple[float, float, float, float, Align, str]] = {
     # Vertical (stories, reels): the upper third, wide side margins, clear of the top UI.
@@ -83,13 +88,6 @@ _SAFE: dict[str, tuple[float, float, float, float, Align, str]] = {
 }
 
 
-def _ratio(aspect_ratio: str) -> tuple[int, int]:
-    try:
-        return _RATIOS[aspect_ratio]
-    except KeyError:
-        raise ValueError(f"unsupported aspect ratio {aspect_ratio!r}; expected one of {sorted(_RATIOS)}") from None
-
-
 # --- sizes --------------------------------------------------------------------------------
 
 
@@ -99,7 +97,7 @@ def target_size(aspect_ratio: str, min_short_side: int, source_size: tuple[int, 
     With ``source_size`` the short side is also at least the source's (after
     cropping to the ratio), so a large source is never downscaled.
     """
-    a, b = _ratio(aspect_ratio)
+    a, b = ratio_sides(aspect_ratio)
     if min_short_side <= 0:
         raise ValueError(f"min_short_side must be positive, got {min_short_side}")
     wanted = min_short_side
@@ -125,7 +123,7 @@ def _crop_size(size: tuple[int, int], a: int, b: int) -> tuple[int, int]:
 def safe_box(aspect_ratio: str, width: int, height: int) -> Box:
     """Where headline type may go, in pixels: (left, top, right, bottom), right/bottom exclusive."""
     if aspect_ratio not in _SAFE:
-        _ratio(aspect_ratio)  # raises the clear error
+        ratio_sides(aspect_ratio)  # raises the clear error
     left, top, right, bottom, _, _ = _SAFE[aspect_ratio]
     return (round(left * width), round(top * height), round(right * width), round(bottom * height))
 
@@ -155,21 +153,28 @@ class HeadlineLayout:
     truncated: bool = False
 
 
-def _font(size: int, text: str = ""):
+def _font(size: int, text: str = "") -> FreeTypeFont:
     return font_for(text, size, "Bold")  # a CJK font for text with kana or kanji
 
 
-def _ink_width(font, text: str, stroke: int) -> int:
-    left, _, right, _ = font.getbbox(text, anchor="la", stroke_width=stroke)
+def _ink_bbox(font: FreeTypeFont, text: str, stroke: int) -> Box:
+    """The ink box of ``text`` at anchor "la". Pillow types it as floats (a fractional stroke
+    makes it fractional); with the whole-pixel strokes used here it is ints, which int() keeps."""
+    left, top, right, bottom = font.getbbox(text, anchor="la", stroke_width=stroke)
+    return int(left), int(top), int(right), int(bottom)
+
+
+def _ink_width(font: FreeTypeFont, text: str, stroke: int) -> int:
+    left, _, right, _ = _ink_bbox(font, text, stroke)
     return right - left
 
 
-def _wrap(words: list[str], font, stroke: int, max_width: int) -> list[str]:
+def _wrap(words: list[str], font: FreeTypeFont, stroke: int, max_width: int) -> list[str]:
     """Greedy word wrap; a word wider than the line is broken between characters (shared with the video's captions)."""
     return wrap_words(words, font, stroke, max_width)
 
 
-def _balance(words: list[str], font, stroke: int, max_width: int, n_lines: int) -> list[str]:
+def _balance(words: list[str], font: FreeTypeFont, stroke: int, max_width: int, n_lines: int) -> list[str]:
     """Re-wrap into the same number of lines at the narrowest width that allows it (CSS text-wrap: balance)."""
     lo, hi = 1, max_width
     while lo < hi:
@@ -181,7 +186,7 @@ def _balance(words: list[str], font, stroke: int, max_width: int, n_lines: int) 
     return _wrap(words, font, stroke, lo)
 
 
-def _metrics(font, size: int) -> tuple[int, int, int, int, int]:
+def _metrics(font: FreeTypeFont, size: int) -> tuple[int, int, int, int, int]:
     """(stroke width, line pitch, height of one line's ink extent, horizontal and vertical panel padding)."""
     stroke = max(1, round(size * 0.025))
     ascent, descent = font.getmetrics()
@@ -242,7 +247,7 @@ def layout_headline(headline: str, aspect_ratio: str, width: int, height: int) -
     origins: list[tuple[int, int]] = []
     ink: list[Box] = []
     for i, line in enumerate(lines):
-        ink_l, ink_t, ink_r, ink_b = font.getbbox(line, anchor="la", stroke_width=stroke)
+        ink_l, ink_t, ink_r, ink_b = _ink_bbox(font, line, stroke)
         y = top + i * line_height + stroke
         if align == "left":
             x = box[0] + pad_x - ink_l
@@ -274,7 +279,7 @@ def layout_headline(headline: str, aspect_ratio: str, width: int, height: int) -
     )
 
 
-def _luminance_percentiles(pixels, lo: float = 0.05, hi: float = 0.95) -> tuple[float, float]:
+def _luminance_percentiles(pixels: PILImage, lo: float = 0.05, hi: float = 0.95) -> tuple[float, float]:
     """Relative luminance at two percentiles of an RGB uint8 PIL image region."""
     t = torch.from_numpy(_np_array(pixels).copy()).reshape(-1, 3).float() / 255.0
     lin = torch.where(t <= 0.04045, t / 12.92, ((t + 0.055) / 1.055) ** 2.4)
@@ -283,7 +288,7 @@ def _luminance_percentiles(pixels, lo: float = 0.05, hi: float = 0.95) -> tuple[
     return float(q[0]), float(q[1])
 
 
-def _np_array(image):
+def _np_array(image: PILImage) -> npt.NDArray[np.uint8]:
     import numpy as np
 
     return np.asarray(image, dtype=np.uint8)
@@ -294,7 +299,7 @@ def _contrast_lum(la: float, lb: float) -> float:
     return (hi + 0.05) / (lo + 0.05)
 
 
-def draw_headline(image, layout: HeadlineLayout, palette: Sequence[RGB]):
+def draw_headline(image: PILImage, layout: HeadlineLayout, palette: Sequence[RGB]) -> PILImage:
     """Set the headline on a PIL RGB image (returns a new image; pixels change only inside ``panel_box``).
 
     Light or dark text is chosen from the area behind the text; the panel's
@@ -378,7 +383,7 @@ def draw_headline(image, layout: HeadlineLayout, palette: Sequence[RGB]):
 # --- image operations (torch) -------------------------------------------------------------------------
 
 
-def decode_source(source_png: bytes, expected_sha256: str):
+def decode_source(source_png: bytes, expected_sha256: str) -> PILImage:
     """Check the digest, decode the PNG, return a PIL RGB image (ValueError on any problem)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -408,13 +413,13 @@ def decode_source(source_png: bytes, expected_sha256: str):
         raise ValueError(f"source image could not be decoded as PNG ({len(data)} bytes): {exc}") from exc
 
 
-def _to_tensor(image, device: torch.device) -> torch.Tensor:
+def _to_tensor(image: PILImage, device: torch.device) -> torch.Tensor:
     """PIL RGB -> float32 [1, 3, H, W] in [0, 1]."""
     arr = torch.from_numpy(_np_array(image).copy())
     return arr.to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
-def _to_pil(t: torch.Tensor):
+def _to_pil(t: torch.Tensor) -> PILImage:
     from PIL import Image
 
     arr = (t.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu()
@@ -423,7 +428,7 @@ def _to_pil(t: torch.Tensor):
 
 def upscale(img: torch.Tensor, aspect_ratio: str, width: int, height: int) -> torch.Tensor:
     """Centre-crop [1,3,H,W] to the exact ratio, then bicubic-resize (antialiased) to width x height."""
-    a, b = _ratio(aspect_ratio)
+    a, b = ratio_sides(aspect_ratio)
     h, w = img.shape[-2:]
     cw, ch = _crop_size((w, h), a, b)
     x0, y0 = (w - cw) // 2, (h - ch) // 2
@@ -449,7 +454,7 @@ def grade_colors(rgb: torch.Tensor, palette: Sequence[RGB], strength: float = GR
 
 
 def grading_lut(
-    palette: Sequence[RGB], strength: float = GRADE_STRENGTH, size: int = LUT_SIZE, device=None
+    palette: Sequence[RGB], strength: float = GRADE_STRENGTH, size: int = LUT_SIZE, device: torch.device | None = None
 ) -> torch.Tensor:
     """The grading map sampled on a size^3 RGB lattice: [1, 3, size(b), size(g), size(r)], for grid_sample."""
     v = torch.linspace(0.0, 1.0, size, dtype=torch.float32, device=device)
@@ -491,7 +496,7 @@ def unsharp_mask(img: torch.Tensor, amount: float = SHARPEN_AMOUNT, sigma: float
     return (img + amount * (img - blurred)).clamp(0.0, 1.0)
 
 
-def encode_png(image) -> bytes:
+def encode_png(image: PILImage) -> bytes:
     """PIL image -> PNG bytes with fixed settings and no metadata."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from model_adapters.pcm import decode_wav  # the module's callers and tests decode with it
+from model_adapters.media.wav import decode_pcm16_wav as decode_wav  # the module's callers and tests decode with it
 
 _LOG = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def resample_to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     common = math.gcd(rate, SAMPLE_RATE)
-    return resample_poly(audio, SAMPLE_RATE // common, rate // common).astype(np.float32)
+    resampled: np.ndarray = resample_poly(audio, SAMPLE_RATE // common, rate // common).astype(np.float32)
+    return resampled
 
 
 def load_wav_16k(wav: bytes) -> np.ndarray:
@@ -364,9 +365,7 @@ def _alignment_table(reference: Sequence[str], hypothesis: Sequence[str]) -> lis
     return table
 
 
-def align_words(
-    reference_words: Sequence[str], recognized_words: Sequence[str]
-) -> list[tuple[int | None, int | None]]:
+def align_words(reference_words: Sequence[str], recognized_words: Sequence[str]) -> list[tuple[int | None, int | None]]:
     """A minimal word-level edit alignment, in order, as (reference index, recognized index) pairs.
 
     (i, j): the words are paired (equal, or a substitution: compare them to

@@ -41,7 +41,7 @@ import numpy as np
 
 from model_adapters import loudness
 from model_adapters.locales import ESPEAK_LOCALE_VOICES, normalize_locale
-from model_adapters.pcm import PCM16_SCALE, encode_wav, to_pcm16
+from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import AdapterError, AdapterInfo, Price, VoiceRequest, VoiceResult, WordTiming
 
 PROVIDER = "local"
@@ -101,9 +101,7 @@ class _Voice(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 # One lock for every use of the library: espeak keeps its state in process
 # globals (one voice, one callback, one set of parameters).
@@ -182,7 +180,8 @@ class _Session:
         lib.espeak_SetSynthCallback(self._callback)
 
     def version(self) -> str:
-        return self._lib.espeak_Info(None).decode()
+        info: bytes = self._lib.espeak_Info(None)  # restype c_char_p: bytes
+        return info.decode()
 
     def catalogue(self) -> _VoiceCatalogue:
         """What a request may name as a voice.
@@ -222,9 +221,7 @@ class _Session:
     def synthesize(self, text: str, voice: str, words_per_minute: int) -> _RawSpeech:
         status = self._lib.espeak_SetVoiceByName(voice.encode())
         if status != _EE_OK:
-            raise AdapterError(
-                f"espeak could not select voice {voice!r} (status {status})", provider=PROVIDER
-            )
+            raise AdapterError(f"espeak could not select voice {voice!r} (status {status})", provider=PROVIDER)
         for parameter, value in (
             (_PARAM_RATE, words_per_minute),
             (_PARAM_VOLUME, 100),
@@ -247,7 +244,7 @@ class _Session:
         pcm = np.frombuffer(b"".join(self._chunks), dtype="<i2").copy()
         return _RawSpeech(pcm, self.sample_rate, tuple(self._events))
 
-    def _on_synth(self, wav, num_samples: int, events) -> int:
+    def _on_synth(self, wav: ctypes._Pointer[ctypes.c_short], num_samples: int, events: ctypes._Pointer[_Event]) -> int:
         """espeak's callback: a PCM chunk and the events that fall in it. 0 = go on."""
         if num_samples > 0 and wav:
             self._chunks.append(ctypes.string_at(wav, num_samples * 2))
@@ -345,9 +342,7 @@ def _espeak_session() -> Iterator[_Session]:
         _declare_signatures(lib)
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT)
         if rate <= 0:
-            raise AdapterError(
-                f"espeak_Initialize failed ({rate}) with data at {data_path}", provider=PROVIDER
-            )
+            raise AdapterError(f"espeak_Initialize failed ({rate}) with data at {data_path}", provider=PROVIDER)
         session = _Session(lib, data_path, rate)
         try:
             yield session
@@ -401,10 +396,7 @@ def resolve_voice(locale: str, voice: str | None) -> str:
     """
     key = canonical_locale(locale)
     if key not in LOCALE_VOICES:
-        raise ValueError(
-            f"unsupported locale {locale!r} for the espeak-ng voice adapter; "
-            f"supported: {', '.join(sorted(LOCALE_VOICES))}"
-        )
+        raise ValueError(f"unsupported locale {locale!r} for the espeak-ng voice adapter; supported: {', '.join(sorted(LOCALE_VOICES))}")
     if voice is None or voice.strip().lower() in ("", DEFAULT_VOICE):
         return LOCALE_VOICES[key]
     return check_voice_name(voice, locale)
@@ -424,8 +416,7 @@ def check_voice_name(voice: str, locale: str | None = None) -> str:
         return canonical
     if variant not in catalogue.variants:
         raise ValueError(
-            f"unknown espeak-ng voice variant {variant!r} (requested voice {voice!r}); "
-            f"variants: {', '.join(sorted(catalogue.variants))}"
+            f"unknown espeak-ng voice variant {variant!r} (requested voice {voice!r}); variants: {', '.join(sorted(catalogue.variants))}"
         )
     return f"{canonical}+{variant}"
 
@@ -449,9 +440,7 @@ def _energy_mask(pcm: np.ndarray) -> np.ndarray:
 # Scripts written without spaces between words: there, espeak's WORD events
 # (phrase-sized for Japanese, character-sized for Chinese) are the only word
 # boundaries there are.
-_UNSPACED_SCRIPT = re.compile(
-    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
-)
+_UNSPACED_SCRIPT = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def _tokens(text: str, events: tuple[_WordEvent, ...]) -> list[tuple[int, int]]:
@@ -474,9 +463,7 @@ def _tokens(text: str, events: tuple[_WordEvent, ...]) -> list[tuple[int, int]]:
     return spans
 
 
-def _first_event_per_token(
-    spans: list[tuple[int, int]], events: tuple[_WordEvent, ...]
-) -> list[float | None]:
+def _first_event_per_token(spans: list[tuple[int, int]], events: tuple[_WordEvent, ...]) -> list[float | None]:
     """Time of the first WORD event inside each span (None if espeak gave none,
     e.g. for a dash, or for "of-the-art" inside "state-of-the-art").
     An event that points at whitespace belongs to the next word."""
@@ -499,9 +486,7 @@ def _voiced_span(voiced: np.ndarray, begin: int, stop: int) -> tuple[int, int]:
     return begin + int(found[0]), begin + int(found[-1]) + 1
 
 
-def word_timings(
-    text: str, events: tuple[_WordEvent, ...], pcm: np.ndarray, sample_rate: int
-) -> tuple[WordTiming, ...]:
+def word_timings(text: str, events: tuple[_WordEvent, ...], pcm: np.ndarray, sample_rate: int) -> tuple[WordTiming, ...]:
     """One WordTiming per word of `text` (see `_tokens`).
 
     A word starts at the first energy after its WORD event (espeak emits the
@@ -540,12 +525,6 @@ def word_timings(
 # --- WAV -------------------------------------------------------------------------
 
 
-
-
-
-
-
-
 # --- the adapter -------------------------------------------------------------------
 
 
@@ -558,9 +537,7 @@ def _speakable(text: str) -> str:
 class EspeakVoiceAdapter:
     """Voice adapter: espeak-ng speech, loudness-normalised, with word timings."""
 
-    def __init__(
-        self, adapter_id: str = "local-espeak", max_concurrency: int = 1, words_per_minute: int = 165
-    ):
+    def __init__(self, adapter_id: str = "local-espeak", max_concurrency: int = 1, words_per_minute: int = 165):
         if not MIN_WPM <= words_per_minute <= MAX_WPM:
             raise ValueError(f"words_per_minute must be in [{MIN_WPM}, {MAX_WPM}], got {words_per_minute}")
         if max_concurrency < 1:

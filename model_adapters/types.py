@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The ratio names and their sides are one table in model_adapters.media.aspect; re-exported here.
+from model_adapters.media.aspect import AspectRatio as AspectRatio
+from model_adapters.media.aspect import frame_size as frame_size
+
 # A routed task's name: a key of `model_adapters.tasks.TASK_SPECS` (checked where configs load).
 Task = str
-
-AspectRatio = Literal["9:16", "1:1", "16:9"]
 
 
 class StrictModel(BaseModel):
@@ -173,7 +175,7 @@ class VideoResult:
     duration_s: float
     video_duration_s: float
     audio_duration_s: float
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # figures of the render (frames, codecs, ...), JSON-ready
 
 
 # --- protocols ---------------------------------------------------------------
@@ -246,16 +248,3 @@ class UnsupportedInput(AdapterError):
 
 class FatalProviderError(AdapterError):
     """Any other 4xx: not retried."""
-
-
-_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
-
-
-def frame_size(aspect_ratio: AspectRatio, short_side: int) -> tuple[int, int]:
-    """(width, height) with the given short side, the exact ratio, even numbers
-    (H.264 with yuv420p needs even dimensions)."""
-    w_ratio, h_ratio = _RATIOS[aspect_ratio]
-    short = short_side - short_side % 2
-    long_side = short * max(w_ratio, h_ratio) // min(w_ratio, h_ratio)
-    long_side -= long_side % 2
-    return (short, long_side) if w_ratio <= h_ratio else (long_side, short)

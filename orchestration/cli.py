@@ -34,8 +34,6 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 from orchestration.progress import Progress
@@ -76,8 +74,7 @@ def cmd_brief_validate(args: argparse.Namespace) -> int:
                 invalid += 1
                 print(f"{path}: {exc}", file=sys.stderr)
             else:
-                print(f"{path}: ok: campaign {brief.campaign_id}, {len(brief.variants)} variant(s): "
-                      + ", ".join(brief.partition_keys()))
+                print(f"{path}: ok: campaign {brief.campaign_id}, {len(brief.variants)} variant(s): " + ", ".join(brief.partition_keys()))
             progress.advance(str(path))
     if invalid:
         print(f"{invalid} of {len(args.files)} brief(s) invalid", file=sys.stderr)
@@ -88,19 +85,8 @@ def cmd_brief_validate(args: argparse.Namespace) -> int:
 # --- campaign add --------------------------------------------------------------------
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """temp file in the same folder, then rename: the sensor never sees half a brief."""
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_campaign_add(args: argparse.Namespace) -> int:
+    from model_adapters.media.files import atomic_write
     from resources.brief_schema import BRIEF_SUFFIXES, BriefError, parse_brief, read_brief_bytes
     from resources.brief_source import BriefSource
 
@@ -125,20 +111,24 @@ def cmd_campaign_add(args: argparse.Namespace) -> int:
         if existing.brief is None or existing.brief.campaign_id != brief.campaign_id:
             continue
         if Path(existing.path).name != target.name:
-            _error(f"{source_path}: campaign_id: {brief.campaign_id!r} is already declared by {existing.path}; "
-                   "edit that file, or remove it first")
+            _error(
+                f"{source_path}: campaign_id: {brief.campaign_id!r} is already declared by {existing.path}; "
+                "edit that file, or remove it first"
+            )
             return EXIT_FAILED
     if target.exists() and target.resolve() != source_path.resolve():
         same = next((f for f in scanned if Path(f.path).name == target.name), None)
         if same is None or same.brief is None or same.brief.campaign_id != brief.campaign_id:
             declared = f"declares campaign {same.brief.campaign_id!r}" if same and same.brief else "is not a valid brief"
-            _error(f"{target}: already exists and {declared}; refusing to overwrite it with campaign "
-                   f"{brief.campaign_id!r} (rename {source_path.name})")
+            _error(
+                f"{target}: already exists and {declared}; refusing to overwrite it with campaign "
+                f"{brief.campaign_id!r} (rename {source_path.name})"
+            )
             return EXIT_FAILED
 
     unchanged = target.exists() and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(raw).digest()
     if target.resolve() != source_path.resolve() and not unchanged:
-        _write_atomically(target, raw)
+        atomic_write(target, raw)  # temp file, then rename: the sensor never sees half a brief
         print(f"copied {source_path} -> {target}")
     else:
         print(f"{target}: already up to date")
@@ -156,10 +146,11 @@ def cmd_campaign_add(args: argparse.Namespace) -> int:
         _error(f"{source_path}: {exc}")
         return EXIT_INVALID
     added = register_partitions(brief.partition_keys(), pipeline.partitions_name)
-    print(f"registered {len(added)} new partition(s) of {len(brief.variants)} on the Dagster instance "
-          f"({os.environ['DAGSTER_HOME']}): {', '.join(added) if added else 'none new'}")
-    print("the brief_sensor requests a run for each new or changed variant on its next tick "
-          "(or materialize them in the UI: `make ui`)")
+    print(
+        f"registered {len(added)} new partition(s) of {len(brief.variants)} on the Dagster instance "
+        f"({os.environ['DAGSTER_HOME']}): {', '.join(added) if added else 'none new'}"
+    )
+    print("the brief_sensor requests a run for each new or changed variant on its next tick (or materialize them in the UI: `make ui`)")
     return EXIT_OK
 
 
@@ -222,8 +213,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from model_adapters.simulator.__main__ import main as serve
 
         argv: list[str] = []
-        for flag, value in (("--settings", args.settings), ("--host", args.host), ("--port", args.port),
-                            ("--seed", args.seed), ("--latency-ms", args.latency_ms)):
+        for flag, value in (
+            ("--settings", args.settings),
+            ("--host", args.host),
+            ("--port", args.port),
+            ("--seed", args.seed),
+            ("--latency-ms", args.latency_ms),
+        ):
             if value is not None:
                 argv += [flag, str(value)]
         for item in args.set:
@@ -259,8 +255,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         settings.setdefault("default", {}).setdefault("latency", {})["ms"] = args.latency_ms
     if args.seed is not None:
         settings["seed"] = args.seed
-    print(f"dry run: {args.campaign} on {args.routing or 'config/routing.cloud.yaml'}, hosted providers on the "
-          f"simulator (key {DRY_RUN_KEY!r}, no real provider is called)", file=sys.stderr)
+    print(
+        f"dry run: {args.campaign} on {args.routing or 'config/routing.cloud.yaml'}, hosted providers on the "
+        f"simulator (key {DRY_RUN_KEY!r}, no real provider is called)",
+        file=sys.stderr,
+    )
     progress = Progress(0, "dry run steps", stream=sys.stderr)
 
     def on_start(steps: int) -> None:
@@ -269,8 +268,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with progress:
         try:
             report = dry_run_campaign(
-                Path(args.campaign), brief, routing_path=args.routing, simulator_settings=settings,
-                video_short_side=args.video_short_side, keep=args.keep, on_start=on_start, on_step=progress.advance,
+                Path(args.campaign),
+                brief,
+                routing_path=args.routing,
+                simulator_settings=settings,
+                video_short_side=args.video_short_side,
+                keep=args.keep,
+                on_start=on_start,
+                on_step=progress.advance,
             )
         except RoutingConfigError as exc:
             _error(str(exc))
@@ -309,14 +314,23 @@ def cmd_review_verdict(args: argparse.Namespace) -> int:
     with built_storage() as (_, manifests):
         try:
             verdict = record_verdict(
-                instance, pipelines, args.variant, decision, getpass.getuser(), args.comment or "",
-                manifests=manifests, gate=args.gate, regenerate=getattr(args, "regenerate", False),
+                instance,
+                pipelines,
+                args.variant,
+                decision,
+                getpass.getuser(),
+                args.comment or "",
+                manifests=manifests,
+                gate=args.gate,
+                regenerate=getattr(args, "regenerate", False),
             )
         except ReviewError as exc:
             _error(str(exc))
             return EXIT_INVALID
-    then = "the approval sensor resumes it" if decision == "approved" else (
-        "the approval sensor makes it again with a new seed" if verdict.regenerate else "it stays stopped"
+    then = (
+        "the approval sensor resumes it"
+        if decision == "approved"
+        else ("the approval sensor makes it again with a new seed" if verdict.regenerate else "it stays stopped")
     )
     print(f"{args.variant}: {decision} by {verdict.reviewer} (version {verdict.subject_version[:12]}); {then}")
     return EXIT_OK
@@ -390,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     brief = commands.add_parser("brief", help="work with brief files", description="Work with brief files.")
     brief_commands = brief.add_subparsers(dest="brief_command", metavar="SUBCOMMAND", required=True)
     validate = brief_commands.add_parser(
-        "validate", help="validate brief YAML files",
+        "validate",
+        help="validate brief YAML files",
         description="Validate brief YAML files. Every problem is printed as FILE: FIELD: message; "
         "the exit code is 2 if any file is invalid, 0 if all are valid.",
     )
@@ -400,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     campaign = commands.add_parser("campaign", help="add campaigns", description="Add campaigns.")
     campaign_commands = campaign.add_subparsers(dest="campaign_command", metavar="SUBCOMMAND", required=True)
     add = campaign_commands.add_parser(
-        "add", help="validate a brief, copy it into the briefs folder, register its partitions",
+        "add",
+        help="validate a brief, copy it into the briefs folder, register its partitions",
         description="Validate a brief, copy it into the briefs folder ($STUDIO_BRIEFS_DIR, default briefs/) and "
         "register one partition per variant on the Dagster instance ($DAGSTER_HOME). Refuses a brief whose "
         "campaign id another file already declares, and refuses to overwrite a file of another campaign.",
@@ -411,19 +427,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(handler=cmd_campaign_add)
 
     estimate = commands.add_parser(
-        "estimate", help="projected calls and cost per stage (no provider is called)",
+        "estimate",
+        help="projected calls and cost per stage (no provider is called)",
         description="Project the calls and cost of each stage of a campaign from the routing config's price table. "
         "Assumes the first provider of each variant's route answers and no cache hits.",
     )
     estimate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="brief YAML file")
-    estimate.add_argument("--routing", type=Path, metavar="CONFIG",
-                          help="routing config (default: $STUDIO_ROUTING or config/routing.local.yaml)")
-    estimate.add_argument("--spent", action="store_true",
-                          help="also print what the ledger ($STUDIO_HOME/ledger) recorded for each campaign")
+    estimate.add_argument(
+        "--routing", type=Path, metavar="CONFIG", help="routing config (default: $STUDIO_ROUTING or config/routing.local.yaml)"
+    )
+    estimate.add_argument(
+        "--spent", action="store_true", help="also print what the ledger ($STUDIO_HOME/ledger) recorded for each campaign"
+    )
     estimate.set_defaults(handler=cmd_estimate)
 
     simulate = commands.add_parser(
-        "simulate", help="run the provider simulator (serve, or a dry run of a campaign)",
+        "simulate",
+        help="run the provider simulator (serve, or a dry run of a campaign)",
         description="Without --campaign: serve the provider simulator on 127.0.0.1 until Ctrl-C (it prints its "
         "base URL). With --campaign FILE: a dry run of that campaign, every hosted provider of the routing config "
         "pointed at the simulator, in a throwaway STUDIO_HOME; reports calls, cost and time.",
@@ -433,19 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, help="serve: port (default: any free port)")
     simulate.add_argument("--seed", type=int, help="seed of the latency and fault RNG")
     simulate.add_argument("--latency-ms", type=float, help="fixed latency of every endpoint")
-    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="serve: override a simulator setting by dotted path (repeatable)")
+    simulate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="serve: override a simulator setting by dotted path (repeatable)"
+    )
     simulate.add_argument("--campaign", type=Path, metavar="FILE", help="dry-run this brief against the simulator")
-    simulate.add_argument("--routing", type=Path, metavar="CONFIG",
-                          help="dry run: routing config (default: config/routing.cloud.yaml)")
-    simulate.add_argument("--video-short-side", type=int, default=720, metavar="PX",
-                          help="dry run: short side of the synced video (default 720)")
-    simulate.add_argument("--keep", type=Path, metavar="DIR",
-                          help="dry run: keep the run's STUDIO_HOME and Dagster instance in DIR")
+    simulate.add_argument("--routing", type=Path, metavar="CONFIG", help="dry run: routing config (default: config/routing.cloud.yaml)")
+    simulate.add_argument(
+        "--video-short-side", type=int, default=720, metavar="PX", help="dry run: short side of the synced video (default 720)"
+    )
+    simulate.add_argument("--keep", type=Path, metavar="DIR", help="dry run: keep the run's STUDIO_HOME and Dagster instance in DIR")
     simulate.set_defaults(handler=cmd_simulate)
 
     history = commands.add_parser(
-        "history", help="every version of a variant's stage outputs, newest first",
+        "history",
+        help="every version of a variant's stage outputs, newest first",
         description="List the versions of each stage's output for one variant, newest first: when it was made, "
         "provider and model, cost, approval, check verdicts; the current version is marked *, a pinned one P.",
     )
@@ -453,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--stage", metavar="STAGE", help="only this stage (default: every stage of the pipeline)")
     history.set_defaults(handler=cmd_history)
     pin = commands.add_parser(
-        "pin", help="make an earlier version of a stage's output the current one",
+        "pin",
+        help="make an earlier version of a stage's output the current one",
         description="Write a kept version of a stage's output back as the variant's current one, recorded as a "
         "materialization that says so (by $USER). The stages after it and the roll-up follow; the pin holds in later "
         "runs until `studio unpin` (or a forced remake).",
@@ -463,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     pin.add_argument("--version", required=True, metavar="VERSION", help="a version id from `studio history` (a unique prefix will do)")
     pin.set_defaults(handler=cmd_pin)
     unpin = commands.add_parser(
-        "unpin", help="return a pinned stage to its latest made version",
+        "unpin",
+        help="return a pinned stage to its latest made version",
         description="End a pin: the latest version a run made becomes the current one again, recorded as a materialization.",
     )
     unpin.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key")
@@ -471,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     unpin.set_defaults(handler=cmd_unpin)
 
     review = commands.add_parser(
-        "review", help="approve or reject what waits at an approval stage; serve the review page",
+        "review",
+        help="approve or reject what waits at an approval stage; serve the review page",
         description="Verdicts on what waits at a pipeline's approval stages (briefs with approval: required; "
         "docs/review.md). A verdict is recorded on the Dagster instance ($DAGSTER_HOME); the approval sensor "
         "then resumes the variant, or makes the stage again when a rejection asks for it.",
@@ -479,22 +503,27 @@ def build_parser() -> argparse.ArgumentParser:
     review_commands = review.add_subparsers(dest="review_command", metavar="SUBCOMMAND", required=True)
     for name, help_text in (("approve", "approve what a variant waits with"), ("reject", "reject what a variant waits with")):
         verdict = review_commands.add_parser(
-            name, help=help_text,
+            name,
+            help=help_text,
             description=f"{help_text.capitalize()}. The reviewer recorded is the user running the command.",
         )
         verdict.add_argument("variant", metavar="CAMPAIGN.VARIANT", help="the variant's partition key")
         verdict.add_argument("--comment", default="", help="why (shown with the verdict in the UI and the history)")
         verdict.add_argument("--gate", help="the approval stage, when the pipeline has several waiting")
         if name == "reject":
-            verdict.add_argument("--regenerate", action="store_true",
-                                 help="make the stage again with a new seed; the new version waits for approval")
+            verdict.add_argument(
+                "--regenerate", action="store_true", help="make the stage again with a new seed; the new version waits for approval"
+            )
         verdict.set_defaults(handler=cmd_review_verdict)
-    listing = review_commands.add_parser("list", help="variants waiting for a verdict", description="List the variants waiting for a verdict.")
+    listing = review_commands.add_parser(
+        "list", help="variants waiting for a verdict", description="List the variants waiting for a verdict."
+    )
     listing.add_argument("--campaign", help="only this campaign")
     listing.add_argument("--all", action="store_true", help="every gate's state, not only what waits")
     listing.set_defaults(handler=cmd_review_list)
     serve = review_commands.add_parser(
-        "serve", help="serve the review page and the gallery",
+        "serve",
+        help="serve the review page and the gallery",
         description="Serve the review page and the campaign gallery (docs/review.md). Binds 127.0.0.1 by default; "
         "any other address needs sign-in (docs/deploy.md).",
     )
@@ -506,9 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Dagster flags the single-run backfill policy (beta) and partitioned checks (preview) on every
-    # definitions load; the README says so once. Real warnings still show.
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+    # Dagster's preview/beta warnings about the APIs the project uses knowingly are filtered in
+    # one place (assets/dagster_api.py: `_quietly` and `KNOWN_PREVIEW_WARNINGS`).
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,8 +28,9 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from model_adapters.media.files import atomic_write
 from resources.manifests import ArtifactRef
-from resources.s3 import S3Location, is_not_found, read_object
+from resources.s3 import S3Location, S3Wiring, is_not_found, read_object
 from resources.settings import artifacts_root
 
 _EXTENSION = re.compile(r"^\.[a-z0-9]{1,8}$")
@@ -71,7 +71,8 @@ def _verified(ref: ArtifactRef, data: bytes) -> bytes:
     return data
 
 
-class BaseArtifactStore(dg.ConfigurableResource, abc.ABC):
+# Bare on purpose (hence the ignore): ConfigurableResource[X] would make pydantic build a new base class at run time.
+class BaseArtifactStore(dg.ConfigurableResource, abc.ABC):  # type: ignore[type-arg]
     """What the assets use: `put` bytes, get an `ArtifactRef`; `get` the bytes back, verified."""
 
     @abc.abstractmethod
@@ -126,16 +127,7 @@ class FilesystemArtifactStore(BaseArtifactStore):
         path = self.root_path / relative_key(digest, extension)
         if not (path.is_file() and path.stat().st_size == len(data)):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as tmp:
-                    tmp.write(data)
-                    tmp.flush()
-                    os.fsync(tmp.fileno())
-                os.replace(tmp_name, path)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            atomic_write(path, data, durable=True)
         return ArtifactRef(uri=path.as_uri(), sha256=digest, media_type=media_type, size_bytes=len(data))
 
     def path_for(self, ref: ArtifactRef) -> Path:
@@ -175,14 +167,7 @@ class FilesystemArtifactStore(BaseArtifactStore):
     def write_entry(self, namespace: str, key: str, data: bytes) -> None:
         path = self.root_path / entry_key(namespace, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                tmp.write(data)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)
 
     def read_entry(self, namespace: str, key: str) -> bytes | None:
         try:
@@ -195,7 +180,7 @@ class FilesystemArtifactStore(BaseArtifactStore):
 ArtifactStore = FilesystemArtifactStore
 
 
-class S3ArtifactStore(BaseArtifactStore):
+class S3ArtifactStore(S3Wiring, BaseArtifactStore):
     """Artifacts at `s3://<bucket>/<prefix>/sha256/ab/<sha256>.<ext>`, one complete PUT each."""
 
     s3: S3Resource
@@ -203,24 +188,11 @@ class S3ArtifactStore(BaseArtifactStore):
     prefix: str = Field(default="", description="Key prefix inside the bucket (STUDIO_S3_PREFIX).")
 
     _location: S3Location | None = PrivateAttr(default=None)
-    _client: Any = PrivateAttr(default=None)
-
-    @property
-    def location(self) -> S3Location:
-        if self._location is None:
-            self._location = S3Location.create(self.bucket, self.prefix)
-        return self._location
-
-    @property
-    def client(self) -> Any:
-        # One boto3 client per store instance (creating one costs ~0.3 s; clients are thread-safe).
-        if self._client is None:
-            self._client = self.s3.get_client()
-        return self._client
+    _client: Any = PrivateAttr(default=None)  # S3Wiring makes both on first use
 
     def _exists_with_size(self, key: str, size: int) -> bool:
         try:
-            head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.s3_location.bucket, Key=key)
         except ClientError as error:
             if is_not_found(error):
                 return False
@@ -229,25 +201,25 @@ class S3ArtifactStore(BaseArtifactStore):
 
     def put(self, data: bytes, *, extension: str, media_type: str) -> ArtifactRef:
         digest = sha256_hex(data)
-        key = self.location.key(relative_key(digest, extension))
+        key = self.s3_location.key(relative_key(digest, extension))
         if not self._exists_with_size(key, len(data)):
             # A single PutObject: S3 makes the object visible only once it is complete, and
             # checks the body against ChecksumSHA256, so a torn upload is refused, not stored.
             self.client.put_object(
-                Bucket=self.location.bucket,
+                Bucket=self.s3_location.bucket,
                 Key=key,
                 Body=data,
                 ContentType=media_type,
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
                 Metadata={"sha256": digest},
             )
-        return ArtifactRef(uri=self.location.uri(key), sha256=digest, media_type=media_type, size_bytes=len(data))
+        return ArtifactRef(uri=self.s3_location.uri(key), sha256=digest, media_type=media_type, size_bytes=len(data))
 
     def key_for(self, ref: ArtifactRef) -> str:
         """The object key behind a reference, refusing anything outside this bucket and prefix."""
-        key = self.location.key(relative_key(ref.sha256, PurePosixPath(ref.uri).suffix))
-        if self.location.uri(key) != ref.uri:
-            raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.location}")
+        key = self.s3_location.key(relative_key(ref.sha256, PurePosixPath(ref.uri).suffix))
+        if self.s3_location.uri(key) != ref.uri:
+            raise ValueError(f"artifact URI {ref.uri!r} is not inside the store at {self.s3_location}")
         return key
 
     def holds(self, ref: ArtifactRef) -> bool:
@@ -258,7 +230,7 @@ class S3ArtifactStore(BaseArtifactStore):
         return self._exists_with_size(key, ref.size_bytes)
 
     def get(self, ref: ArtifactRef) -> bytes:
-        data = read_object(self.client, self.location.bucket, self.key_for(ref))
+        data = read_object(self.client, self.s3_location.bucket, self.key_for(ref))
         if data is None:
             raise FileNotFoundError(f"artifact {ref.uri} is missing from the store")
         return _verified(ref, data)
@@ -267,7 +239,7 @@ class S3ArtifactStore(BaseArtifactStore):
         if stop <= start:
             return b""
         try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=self.key_for(ref), Range=f"bytes={start}-{stop - 1}")
+            response = self.client.get_object(Bucket=self.s3_location.bucket, Key=self.key_for(ref), Range=f"bytes={start}-{stop - 1}")
         except ClientError as error:
             if is_not_found(error):
                 raise FileNotFoundError(f"artifact {ref.uri} is missing from the store") from None
@@ -280,8 +252,8 @@ class S3ArtifactStore(BaseArtifactStore):
             return body.read()
 
     def write_entry(self, namespace: str, key: str, data: bytes) -> None:
-        object_key = self.location.key(entry_key(namespace, key))
-        self.client.put_object(Bucket=self.location.bucket, Key=object_key, Body=data, ContentType="application/json")
+        object_key = self.s3_location.key(entry_key(namespace, key))
+        self.client.put_object(Bucket=self.s3_location.bucket, Key=object_key, Body=data, ContentType="application/json")
 
     def read_entry(self, namespace: str, key: str) -> bytes | None:
-        return read_object(self.client, self.location.bucket, self.location.key(entry_key(namespace, key)))
+        return read_object(self.client, self.s3_location.bucket, self.s3_location.key(entry_key(namespace, key)))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -120,7 +121,7 @@ class Brief(_Strict):
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
-    def _unique_variant_ids(self) -> "Brief":
+    def _unique_variant_ids(self) -> Brief:
         seen: set[str] = set()
         for index, variant in enumerate(self.variants):
             if variant.id in seen:
@@ -169,7 +170,7 @@ class BriefError(ValueError):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -199,13 +200,13 @@ class _NoAliasSafeLoader(yaml.SafeLoader):
     they are the vehicle of 'billion laughs' expansion) and duplicated keys
     (PyYAML would silently keep the last one)."""
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave peek_event unannotated
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed in briefs", event.start_mark)
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)

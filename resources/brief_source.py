@@ -20,7 +20,8 @@ class BriefFile:
     error: BriefError | None
 
 
-class BriefSource(dg.ConfigurableResource):
+# Bare on purpose (hence the ignore): ConfigurableResource[X] would make pydantic build a new base class at run time.
+class BriefSource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The briefs folder; `folder` defaults to `$STUDIO_BRIEFS_DIR` or `briefs/`."""
 
     folder: str = ""

@@ -24,9 +24,7 @@ the current manifest (`restore_version`; docs/operations.md).
 from __future__ import annotations
 
 import abc
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,10 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from model_adapters.media.files import atomic_write
 from resources.artifact_store import entry_key, sha256_hex
 from resources.manifests import Manifest, manifest_from_json
-from resources.s3 import S3Location, read_object
+from resources.s3 import S3Location, S3Wiring, read_object
 from resources.settings import artifacts_root, manifests_root
 
 # Where each manifest version is kept (an entry namespace of the artifact store's layout), and
@@ -49,6 +48,7 @@ MANIFEST_VERSIONS_METADATA_KEY = "manifest_versions"
 def manifest_version_id(text: str | bytes) -> str:
     """A manifest version's id: the sha256 of its JSON exactly as stored."""
     return sha256_hex(text.encode("utf-8") if isinstance(text, str) else text)
+
 
 _SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,200}$")
 
@@ -73,14 +73,7 @@ def _check_asset_key(asset_key: dg.AssetKey) -> list[str]:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
 
 
 class BaseManifestIOManager(dg.ConfigurableIOManager, abc.ABC):
@@ -227,7 +220,7 @@ class JsonManifestIOManager(BaseManifestIOManager):
         return str(self._path(asset_key, partition_key))
 
 
-class S3JsonManifestIOManager(BaseManifestIOManager):
+class S3JsonManifestIOManager(S3Wiring, BaseManifestIOManager):
     """Manifests as JSON objects at `s3://<bucket>/<prefix>/manifests/<asset>/<partition>.json`."""
 
     s3: S3Resource
@@ -235,19 +228,7 @@ class S3JsonManifestIOManager(BaseManifestIOManager):
     prefix: str = Field(default="", description="Key prefix inside the bucket (STUDIO_S3_PREFIX).")
 
     _location: S3Location | None = PrivateAttr(default=None)
-    _client: Any = PrivateAttr(default=None)
-
-    @property
-    def s3_location(self) -> S3Location:
-        if self._location is None:
-            self._location = S3Location.create(self.bucket, self.prefix)
-        return self._location
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self.s3.get_client()
-        return self._client
+    _client: Any = PrivateAttr(default=None)  # S3Wiring makes both on first use
 
     def key(self, asset_key: dg.AssetKey, partition_key: str) -> str:
         return self.s3_location.key("manifests", *_check_asset_key(asset_key), f"{_check_partition_key(partition_key)}.json")

@@ -7,7 +7,7 @@ Every manifest carries a `manifest_type` so one JSON loader reads them all.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -213,7 +213,7 @@ class ApprovalDoc(_StageManifest):
 
 
 Manifest = Annotated[
-    Union[VariantBriefDoc, ConceptDoc, ImageArtifact, AudioArtifact, CaptionTrack, VideoArtifact, ApprovalDoc],
+    VariantBriefDoc | ConceptDoc | ImageArtifact | AudioArtifact | CaptionTrack | VideoArtifact | ApprovalDoc,
     Field(discriminator="manifest_type"),
 ]
 MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)

@@ -20,9 +20,9 @@ import random
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -36,7 +36,7 @@ from model_adapters.tasks import Blob, task_spec
 from model_adapters.types import AdapterError, MalformedResponse, Price, Task, request_hash
 from resources.manifests import ArtifactRef, Provenance
 from resources.policies.budget import CampaignBudget
-from resources.policies.cache import ResponseCache, cache_key, decode_result, encode_result
+from resources.policies.cache import JsonObject, ResponseCache, cache_key, decode_result, encode_result
 from resources.policies.cooldown import PROCESS_COOLDOWNS, CooldownTracker
 from resources.policies.retry import RetryPolicy
 from resources.policies.shared_limits import DEFAULT_LEASE_S, SharedLimits, shared_limits_for
@@ -45,7 +45,8 @@ from resources.routing_config import Arm, Experiment, RouteChoice, RoutingConfig
 T = TypeVar("T")
 
 
-class ProviderResource(dg.ConfigurableResource):
+# Bare on purpose (hence the ignore): ConfigurableResource[X] would make pydantic build a new base class at run time.
+class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """One configured model provider. `api_key_env` names a variable; the key itself never enters config."""
 
     provider_id: str
@@ -66,8 +67,9 @@ class ProviderResource(dg.ConfigurableResource):
     words_per_second: float = DEFAULT_WORDS_PER_SECOND
 
     @classmethod
-    def from_config(cls, provider_id: str, routing: RoutingConfig) -> "ProviderResource":
+    def from_config(cls, provider_id: str, routing: RoutingConfig) -> ProviderResource:
         provider = routing.providers[provider_id]
+        served = provider.served_locales()
         return cls(
             provider_id=provider_id,
             adapter=provider.adapter,
@@ -81,7 +83,7 @@ class ProviderResource(dg.ConfigurableResource):
             allowed_hosts=list(provider.allowed_hosts),
             # Dagster config wants one value type; adapters parse what they need.
             options={k: str(v) for k, v in provider.options.items()},
-            locales=None if provider.served_locales() is None else sorted(provider.served_locales()),
+            locales=None if served is None else sorted(served),
             words_per_second=provider.speaking_rate(),
         )
 
@@ -220,7 +222,7 @@ class RouterSession:
     def __init__(
         self,
         task_routes: dict[str, TaskRoute],
-        providers: dict[str, "ProviderResource"],
+        providers: dict[str, ProviderResource],
         *,
         retry: RetryPolicy,
         cooldowns: CooldownTracker,
@@ -254,7 +256,7 @@ class RouterSession:
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._held_slots: set[str] = set()
         self._slot_freed: dict[str, asyncio.Condition] = {}  # per provider: a slot this process released
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def _adapter(self, provider_id: str) -> Any:
         if provider_id not in self._adapters:
@@ -298,6 +300,7 @@ class RouterSession:
 
     def _cached(self, task: Task, key: str) -> tuple[Any | None, bool]:
         """(the cached answer or None, whether the entry holds an answer marked rejected)."""
+        assert self._cache is not None  # a call has cache keys only when there is a cache
         entry = self._cache.read(key)
         if entry is None:
             return None, False
@@ -309,15 +312,17 @@ class RouterSession:
             return None, False  # an entry whose media is gone, or that is damaged or planted, is a miss
 
     def _remember(self, task: Task, key: str, value: Any, provider_id: str) -> None:
-        def put_blob(data: bytes, blob: Blob) -> dict:
-            return self._store.put(data, extension=blob.extension, media_type=blob.media_type).model_dump()
+        def put_blob(data: bytes, blob: Blob) -> JsonObject:
+            ref: ArtifactRef = self._store.put(data, extension=blob.extension, media_type=blob.media_type)
+            return ref.model_dump()
 
+        assert self._cache is not None  # a call has cache keys only when there is a cache
         self._cache.write(key, {"task": task, "provider": provider_id, "result": encode_result(task, value, put_blob)})
 
     def _lacks_locale(self, provider_id: str, variant: VariantContext | None) -> bool:
         if variant is None or variant.locale is None:
             return False
-        declared = self._providers[provider_id].locales
+        declared: Iterable[str] | None = self._providers[provider_id].locales
         if declared is None:
             declared = capability_locales(self._adapter(provider_id).info.capabilities)
         return not serves_locale(declared, variant.locale)
@@ -344,8 +349,7 @@ class RouterSession:
         provider id per rejected answer): the quality-aware fallback's stop condition."""
         given, retries = Counter(rejected), self._quality_retries(task)
         return any(
-            given[provider_id] <= retries and not self._lacks_locale(provider_id, variant)
-            for provider_id in self.route_for(task, variant)
+            given[provider_id] <= retries and not self._lacks_locale(provider_id, variant) for provider_id in self.route_for(task, variant)
         )
 
     async def call(
@@ -377,7 +381,7 @@ class RouterSession:
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: {given[provider_id]} answers rejected by checks")
                 continue
-            if self._lacks_locale(provider_id, variant):
+            if variant is not None and self._lacks_locale(provider_id, variant):  # (never without a variant)
                 attempts.fallbacks.append(provider_id)
                 attempts.errors.append(f"{provider_id}: does not support locale {variant.locale}")
                 continue
@@ -442,7 +446,18 @@ class RouterSession:
         attempts.waited_s += wait
         return True
 
-    async def _probed_call(self, task, provider_id, adapter, request, blobs, seed, variant, attempts, last) -> Routed[Any] | None:
+    async def _probed_call(
+        self,
+        task: Task,
+        provider_id: str,
+        adapter: Any,
+        request: Any,
+        blobs: tuple[bytes, ...],
+        seed: int | None,
+        variant: VariantContext | None,
+        attempts: _Attempts,
+        last: bool,
+    ) -> Routed[Any] | None:
         """A provider that has not answered yet in this process gets one call at a time, so a
         misconfigured one (404, the same 400 again) is cooled down after one or two calls
         instead of one per variant in flight. The others wait until a call is answered, or
@@ -467,16 +482,28 @@ class RouterSession:
             return None
         return await self._call_provider(task, provider_id, adapter, request, blobs, seed, variant, attempts)
 
-    async def _call_provider(self, task, provider_id, adapter, request, blobs, seed, variant, attempts) -> Routed[Any] | None:
+    async def _call_provider(
+        self,
+        task: Task,
+        provider_id: str,
+        adapter: Any,
+        request: Any,
+        blobs: tuple[bytes, ...],
+        seed: int | None,
+        variant: VariantContext | None,
+        attempts: _Attempts,
+    ) -> Routed[Any] | None:
         method = getattr(adapter, task_spec(task).method)
         price = adapter.info.price
         attempt = 0
         while True:
             attempt += 1
-            token = None
+            # The reservation's settlement (`actual_usd`, or None to release it), once one is made.
+            settle: Callable[[float | None], None] | None = None
             if self._ledger is not None and variant is not None and variant.budget_usd is not None:
                 budget = CampaignBudget(variant.campaign_id, variant.budget_usd)
                 token = await self._limits_call(self._ledger.reserve, budget, estimate_cost(price, task, request))
+                settle = functools.partial(self._ledger.settle, variant.campaign_id, token)
             attempts.count += 1
             try:
                 async with self._slot(provider_id, attempts):
@@ -489,8 +516,8 @@ class RouterSession:
             except AdapterError as exc:
                 # The cooldown first: calls queued behind a probe read it as soon as it is known.
                 self._cooldowns.record_failure(provider_id, exc)
-                if token:
-                    await self._limits_call(self._ledger.settle, variant.campaign_id, token, failed_call_cost(exc, estimate_cost(price, task, request)))
+                if settle:
+                    await self._limits_call(settle, failed_call_cost(exc, estimate_cost(price, task, request)))
                 status = f" {exc.status}" if exc.status else ""
                 attempts.errors.append(f"{provider_id}: {type(exc).__name__}{status}: {exc}")
                 if not self._retry.should_retry(exc, attempt):
@@ -500,13 +527,13 @@ class RouterSession:
                 attempts.waited_s += delay
                 continue
             except BaseException:
-                if token:  # cancelled or broken: released (a lost release lapses with RESERVATION_TTL_S)
-                    self._ledger.settle(variant.campaign_id, token, None)
+                if settle:  # cancelled or broken: released (a lost release lapses with RESERVATION_TTL_S)
+                    settle(None)
                 raise
             latency = time.perf_counter() - started
             cost = estimate_cost(price, task, request, value)
-            if token:
-                await self._limits_call(self._ledger.settle, variant.campaign_id, token, cost)
+            if settle:
+                await self._limits_call(settle, cost)
             self._cooldowns.record_success(provider_id)
             return Routed(value, self._provenance(task, provider_id, request, seed, latency, cost, attempts))
 
@@ -549,7 +576,7 @@ class RouterSession:
                 attempts.waited_s += time.perf_counter() - queued
             self._held_slots.add(token)
             if self._heartbeat is None or self._heartbeat.done():
-                self._heartbeat = asyncio.get_running_loop().create_task(self._renew_leases())
+                self._heartbeat = asyncio.get_running_loop().create_task(self._renew_leases(self._shared))
             try:
                 yield
             finally:
@@ -558,12 +585,12 @@ class RouterSession:
                 async with freed:
                     freed.notify(1)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_leases(self, shared: SharedLimits) -> None:
         """While this session holds slots, their leases are renewed; a process that dies stops."""
         while True:
             await asyncio.sleep(self._lease_s / 3)
             if self._held_slots:
-                await self._limits_call(self._shared.renew_slots, list(self._held_slots), self._lease_s)
+                await self._limits_call(shared.renew_slots, list(self._held_slots), self._lease_s)
 
     async def _within_rate(self, provider_id: str, attempts: _Attempts) -> None:
         """Waits until the provider's `requests_per_minute` allows one more call (every worker's count)."""
@@ -577,7 +604,17 @@ class RouterSession:
             await asyncio.sleep(wait)
             attempts.waited_s += wait
 
-    def _provenance(self, task, provider_id, request, seed, latency, cost, attempts: _Attempts, cache_hit=False) -> Provenance:
+    def _provenance(
+        self,
+        task: Task,
+        provider_id: str,
+        request: Any,
+        seed: int | None,
+        latency: float,
+        cost: float,
+        attempts: _Attempts,
+        cache_hit: bool = False,
+    ) -> Provenance:
         info = self._adapter(provider_id).info
         return Provenance(
             task=task,
@@ -603,7 +640,8 @@ class RouterSession:
             await adapter.aclose()
 
 
-class ModelRouter(dg.ConfigurableResource):
+# Bare on purpose (hence the ignore): ConfigurableResource[X] would make pydantic build a new base class at run time.
+class ModelRouter(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Routes each task to its providers, in the order the routing config gives."""
 
     routing_config_path: str
@@ -614,7 +652,7 @@ class ModelRouter(dg.ConfigurableResource):
     limits_url: str = ""
 
     @classmethod
-    def from_config(cls, routing: RoutingConfig, path: str) -> "ModelRouter":
+    def from_config(cls, routing: RoutingConfig, path: str) -> ModelRouter:
         providers = {pid: ProviderResource.from_config(pid, routing) for pid in routing.providers}
         return cls(routing_config_path=path, routing_json=routing.model_dump_json(), providers=providers)
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
@@ -97,7 +97,7 @@ class RouteRule(_Strict):
         return None if value is None else normalize_locale(value)
 
     @model_validator(mode="after")
-    def _has_a_condition(self) -> "RouteRule":
+    def _has_a_condition(self) -> RouteRule:
         if self.tier is None and self.locale is None:
             raise ValueError("a rule needs a condition: tier and/or locale")
         return self
@@ -146,7 +146,7 @@ class Experiment(_Strict):
     mode: Literal["share", "shadow"] = "share"
 
     @model_validator(mode="after")
-    def _share_or_shadow(self) -> "Experiment":
+    def _share_or_shadow(self) -> Experiment:
         if self.mode == "shadow" and self.share is not None:
             raise ValueError("both share and mode: shadow; a shadow experiment runs both routes for every variant, so it takes no share")
         if self.mode == "share" and self.share is None:
@@ -160,6 +160,7 @@ class Experiment(_Strict):
         partition key (a call outside any variant) the control: no arm is drawn at random."""
         if self.mode == "shadow" or partition_key is None:
             return "control"
+        assert self.share is not None  # the validator requires a share unless mode is shadow
         return "candidate" if arm_bucket(self.name, partition_key) < self.share else "control"
 
     def route(self, arm: Arm) -> tuple[str, ...]:
@@ -239,7 +240,7 @@ class RoutingConfig(_Strict):
     experiments: dict[Task, Experiment] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _routes_are_consistent(self) -> "RoutingConfig":
+    def _routes_are_consistent(self) -> RoutingConfig:
         for task, task_route in self.tasks.items():
             if task not in TASK_SPECS:
                 raise ValueError(f"tasks.{task}: unknown task; known tasks: {', '.join(sorted(TASK_SPECS))}")
@@ -256,15 +257,16 @@ class RoutingConfig(_Strict):
                     kind = adapter_kind(self.providers[provider_id].adapter)
                     if kind.task != task:
                         raise ValueError(
-                            f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, "
-                            f"which does the {kind.task!r} task, not {task!r}"
+                            f"{where}: provider {provider_id!r} uses adapter {kind.name!r}, which does the {kind.task!r} task, not {task!r}"
                         )
         named: dict[str, str] = {}
         for task, experiment in self.experiments.items():
             if task not in TASK_SPECS:
                 raise ValueError(f"experiments.{task}: unknown task; known tasks: {', '.join(sorted(TASK_SPECS))}")
             if task not in self.tasks:
-                raise ValueError(f"experiments.{task}: task {task!r} has no route (tasks.{task}); an experiment's control is the task's route")
+                raise ValueError(
+                    f"experiments.{task}: task {task!r} has no route (tasks.{task}); an experiment's control is the task's route"
+                )
             if experiment.control != self.tasks[task].route:
                 raise ValueError(
                     f"experiments.{task}.control: [{', '.join(experiment.control)}] is not the task's route "
@@ -288,9 +290,7 @@ class RoutingConfig(_Strict):
         """Every task in `tasks` ({task: who needs it}) has a route here; else one error naming them all."""
         missing = {task: who for task, who in tasks.items() if task not in self.tasks}
         if missing:
-            raise ValueError(
-                "; ".join(f"{who}: task {task!r} has no route in {source}" for task, who in sorted(missing.items()))
-            )
+            raise ValueError("; ".join(f"{who}: task {task!r} has no route in {source}" for task, who in sorted(missing.items())))
 
     def route(self, task: Task) -> tuple[str, ...]:
         return self.tasks[task].route
@@ -335,11 +335,11 @@ class RoutingConfig(_Strict):
         (not concurrency, timeouts, prices or keys). It is the asset's code version."""
         task_route = self.tasks[task]
 
-        def describe(route: tuple[str, ...]) -> list[dict]:
+        def describe(route: tuple[str, ...]) -> list[dict[str, object]]:
             described = []
             for provider_id in route:
                 provider = self.providers[provider_id]
-                entry = {
+                entry: dict[str, object] = {
                     "provider": provider_id,
                     "adapter": provider.adapter,
                     "adapter_version": adapter_kind(provider.adapter).version,
@@ -353,7 +353,7 @@ class RoutingConfig(_Strict):
                 described.append(entry)
             return described
 
-        parts = {
+        parts: dict[str, object] = {
             "route": describe(task_route.route),
             "rules": [{"tier": r.tier, "locale": r.locale, "route": describe(r.route)} for r in task_route.rules],
         }

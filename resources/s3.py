@@ -1,7 +1,8 @@
 """S3 locations shared by the S3 artifact store and the S3 manifest IO manager.
 
 One bucket, one prefix; every key is built here from validated parts, so no
-key can leave the prefix. Credentials never pass through here: the boto3
+key can leave the prefix. `S3Wiring` makes the location and the client, once,
+for both resources. Credentials never pass through here: the boto3
 client comes from dagster-aws's `S3Resource`, which uses the standard AWS
 chain (environment variables, ECS task role, Kubernetes service account).
 """
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:  # the stubs are a test-time dependency (mypy-boto3-s3); at run time the client is boto3's
+    from dagster_aws.s3 import S3Resource
+    from mypy_boto3_s3 import S3Client
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
@@ -54,6 +59,36 @@ class S3Location:
         return self.uri(self.prefix) if self.prefix else f"s3://{self.bucket}"
 
 
+class S3Wiring:
+    """The location and boto3 client of an S3-backed resource (the artifact store, the manifest IO
+    manager), each made once, on first use.
+
+    A mixin: the resource declares the config fields ``s3``, ``bucket``, ``prefix`` and the private
+    attributes ``_location``, ``_client`` (pydantic collects those only from the resource's own class).
+    """
+
+    if TYPE_CHECKING:
+        s3: S3Resource
+        bucket: str
+        prefix: str
+        _location: S3Location | None
+        _client: S3Client | None
+
+    @property
+    def s3_location(self) -> S3Location:
+        if self._location is None:
+            self._location = S3Location.create(self.bucket, self.prefix)
+        return self._location
+
+    @property
+    def client(self) -> S3Client:
+        # One boto3 client per resource instance (creating one costs ~0.3 s; clients are thread-safe).
+        if self._client is None:
+            client: S3Client = self.s3.get_client()  # dagster-aws types its client as Any
+            self._client = client
+        return self._client
+
+
 def is_not_found(error: ClientError) -> bool:
     """HEAD answers a bare 404; GET answers NoSuchKey."""
     code = str(error.response.get("Error", {}).get("Code", ""))
@@ -61,7 +96,7 @@ def is_not_found(error: ClientError) -> bool:
     return code in {"404", "NoSuchKey", "NotFound"} or status == 404
 
 
-def read_object(client: Any, bucket: str, key: str) -> bytes | None:
+def read_object(client: S3Client, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such key (other errors propagate)."""
     try:
         response = client.get_object(Bucket=bucket, Key=key)

@@ -12,8 +12,6 @@ import io
 import os
 import shutil
 import tempfile
-import time
-import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,9 +39,10 @@ from assets.checks import (
 from model_adapters import registry
 from model_adapters.captions import parse_webvtt, to_webvtt
 from model_adapters.local_video import move_moov_to_front
+from model_adapters.media.wav import encode_wav, read_wav, to_pcm16
+from resources.brief_schema import load_brief
 from resources.policies.budget import CampaignBudget
 from resources.policies.shared_limits import shared_limits
-from resources.brief_schema import load_brief
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 from tests.helpers import materialized_sample_campaign, read_artifact, register, run_campaign, studio_definitions
 
@@ -63,8 +62,6 @@ CHECKS = {
 }
 BUDGET_CHECK = dg.AssetCheckKey(dg.AssetKey("synced_video"), "campaign_within_budget")
 budget_check_job = dg.define_asset_job("budget_check", selection=dg.AssetSelection.checks(BUDGET_CHECK))
-
-
 
 
 def run_job(definitions, name, instance, keys):
@@ -101,21 +98,12 @@ def png_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    pcm = np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(pcm.tobytes())
-    return buffer.getvalue()
+    return encode_wav(to_pcm16(samples), rate)  # rounds, clips at full scale
 
 
 def hard_clipped(wav: bytes, gain_db: float = 18.0) -> bytes:
     """The same recording pushed `gain_db` louder and hard-clipped at full scale."""
-    with wave.open(io.BytesIO(wav)) as handle:
-        rate = handle.getframerate()
-        samples = np.frombuffer(handle.readframes(handle.getnframes()), "<i2").astype(np.float64) / 32768
+    samples, rate = read_wav(wav)
     return wav_bytes(np.clip(samples * 10 ** (gain_db / 20), -1.0, 1.0), rate)
 
 
@@ -192,7 +180,9 @@ def test_png_check_on_stored_images(campaign):
         aspect = manifest(campaign, "brief", key).aspect_ratio
         for asset, min_side in (("draft_image", None), ("refined_image", 1080)):
             image = manifest(campaign, asset, key)
-            passed, metadata = check_png(read_artifact(image.artifact), aspect, declared_size=(image.width, image.height), min_short_side=min_side)
+            passed, metadata = check_png(
+                read_artifact(image.artifact), aspect, declared_size=(image.width, image.height), min_short_side=min_side
+            )
             assert passed, metadata["problems"]
 
 
@@ -343,7 +333,9 @@ def test_banned_terms_are_whole_words_any_case():
     passed, metadata = check_banned_terms({"headline": "Aurora Lamp", "script": "Warm light, and CHEAP to run."}, banned)
     assert not passed and metadata["problems"] == ["banned term in script: 'cheap'"]
     assert check_banned_terms({"script": "The cheapest? No: the warmest."}, banned).passed
-    assert not check_banned_terms({"captions": caption_text(parse_webvtt("WEBVTT\n\n00:00.000 --> 00:01.000\nResults Guaranteed!\n"))}, banned).passed
+    assert not check_banned_terms(
+        {"captions": caption_text(parse_webvtt("WEBVTT\n\n00:00.000 --> 00:01.000\nResults Guaranteed!\n"))}, banned
+    ).passed
 
 
 @pytest.mark.e2e
@@ -437,7 +429,8 @@ def test_failing_blocking_check_stops_downstream_assets(campaign, tmp_path, monk
     for name in ("local-piper", "local-espeak"):
         kind = registry.ADAPTER_KINDS[name]
         monkeypatch.setitem(
-            registry.ADAPTER_KINDS, kind.name,
+            registry.ADAPTER_KINDS,
+            kind.name,
             dataclasses.replace(kind, target=f"{__name__}:_ClippingVoice", version=kind.version + "-clipping"),
         )
     key = f"{SAMPLE_CAMPAIGN}.feed-en"

@@ -31,7 +31,7 @@ from model_adapters.local_transcribe import (
     supported_language,
     word_error_rate,
 )
-from model_adapters.pcm import encode_wav
+from model_adapters.media.wav import encode_wav
 
 # --- normalisation and WER ---------------------------------------------------------------
 

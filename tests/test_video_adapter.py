@@ -13,7 +13,6 @@ import io
 import math
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import av
@@ -24,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from model_adapters import local_video as lv
 from model_adapters.local_video import PyAVCompositor
+from model_adapters.media.wav import encode_wav
 from model_adapters.types import CaptionCue, VideoRequest
 
 VOICE_S = 2.0
@@ -38,9 +38,7 @@ def make_still(width: int, height: int) -> bytes:
     """Gradient, shapes with hard edges and a little grain: motion and captions both show."""
     rng = np.random.default_rng(7)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack(
-        [90 + 80 * x / width, 60 + 120 * y / height, 160 - 60 * (x + y) / (width + height)], axis=-1
-    )
+    base = np.stack([90 + 80 * x / width, 60 + 120 * y / height, 160 - 60 * (x + y) / (width + height)], axis=-1)
     image = Image.fromarray(base.astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for _ in range(30):
@@ -57,13 +55,7 @@ def make_still(width: int, height: int) -> bytes:
 def make_wav(seconds: float = VOICE_S, rate: int = 22050) -> bytes:
     t = np.arange(round(seconds * rate)) / rate
     pcm = (0.4 * np.sin(2 * np.pi * 330 * t) * 32767).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(pcm.tobytes())
-    return out.getvalue()
+    return encode_wav(pcm, rate)
 
 
 def make_request(png: bytes, wav: bytes, width: int, height: int, *, cues=(CUE,), fps: int = 30, seed: int = 1) -> VideoRequest:
@@ -202,7 +194,7 @@ def test_camera_moves_smoothly(composed, ratio):
     _, _, plain = composed[ratio]
     frames = luma_frames(plain.mp4)
     overall = mad(frames[0], frames[-1])
-    steps = [mad(a, b) for a, b in zip(frames, frames[1:])]
+    steps = [mad(a, b) for a, b in zip(frames, frames[1:], strict=False)]
     assert overall > 6, f"first and last frames barely differ ({overall:.2f})"
     assert max(steps) < overall / 4, f"a jump between consecutive frames: {max(steps):.2f} vs {overall:.2f}"
 
@@ -256,7 +248,7 @@ def test_fast_path_matches_float_reference(stills):
         return 10 * math.log10(255**2 / max(((a - b) ** 2).mean(), 1e-12))
 
     for i in (0, 10, 39):
-        for fast_plane, grid_plane in zip(planes(fast_frames[i]), planes(grid_frames[i])):
+        for fast_plane, grid_plane in zip(planes(fast_frames[i]), planes(grid_frames[i]), strict=False):
             assert psnr(fast_plane, grid_plane) > 40
     # ... and the comparison can tell positions apart: the start and the end of the move differ.
     assert psnr(planes(fast_frames[0])[0], planes(grid_frames[39])[0]) < 35

@@ -14,7 +14,7 @@ from assets.checks import decode_wav
 from assets.stage_kinds.voiceover import LOUDNESS_WITHIN_SPEC, VoiceSettings, audio_metadata
 from assets.stages import StageCall, StageKind
 from model_adapters import loudness
-from model_adapters.pcm import encode_wav, to_pcm16
+from model_adapters.media.wav import encode_wav, to_pcm16
 from model_adapters.tasks import TASK_SPECS, MusicRequest
 from resources.manifests import AudioArtifact, ConceptDoc
 

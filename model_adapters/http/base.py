@@ -83,6 +83,7 @@ from model_adapters.types import (
     ProviderTimeout,
     RetryableError,
     Task,
+    UnsupportedInput,
 )
 
 __all__ = [
@@ -192,9 +193,7 @@ class HttpAdapter:
             raise ValueError(f"{name} {adapter_id!r}: base_url is required")
         self._base = httpx.URL(base.rstrip("/"))
         if self._base.scheme not in DEFAULT_PORTS or not self._base.host or self._base.userinfo:
-            raise ValueError(
-                f"{name} {adapter_id!r}: base_url must be http(s)://host[:port][/path] without credentials"
-            )
+            raise ValueError(f"{name} {adapter_id!r}: base_url must be http(s)://host[:port][/path] without credentials")
         model = model or self.default_model
         if not model:
             raise ValueError(f"{name} {adapter_id!r}: model is required")
@@ -298,6 +297,14 @@ class HttpAdapter:
     def _malformed(self, endpoint: str, what: str) -> AdapterError:
         return self._error(MalformedResponse, f"{endpoint}: {what}")
 
+    def _check_voice_text(self, text: str, max_input_chars: int) -> None:
+        """Before a voice call: empty text is a bad request (ValueError); text over the provider's
+        ``max_input_chars`` is `UnsupportedInput` (the route falls back to another voice)."""
+        if not text.strip():
+            raise ValueError("voice request text is empty")
+        if len(text) > max_input_chars:
+            raise self._error(UnsupportedInput, f"text of {len(text)} characters is over {max_input_chars}")
+
     # -- URLs --
 
     def _url(self, path: str) -> httpx.URL:
@@ -348,9 +355,7 @@ class HttpAdapter:
                 request_headers[self.auth_header] = self.auth_template.format(key=key)
         client = self._client()
         try:
-            request = client.build_request(
-                method, target, json=json_body, files=files, data=data, params=params, headers=request_headers
-            )
+            request = client.build_request(method, target, json=json_body, files=files, data=data, params=params, headers=request_headers)
             response = await client.send(request, stream=True)
             try:
                 content = await self._read_capped(response, endpoint, max_bytes or self.max_media_bytes)
@@ -393,9 +398,7 @@ class HttpAdapter:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5]
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5])
             raise self._malformed(endpoint, f"unexpected response shape: {problems}") from None
 
     def _fit_png(self, data: bytes, width: int, height: int, endpoint: str) -> ImageResult:

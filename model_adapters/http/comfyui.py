@@ -260,9 +260,7 @@ class _ComfyUIAdapter(HttpAdapter):
             if prompt_id not in history:
                 return None
             entry = self._parse(_HistoryEntry, history[prompt_id], history_reply.endpoint)
-            done = entry.outputs or (
-                entry.status is not None and (entry.status.completed or entry.status.status_str == "error")
-            )
+            done = entry.outputs or (entry.status is not None and (entry.status.completed or entry.status.status_str == "error"))
             return entry if done else None
 
         entry = await self._poll(check)

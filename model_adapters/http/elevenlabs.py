@@ -68,14 +68,14 @@ def alignment_word_timings(text: str, alignment: _Alignment, duration_s: float) 
     if not all(math.isfinite(t) for t in (*starts, *ends)):
         raise AlignmentError("alignment has non-finite times")
     # One entry per code point, whatever the provider grouped.
-    flat: list[tuple[str, float, float]] = [(c, s, e) for group, s, e in zip(chars, starts, ends) for c in group]
+    flat: list[tuple[str, float, float]] = [(c, s, e) for group, s, e in zip(chars, starts, ends, strict=False) for c in group]
     aligned = "".join(c for c, _, _ in flat)
     spans = [m.span() for m in re.finditer(r"\S+", aligned)]
     request_words = re.findall(r"\S+", text)
     words = request_words if len(request_words) == len(spans) else [aligned[a:b] for a, b in spans]
     timings: list[WordTiming] = []
     previous_end = 0.0
-    for word, (first, last) in zip(words, spans):
+    for word, (first, last) in zip(words, spans, strict=False):
         start = min(max(flat[first][1], previous_end), duration_s)
         end = min(max(flat[last - 1][2], start), duration_s)
         timings.append(WordTiming(word=word, start_s=round(start, 4), end_s=round(end, 4)))
@@ -93,18 +93,14 @@ class ElevenLabsSpeech(HttpAdapter):
     auth_header = "xi-api-key"
     auth_template = "{key}"
     capabilities = frozenset({"word_timings:aligned", "locale:any", "format:pcm"})
-    adapter_options = frozenset(
-        {"voice_id", "sample_rate", "language_code", "max_input_chars", "extra_body", *_VOICE_SETTINGS}
-    )
+    adapter_options = frozenset({"voice_id", "sample_rate", "language_code", "max_input_chars", "extra_body", *_VOICE_SETTINGS})
     option_prefixes = ("voice_id:",)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.sample_rate = self.options.integer("sample_rate", 22050)
         if self.sample_rate not in SAMPLE_RATES:
-            raise ValueError(
-                f"{self.adapter_id}: option sample_rate must be one of {SAMPLE_RATES}, got {self.sample_rate}"
-            )
+            raise ValueError(f"{self.adapter_id}: option sample_rate must be one of {SAMPLE_RATES}, got {self.sample_rate}")
         self.max_input_chars = self.options.integer("max_input_chars", 5000)
         self.extra_body = self.options.json_object("extra_body")
 
@@ -133,12 +129,7 @@ class ElevenLabsSpeech(HttpAdapter):
         return body
 
     async def synthesize(self, request: VoiceRequest) -> VoiceResult:
-        if not request.text.strip():
-            raise ValueError("voice request text is empty")
-        if len(request.text) > self.max_input_chars:
-            raise self._error(
-                UnsupportedInput, f"text of {len(request.text)} characters is over {self.max_input_chars}"
-            )
+        self._check_voice_text(request.text, self.max_input_chars)
         voice = self.voice_id(request.locale)
         url = self._url(f"v1/text-to-speech/{voice}/with-timestamps")
         async with self._deadline("POST /v1/text-to-speech/with-timestamps"):

@@ -143,9 +143,7 @@ def is_content_policy(*texts: str) -> bool:
 # --- the mapping ------------------------------------------------------------------------
 
 
-def error_for_status(
-    status: int, headers: Mapping[str, str], content: bytes, endpoint: str, make: MakeError
-) -> AdapterError:
+def error_for_status(status: int, headers: Mapping[str, str], content: bytes, endpoint: str, make: MakeError) -> AdapterError:
     """The typed error for a non-2xx reply (see the module docstring)."""
     code, message = error_detail(content)
     reason = httpx.codes.get_reason_phrase(status)  # "" for a status httpx does not know

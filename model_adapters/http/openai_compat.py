@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +24,6 @@ from model_adapters.types import (
     ContentPolicyError,
     ImageRequest,
     ImageResult,
-    UnsupportedInput,
     VoiceRequest,
     VoiceResult,
     WordTiming,
@@ -152,18 +151,13 @@ class OpenAIChatConcept(HttpAdapter):
     task = "concept"
     default_base_url = OPENAI_BASE_URL
     capabilities = frozenset({"locale:any", "json:validated"})
-    adapter_options = frozenset(
-        {"response_format", "temperature", "max_tokens", "words_per_second", "send_seed", "extra_body"}
-    )
+    adapter_options = frozenset({"response_format", "temperature", "max_tokens", "words_per_second", "send_seed", "extra_body"})
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.response_format = self.options.text("response_format", "json_schema")
         if self.response_format not in ("json_schema", "json_object"):
-            raise ValueError(
-                f"{self.adapter_id}: option response_format must be json_schema or json_object, "
-                f"got {self.response_format!r}"
-            )
+            raise ValueError(f"{self.adapter_id}: option response_format must be json_schema or json_object, got {self.response_format!r}")
         # None: size each script for the voice the request names the rate of.
         self.words_per_second = self.options.number("words_per_second", 0.0) or None
         self.extra_body = self.options.json_object("extra_body")
@@ -270,9 +264,7 @@ class OpenAIImages(HttpAdapter):
     task = "image"
     default_base_url = OPENAI_BASE_URL
     capabilities = frozenset({"size:any", "fit:cover-crop"})
-    adapter_options = frozenset(
-        {"sizes", "response_format", "quality", "style", "palette_in_prompt", "send_seed", "extra_body"}
-    )
+    adapter_options = frozenset({"sizes", "response_format", "quality", "style", "palette_in_prompt", "send_seed", "extra_body"})
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -335,7 +327,7 @@ def voiced_segments(samples: np.ndarray, sample_rate: int) -> list[tuple[float, 
     voiced = (rms > peak * 10 ** (-_VOICED_BELOW_PEAK_DB / 20)).astype(np.int8)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced, [0]])))
     runs: list[tuple[int, int]] = []
-    for start, end in zip(edges[0::2], edges[1::2]):
+    for start, end in zip(edges[0::2], edges[1::2], strict=False):
         if runs and (start - runs[-1][1]) * _FRAME_S < _MIN_PAUSE_S:
             runs[-1] = (runs[-1][0], int(end))
         else:
@@ -397,7 +389,7 @@ def estimate_word_timings(text: str, samples: np.ndarray, sample_rate: int) -> t
     _snap_to_pauses(bounds, [float(p) for p in seg_ends[:-1]], words, total / len(words))
 
     def to_time(position: float, is_start: bool) -> float:
-        side = "right" if is_start else "left"
+        side: Literal["left", "right"] = "right" if is_start else "left"
         j = min(int(np.searchsorted(seg_ends, position, side=side)), len(segments) - 1)
         return segments[j][0] + float(np.clip(position - seg_starts[j], 0.0, durations[j]))
 
@@ -454,12 +446,7 @@ class OpenAISpeech(HttpAdapter):
         return body
 
     async def synthesize(self, request: VoiceRequest) -> VoiceResult:
-        if not request.text.strip():
-            raise ValueError("voice request text is empty")
-        if len(request.text) > self.max_input_chars:
-            raise self._error(
-                UnsupportedInput, f"text of {len(request.text)} characters is over {self.max_input_chars}"
-            )
+        self._check_voice_text(request.text, self.max_input_chars)
         async with self._deadline("POST /audio/speech"):
             reply = await self._request(
                 "POST", self._url("audio/speech"), json_body=self.request_body(request), headers={"accept": "audio/wav"}

@@ -311,10 +311,6 @@ class GmiImages(QueueImageAdapter):
 
         final = await self._poll(check)
         if final.status.lower() in _GMI_FAILED:
-            error = (
-                final.error
-                if isinstance(final.error, str)
-                else str(final.error or (final.outcome or {}).get("error") or "")
-            )
+            error = final.error if isinstance(final.error, str) else str(final.error or (final.outcome or {}).get("error") or "")
             raise self._job_failed(f"GET /{self.requests_path}", job, final.status, error)
         return gmi_media_urls(final.outcome)

@@ -179,14 +179,15 @@ def probe_mp4(data: bytes) -> Mp4Facts:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video or not container.streams.audio:
                 raise MediaError(
-                    f"needs a video and an audio stream; has {len(container.streams.video)} video, "
-                    f"{len(container.streams.audio)} audio"
+                    f"needs a video and an audio stream; has {len(container.streams.video)} video, {len(container.streams.audio)} audio"
                 )
             video, audio = container.streams.video[0], container.streams.audio[0]
             video.thread_type = "AUTO"
             rate = video.average_rate or video.guessed_rate
             if not rate:
                 raise MediaError("the video stream has no frame rate")
+            if video.time_base is None or audio.time_base is None:  # PyAV's None for a 0/x time base
+                raise MediaError("a stream of the MP4 has no time base")
             fps = float(rate)
             frames, samples = 0, 0
             first_pts: int | None = None
@@ -199,7 +200,7 @@ def probe_mp4(data: bytes) -> Mp4Facts:
                     if frame.pts is not None:
                         first_pts = frame.pts if first_pts is None else min(first_pts, frame.pts)
                         last_pts = max(last_pts, frame.pts)
-                else:
+                elif isinstance(frame, av.AudioFrame):  # the only other kind the two streams yield
                     samples += frame.samples
             audio_rate = audio.codec_context.sample_rate or audio.rate or 0
             decoded_audio_s = samples / audio_rate if audio_rate else 0.0
@@ -213,9 +214,7 @@ def probe_mp4(data: bytes) -> Mp4Facts:
                 fps=fps,
                 frames=frames,
                 declared_frames=video.frames or 0,
-                video_duration_s=(
-                    float((last_pts - first_pts) * video.time_base) + 1.0 / fps if first_pts is not None else frames / fps
-                ),
+                video_duration_s=(float((last_pts - first_pts) * video.time_base) + 1.0 / fps if first_pts is not None else frames / fps),
                 audio_duration_s=declared_audio_s or decoded_audio_s,
                 duration_s=0.0,
                 video_codec=video.codec_context.name,
@@ -244,9 +243,10 @@ def remux_faststart(data: bytes) -> bytes:
     """The same streams (packets copied, nothing re-encoded) with ``moov`` before ``mdat``."""
     with tempfile.TemporaryDirectory(prefix="fal-video-") as folder:
         path = os.path.join(folder, "faststart.mp4")  # +faststart rereads its output: a file, not BytesIO
-        with av.open(io.BytesIO(data)) as source, av.open(
-            path, mode="w", format="mp4", options={"movflags": "+faststart"}
-        ) as target:
+        with (
+            av.open(io.BytesIO(data), mode="r") as source,
+            av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as target,
+        ):
             streams = [source.streams.video[0], source.streams.audio[0]]
             mapping = {s.index: target.add_stream_from_template(s) for s in streams}
             for packet in source.demux(streams):
@@ -285,8 +285,7 @@ class FalVideoCompose(FalQueue):
                 raise ValueError(f"{self.adapter_id}: video {name} must be even and in [{MIN_SIDE}, {MAX_SIDE}], got {value}")
         if request.tail_s < 0 or request.audio_duration_s <= 0:
             raise ValueError(
-                f"{self.adapter_id}: audio_duration_s must be > 0 and tail_s >= 0, "
-                f"got {request.audio_duration_s} and {request.tail_s}"
+                f"{self.adapter_id}: audio_duration_s must be > 0 and tail_s >= 0, got {request.audio_duration_s} and {request.tail_s}"
             )
         for name, data, expected in (("image", image_png, request.image_sha256), ("audio", audio_wav, request.audio_sha256)):
             if not data:
@@ -351,9 +350,7 @@ class FalVideoCompose(FalQueue):
                 f"differ by {drift * 1000:.1f} ms, more than one frame",
             )
         if min(facts.video_duration_s, facts.audio_duration_s) < voice_s - frame_s - _TIME_SLACK_S:
-            raise self._malformed(
-                endpoint, f"job {job}: the video lasts {facts.video_duration_s:.3f} s, the voice {voice_s:.3f} s"
-            )
+            raise self._malformed(endpoint, f"job {job}: the video lasts {facts.video_duration_s:.3f} s, the voice {voice_s:.3f} s")
         faststart = "provider"
         if not facts.faststart:
             try:

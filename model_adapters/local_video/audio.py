@@ -9,7 +9,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from model_adapters.pcm import decode_wav
+from model_adapters.media.wav import decode_pcm16_wav
 
 AUDIO_RATE = 48000
 AUDIO_LAYOUT = "stereo"  # a mono voice is duplicated, see decode_audio
@@ -53,7 +53,7 @@ def voice_duration(wav: bytes) -> float:
     """The voiceover's length in seconds: its sample count when it is 16-bit PCM WAV (what the
     voice stage writes; no resampling), else by decoding it with FFmpeg."""
     try:
-        samples, rate = decode_wav(wav)
+        samples, rate = decode_pcm16_wav(wav)
         if len(samples) > 0 and rate > 0:
             return len(samples) / rate
     except ValueError:

@@ -58,9 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 if TYPE_CHECKING:
     from model_adapters.simulator.server import ProviderSimulator
 
-EndpointGroup = Literal[
-    "openai_chat", "openai_images", "openai_speech", "replicate", "fal", "gmi", "comfyui", "elevenlabs", "media"
-]
+EndpointGroup = Literal["openai_chat", "openai_images", "openai_speech", "replicate", "fal", "gmi", "comfyui", "elevenlabs", "media"]
 ENDPOINT_GROUPS: tuple[str, ...] = EndpointGroup.__args__  # type: ignore[attr-defined]
 
 # What a request can be made to do. "ok" is a normal answer.
@@ -84,7 +82,7 @@ class Latency(_Strict):
     max_ms: float | None = Field(default=None, ge=0)  # cap on any draw
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Latency":
+    def _ordered(self) -> Latency:
         if self.distribution == "uniform" and self.high_ms < self.low_ms:
             raise ValueError(f"uniform latency: high_ms ({self.high_ms}) < low_ms ({self.low_ms})")
         return self
@@ -112,7 +110,7 @@ class Faults(_Strict):
     sequence: list[Fault] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _sum(self) -> "Faults":
+    def _sum(self) -> Faults:
         total = sum(getattr(self, name) for name in FAULT_RATES)
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates sum to {total:g}, more than 1")
@@ -184,14 +182,16 @@ class SimulatorSettings(_Strict):
         return {**data, "endpoints": merged}
 
     def for_group(self, group: str) -> EndpointSettings:
-        return self.endpoints.get(group, self.default)  # type: ignore[call-overload]
+        # A str key: the dict's keys are the EndpointGroup literals, and any other name finds the default.
+        endpoint: EndpointSettings = self.endpoints.get(group, self.default)  # type: ignore[call-overload]
+        return endpoint
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> "SimulatorSettings":
+    def from_mapping(cls, data: dict[str, Any]) -> SimulatorSettings:
         return cls.model_validate(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SimulatorSettings":
+    def from_file(cls, path: str | Path) -> SimulatorSettings:
         """YAML or JSON (JSON is YAML)."""
         text = Path(path).read_text(encoding="utf-8")
         data = yaml.safe_load(text) if text.strip() else {}

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from model_adapters.simulator.media import Speech, broken_png, render_png, spoken_speech, synth_speech
 
@@ -48,7 +49,7 @@ class BadRequest(Exception):
 class Call:
     """What a handler sees of one request."""
 
-    sim: "ProviderSimulator"
+    sim: ProviderSimulator
     group: str
     params: dict[str, str]
     query: dict[str, list[str]]
@@ -133,6 +134,7 @@ def job_png(call: Call, prompt: str, width: int, height: int, seed: int) -> list
     """A queued image job's output: the PNG stored for download, as a one-item list of media ids."""
     check_size(width, height)
     return [call.sim.store_media(call.png(prompt, width, height, seed), "image/png", key=True)]
+
 
 # An endpoint: one request in, one answer out.
 Handler = Callable[[Call], Reply]

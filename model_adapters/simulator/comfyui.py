@@ -33,17 +33,11 @@ def comfy_prompt(call: Call) -> Reply:
         )
     outputs = [n for n, node in workflow.items() if node["class_type"] == "SaveImage"]
     if not outputs:
-        return json_reply(
-            {"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs"}, "node_errors": []}, 400
-        )
+        return json_reply({"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs"}, "node_errors": []}, 400)
     source_name = _node_input(workflow, ("LoadImage",), "image")
     source = call.sim.uploads.get(str(source_name)) if source_name is not None else None
     if source_name is not None and source is None:
-        errors = {
-            "errors": [
-                {"type": "value_not_in_list", "message": "Value not in list", "details": f"image: {source_name!r}"}
-            ]
-        }
+        errors = {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": f"image: {source_name!r}"}]}
         return json_reply(
             {
                 "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
@@ -54,12 +48,10 @@ def comfy_prompt(call: Call) -> Reply:
     size_node = ("ImageScale",) if source is not None else ("EmptyLatentImage",)
     width = int(_node_input(workflow, size_node, "width") or 512)
     height = int(_node_input(workflow, size_node, "height") or 512)
-    sampler = next((n for n in workflow.values() if n["class_type"] == "KSampler"), {"inputs": {}})
+    sampler: dict[str, Any] = next((n for n in workflow.values() if n["class_type"] == "KSampler"), {"inputs": {}})
     positive = sampler["inputs"].get("positive")
     text_node = workflow.get(positive[0]) if isinstance(positive, list) and positive else None
-    prompt = str(
-        (text_node or {}).get("inputs", {}).get("text") or _node_input(workflow, ("CLIPTextEncode",), "text") or ""
-    )
+    prompt = str((text_node or {}).get("inputs", {}).get("text") or _node_input(workflow, ("CLIPTextEncode",), "text") or "")
     seed = int(sampler["inputs"].get("seed") or 0)
     check_size(width, height)
     if source is not None:
@@ -106,9 +98,7 @@ def comfy_upload(call: Call) -> Reply:
     content_type = call.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise BadRequest("expected multipart/form-data")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + call.body
-    )
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + call.body)
     fields: dict[str, Any] = {}
     filename = None
     for part in message.iter_parts():
@@ -116,7 +106,7 @@ def comfy_upload(call: Call) -> Reply:
         if name == "image":
             filename = part.get_filename()
             fields["image"] = part.get_payload(decode=True)
-        elif name:
+        elif isinstance(name, str) and name:  # an RFC 2231 name comes as a tuple: no field read here
             fields[name] = part.get_content().strip()
     if not fields.get("image") or not filename:
         raise BadRequest("multipart field 'image' with a filename is required")

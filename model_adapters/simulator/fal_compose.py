@@ -24,9 +24,7 @@ def _compose_data(url: Any, where: str) -> bytes:
     if not isinstance(url, str) or not url:
         raise BadRequest(f"{where}.url is required")
     if not url.startswith("data:"):
-        raise BadRequest(
-            f"{where}.url: only base64 data: URIs are simulated, got {url[:40]!r}", status=422, code="unsupported_url"
-        )
+        raise BadRequest(f"{where}.url: only base64 data: URIs are simulated, got {url[:40]!r}", status=422, code="unsupported_url")
     match = _DATA_URI.fullmatch(url)
     if not match:
         raise BadRequest(f"{where}.url is not a base64 data: URI (data:<type>;base64,<payload>)", code="invalid_data_uri")
@@ -39,6 +37,13 @@ def _compose_data(url: Any, where: str) -> bytes:
     return data
 
 
+def _milliseconds(value: object, where: str) -> float:
+    """A keyframe's time field: a finite number of milliseconds >= 0 (BadRequest otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BadRequest(f"{where} must be a number of milliseconds >= 0, got {value!r}")
+    return value
+
+
 def _compose_keyframe(track: dict[str, Any], where: str) -> tuple[dict[str, Any], float, float]:
     keyframes = track.get("keyframes")
     if not isinstance(keyframes, list) or not keyframes:
@@ -48,10 +53,8 @@ def _compose_keyframe(track: dict[str, Any], where: str) -> tuple[dict[str, Any]
     keyframe = keyframes[0]
     if not isinstance(keyframe, dict):
         raise BadRequest(f"{where}.keyframes[0] must be an object")
-    timestamp, duration = keyframe.get("timestamp", 0), keyframe.get("duration")
-    for name, value in (("timestamp", timestamp), ("duration", duration)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise BadRequest(f"{where}.keyframes[0].{name} must be a number of milliseconds >= 0, got {value!r}")
+    timestamp = _milliseconds(keyframe.get("timestamp", 0), f"{where}.keyframes[0].timestamp")
+    duration = _milliseconds(keyframe.get("duration"), f"{where}.keyframes[0].duration")
     if timestamp != 0:
         raise BadRequest(f"{where}.keyframes[0]: only timestamp 0 is simulated", status=422, code="unsupported")
     if not 0 < duration <= COMPOSE_MAX_S * 1000:
@@ -84,7 +87,7 @@ def _compose_audio(data: bytes, duration_s: float, where: str) -> tuple[np.ndarr
     import av  # lazily: the simulator imports without PyAV's start-up cost
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
                 raise BadRequest(f"{where}.url: no audio stream", code="invalid_audio")
             stream = container.streams.audio[0]
@@ -130,7 +133,7 @@ def compose_input(body: dict[str, Any], size_override: tuple[int, int] | None = 
     keyframe, _, video_s, where = video
     rgb = _compose_still(_compose_data(keyframe.get("url"), f"{where}.keyframes[0]"), where)
     if size_override and (rgb.shape[1], rgb.shape[0]) != tuple(size_override):
-        resized = Image.fromarray(rgb).resize(tuple(size_override), Image.Resampling.BILINEAR)
+        resized = Image.fromarray(rgb).resize(size_override, Image.Resampling.BILINEAR)
         rgb = np.asarray(resized)
     png_buffer = io.BytesIO()
     Image.fromarray(rgb).save(png_buffer, format="PNG", compress_level=1)

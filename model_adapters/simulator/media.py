@@ -13,12 +13,15 @@ import struct
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from model_adapters.pcm import decode_wav, encode_wav, to_pcm16
+from model_adapters.media.wav import decode_pcm16_wav, encode_wav, to_pcm16
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
 
 COMPOSE_FPS = 30
 # Sample rates FFmpeg's AAC encoder takes; any other rate is resampled to 48 kHz.
@@ -60,12 +63,7 @@ def broken_png(width: int, height: int) -> bytes:
     """A PNG signature and header, then image data that does not decode (and a wrong CRC)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     garbage = hashlib.sha256(b"broken").digest() * 4
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", garbage, crc=0)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", garbage, crc=0) + _png_chunk(b"IEND", b"")
 
 
 def refined_png(source: bytes, width: int, height: int) -> bytes:
@@ -133,13 +131,13 @@ def synth_speech(text: str, sample_rate: int, seconds_per_letter: float = 0.06) 
         t += duration + (_pause_after(word) if index + 1 < len(words) else 0.0)
     total = t + _TAIL_S
     samples = np.zeros(int(round(total * sample_rate)), dtype=np.float64)
-    for (_, _, word), (start, end) in zip(words, spans):
+    for (_, _, word), (start, end) in zip(words, spans, strict=False):
         _burst_word(samples, sample_rate, word, start, end)
 
     starts = [0.0] * len(text)
     ends = [0.0] * len(text)
     cursor_char, cursor_time = 0, 0.0
-    for (first, last, _), (start, end) in zip(words, spans):
+    for (first, last, _), (start, end) in zip(words, spans, strict=False):
         _spread(starts, ends, cursor_char, first, cursor_time, start)  # whitespace before the word
         _spread(starts, ends, first, last, start, end)
         cursor_char, cursor_time = last, end
@@ -155,17 +153,17 @@ def spoken_speech(text: str, sample_rate: int, speed: float = 1.0) -> Speech:
 
     from model_adapters.types import VoiceRequest
 
-    result = asyncio.run(_piper_voice().synthesize(
-        VoiceRequest(text=text, locale="en-US", voice="default", speed=min(1.15, max(0.85, speed)))
-    ))
-    pcm, _ = decode_wav(result.wav)
+    result = asyncio.run(
+        _piper_voice().synthesize(VoiceRequest(text=text, locale="en-US", voice="default", speed=min(1.15, max(0.85, speed))))
+    )
+    pcm, _ = decode_pcm16_wav(result.wav)
     if result.sample_rate != sample_rate:
         times = np.arange(round(len(pcm) * sample_rate / result.sample_rate)) / sample_rate
         pcm = np.interp(times, np.arange(len(pcm)) / result.sample_rate, pcm).astype(np.float32)
     total = len(pcm) / sample_rate
     starts, ends = [0.0] * len(text), [0.0] * len(text)
     cursor_char, cursor_time = 0, 0.0
-    for match, word in zip(re.finditer(r"\S+", text), result.words):
+    for match, word in zip(re.finditer(r"\S+", text), result.words, strict=False):
         _spread(starts, ends, cursor_char, match.start(), cursor_time, word.start_s)
         _spread(starts, ends, match.start(), match.end(), word.start_s, max(word.end_s, word.start_s))
         cursor_char, cursor_time = match.end(), max(word.end_s, word.start_s)
@@ -249,24 +247,24 @@ def encode_compose_mp4(spec: ComposeInput, fps: int = COMPOSE_FPS) -> bytes:
             audio_packets: list[Any] = []
             audio_errors: list[BaseException] = []
 
-            def encode_audio() -> None:  # beside the video: both encoders release the GIL
+            def encode_audio(stream: AudioStream, pcm: np.ndarray) -> None:  # beside the video: both encoders release the GIL
                 try:
-                    for start in range(0, spec.pcm.shape[1], _AAC_FRAME):
-                        chunk = np.ascontiguousarray(spec.pcm[:, start : start + _AAC_FRAME])
-                        audio_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.layout.name)
+                    for start in range(0, pcm.shape[1], _AAC_FRAME):
+                        chunk = np.ascontiguousarray(pcm[:, start : start + _AAC_FRAME])
+                        audio_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=stream.layout.name)
                         audio_frame.sample_rate, audio_frame.pts = spec.sample_rate, start
                         audio_frame.time_base = Fraction(1, spec.sample_rate)
-                        audio_packets.extend(audio.encode(audio_frame))
-                    audio_packets.extend(audio.encode(None))
+                        audio_packets.extend(stream.encode(audio_frame))
+                    audio_packets.extend(stream.encode(None))
                 except BaseException as exc:  # re-raised below
                     audio_errors.append(exc)
 
             audio_thread = None
-            if audio is not None:
+            if audio is not None and spec.pcm is not None:  # set together above
                 audio.bit_rate = 32000 * len(spec.pcm)  # a simulator: small and fast
                 audio.codec_context.options = {"aac_coder": "fast"}
                 audio.codec_context.open()
-                audio_thread = threading.Thread(target=encode_audio, name="sim-compose-audio", daemon=True)
+                audio_thread = threading.Thread(target=encode_audio, args=(audio, spec.pcm), name="sim-compose-audio", daemon=True)
                 audio_thread.start()
             packets = []
             frame = av.VideoFrame.from_ndarray(spec.rgb, format="rgb24").reformat(format="yuv420p")

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from model_adapters.pcm import to_pcm16
+from model_adapters.media.wav import to_pcm16
 from model_adapters.simulator.calls import (
     BadRequest,
     Call,
@@ -43,7 +43,7 @@ def openai_chat(call: Call) -> Reply:
     messages = body.get("messages")
     if not body.get("model") or not isinstance(messages, list) or not messages:
         raise BadRequest("model and messages are required")
-    texts = [m.get("content") for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    texts: list[str] = [m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
     users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     brief = _first_json_object(users[-1] if users and isinstance(users[-1], str) else "")
     if "target_words" not in brief:

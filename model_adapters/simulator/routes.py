@@ -5,7 +5,7 @@ are queued; per-group content-policy replies; and the simulator's own media down
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from model_adapters.simulator.calls import Call, Handler, Reply, error_reply
 from model_adapters.simulator.comfyui import comfy_history, comfy_prompt, comfy_upload, comfy_view
@@ -71,9 +71,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str, str, Handler, bool], ...] = tuple
 QUEUE_GROUPS = frozenset({"replicate", "fal", "gmi", "comfyui"})
 
 CONTENT_POLICY_REPLIES: dict[str, Callable[[], Reply]] = {
-    "elevenlabs": lambda: error_reply(
-        400, "The text was flagged by our content moderation.", "content_policy_violation", "detail"
-    ),
+    "elevenlabs": lambda: error_reply(400, "The text was flagged by our content moderation.", "content_policy_violation", "detail"),
 }
 
 

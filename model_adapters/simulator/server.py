@@ -108,7 +108,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "campaign-studio-simulator/1"
     timeout = 60  # idle keep-alive connections close after this
-    sim: "ProviderSimulator"  # set on the subclass made per simulator
+    sim: ProviderSimulator  # set on the subclass made per simulator
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
@@ -121,7 +121,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -193,7 +193,7 @@ class ProviderSimulator:
 
     # -- lifecycle --
 
-    def start(self) -> "ProviderSimulator":
+    def start(self) -> ProviderSimulator:
         if self._server is not None or self.base_url:
             raise RuntimeError("the simulator is already started")
         self._stop.clear()
@@ -211,7 +211,7 @@ class ProviderSimulator:
         handler = type("SimulatorHandler", (_RequestHandler,), {"sim": self})
         self._server = ThreadingHTTPServer((self.settings.host, self.settings.port), handler)
         self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]  # what server_address holds, typed as an address
         self.base_url = f"http://{host}:{port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="provider-simulator", daemon=True
@@ -229,7 +229,7 @@ class ProviderSimulator:
         self._server = self._thread = None
         self.base_url = ""
 
-    def __enter__(self) -> "ProviderSimulator":
+    def __enter__(self) -> ProviderSimulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -421,9 +421,7 @@ class ProviderSimulator:
             make = CONTENT_POLICY_REPLIES.get(group)
             if make:
                 return make()
-            return error_reply(
-                400, "Your request was rejected as a result of our safety system.", "content_policy_violation"
-            )
+            return error_reply(400, "Your request was rejected as a result of our safety system.", "content_policy_violation")
         call = Call(self, group, params, query, headers, body, fault)
         try:
             reply = handler(call)

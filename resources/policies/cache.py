@@ -13,15 +13,24 @@ their reference. Nothing is pickled.
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from model_adapters.tasks import Blob, task_spec
 from model_adapters.types import Task, canonical_json
 
-PutBlob = Callable[[bytes, Blob], dict]  # (data, how it is stored) -> a stored artifact reference
-GetBlob = Callable[[dict], bytes]  # reference -> data (verified against its sha256)
+JsonObject = dict[str, Any]  # a JSON object as `json.loads` returns it
+PutBlob = Callable[[bytes, Blob], JsonObject]  # (data, how it is stored) -> a stored artifact reference
+GetBlob = Callable[[JsonObject], bytes]  # reference -> data (verified against its sha256)
+
+
+class EntryStore(Protocol):
+    """Where entries live: the artifact store's JSON records (resources/artifact_store.py)."""
+
+    def read_entry(self, namespace: str, key: str) -> bytes | None: ...
+
+    def write_entry(self, namespace: str, key: str, data: bytes) -> None: ...
 
 
 def cache_key(identity: dict[str, Any], request: BaseModel, blobs: tuple[bytes, ...]) -> str:
@@ -33,12 +42,12 @@ def cache_key(identity: dict[str, Any], request: BaseModel, blobs: tuple[bytes, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def encode_result(task: Task, result: Any, put_blob: PutBlob) -> dict:
+def encode_result(task: Task, result: Any, put_blob: PutBlob) -> JsonObject:
     """A result as a JSON entry; its bytes (the task spec's blobs) stored through `put_blob`."""
     return task_spec(task).encode_result(result, put_blob)
 
 
-def decode_result(task: Task, entry: dict, get_blob: GetBlob) -> Any:
+def decode_result(task: Task, entry: JsonObject, get_blob: GetBlob) -> Any:
     return task_spec(task).decode_result(entry, get_blob)
 
 
@@ -47,10 +56,10 @@ class ResponseCache:
 
     NAMESPACE = "cache"
 
-    def __init__(self, store: Any):
+    def __init__(self, store: EntryStore):
         self.store = store
 
-    def read(self, key: str) -> dict | None:
+    def read(self, key: str) -> JsonObject | None:
         raw = self.store.read_entry(self.NAMESPACE, key)
         if raw is None:
             return None
@@ -60,7 +69,7 @@ class ResponseCache:
             return None  # a damaged entry is a miss, never a crash
         return entry if isinstance(entry, dict) else None
 
-    def write(self, key: str, entry: dict) -> None:
+    def write(self, key: str, entry: JsonObject) -> None:
         self.store.write_entry(self.NAMESPACE, key, json.dumps(entry, sort_keys=True).encode())
 
     def mark_rejected(self, key: str, reason: str) -> bool:

@@ -14,10 +14,14 @@ misconfigured provider costs one or two calls per process, not one per variant.
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from model_adapters.types import AdapterError, AuthError, RateLimited
+
+if TYPE_CHECKING:  # for annotations only: the tracker never needs SQLAlchemy unless `shared` is set
+    from resources.policies.shared_limits import SharedLimits
 
 
 @dataclass
@@ -27,14 +31,14 @@ class CooldownTracker:
     failures_to_trip: int = 3  # consecutive retryable failures
     config_error_s: float = 300.0  # after a 404/405, or the same 400 `config_errors_to_trip` times in a row
     config_errors_to_trip: int = 2
-    clock: "callable" = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     _until: dict[str, float] = field(default_factory=dict)
     _why: dict[str, str] = field(default_factory=dict)
     _streak: dict[str, int] = field(default_factory=dict)
     _same_400: dict[str, tuple[str, int]] = field(default_factory=dict)  # provider -> (error, times in a row)
     _answered: set[str] = field(default_factory=set)  # providers that have answered once in this process
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    shared: Any = None  # a SharedLimits: cooldowns every worker sees
+    shared: "SharedLimits | None" = None  # cooldowns every worker sees
     _seen: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # provider -> (read at, until (wall), why)
 
     def configure(
@@ -45,7 +49,7 @@ class CooldownTracker:
         failures_to_trip: int,
         config_error_s: float = 300.0,
         config_errors_to_trip: int = 2,
-        shared: Any = None,
+        shared: "SharedLimits | None" = None,
     ) -> None:
         """Apply the routing config's cooldown defaults (the tracker outlives any one config)."""
         with self._lock:

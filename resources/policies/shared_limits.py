@@ -44,10 +44,11 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -68,33 +69,38 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     tables = {
         "meta": sa.Table("meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.String(256))),
         "spend": sa.Table(
-            "campaign_spend", metadata,
+            "campaign_spend",
+            metadata,
             sa.Column("campaign_id", sa.String(64), primary_key=True),
             sa.Column("spent_usd", sa.Float, nullable=False),
             sa.Column("calls", sa.Integer, nullable=False),
         ),
         "reservations": sa.Table(
-            "budget_reservations", metadata,
+            "budget_reservations",
+            metadata,
             sa.Column("token", sa.String(32), primary_key=True),
             sa.Column("campaign_id", sa.String(64), nullable=False, index=True),
             sa.Column("usd", sa.Float, nullable=False),
             sa.Column("expires_at", sa.Float, nullable=False),
         ),
         "slots": sa.Table(
-            "provider_slots", metadata,
+            "provider_slots",
+            metadata,
             sa.Column("token", sa.String(32), primary_key=True),
             sa.Column("provider_id", sa.String(64), nullable=False, index=True),
             sa.Column("holder", sa.String(128), nullable=False),
             sa.Column("expires_at", sa.Float, nullable=False),
         ),
         "requests": sa.Table(
-            "provider_requests", metadata,
+            "provider_requests",
+            metadata,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("provider_id", sa.String(64), nullable=False, index=True),
             sa.Column("at", sa.Float, nullable=False),
         ),
         "cooldowns": sa.Table(
-            "provider_cooldowns", metadata,
+            "provider_cooldowns",
+            metadata,
             sa.Column("provider_id", sa.String(64), primary_key=True),
             sa.Column("until", sa.Float, nullable=False),
             sa.Column("reason", sa.Text, nullable=False),
@@ -112,10 +118,18 @@ class Cooldown:
         return max(0.0, self.until - (time.time() if now is None else now))
 
 
+class SpendTotals(TypedDict):
+    """A campaign's settled spend across every worker."""
+
+    campaign_id: str
+    spent_usd: float
+    calls: int
+
+
 class SharedLimits:
     """The four shared limits on one database (see the module docstring)."""
 
-    def __init__(self, url: str, lease_s: float = DEFAULT_LEASE_S, clock=time.time):
+    def __init__(self, url: str, lease_s: float = DEFAULT_LEASE_S, clock: Callable[[], float] = time.time):
         self.url = url
         self.lease_s = lease_s
         self.clock = clock
@@ -149,14 +163,17 @@ class SharedLimits:
         campaign, t, now = self._campaign(budget.campaign_id), self.t, self.clock()
         with self._locked(f"budget:{campaign}") as conn:
             conn.execute(t["reservations"].delete().where(t["reservations"].c.expires_at < now))
-            spent = conn.execute(sa.select(t["spend"].c.spent_usd).where(t["spend"].c.campaign_id == campaign)).scalar() or 0.0
-            reserved = conn.execute(
+            spent: float = conn.execute(sa.select(t["spend"].c.spent_usd).where(t["spend"].c.campaign_id == campaign)).scalar() or 0.0
+            # An aggregate without GROUP BY answers exactly one row; COALESCE makes it a number.
+            reserved: float = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(t["reservations"].c.usd), 0.0)).where(t["reservations"].c.campaign_id == campaign)
-            ).scalar()
+            ).scalar_one()
             if spent + reserved + estimate_usd > budget.limit_usd + 1e-9:
                 raise BudgetExceeded(campaign, spent, reserved, estimate_usd, budget.limit_usd)
             token = uuid.uuid4().hex
-            conn.execute(t["reservations"].insert().values(token=token, campaign_id=campaign, usd=estimate_usd, expires_at=now + RESERVATION_TTL_S))
+            conn.execute(
+                t["reservations"].insert().values(token=token, campaign_id=campaign, usd=estimate_usd, expires_at=now + RESERVATION_TTL_S)
+            )
             return token
 
     def settle(self, campaign_id: str, token: str, actual_usd: float | None) -> None:
@@ -167,13 +184,15 @@ class SharedLimits:
             if actual_usd is None:
                 return
             updated = conn.execute(
-                t["spend"].update().where(t["spend"].c.campaign_id == campaign)
+                t["spend"]
+                .update()
+                .where(t["spend"].c.campaign_id == campaign)
                 .values(spent_usd=t["spend"].c.spent_usd + actual_usd, calls=t["spend"].c.calls + 1)
             ).rowcount
             if not updated:
                 conn.execute(t["spend"].insert().values(campaign_id=campaign, spent_usd=actual_usd, calls=1))
 
-    def totals(self, campaign_id: str) -> dict:
+    def totals(self, campaign_id: str) -> SpendTotals:
         campaign, t = self._campaign(campaign_id), self.t
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t["spend"].c.spent_usd, t["spend"].c.calls).where(t["spend"].c.campaign_id == campaign)).first()
@@ -186,7 +205,9 @@ class SharedLimits:
         t, now, lease_s = self.t, self.clock(), lease_s or self.lease_s
         with self._locked(f"slots:{provider_id}") as conn:
             conn.execute(t["slots"].delete().where(t["slots"].c.provider_id == provider_id, t["slots"].c.expires_at < now))
-            held = conn.execute(sa.select(sa.func.count()).select_from(t["slots"]).where(t["slots"].c.provider_id == provider_id)).scalar()
+            held = conn.execute(
+                sa.select(sa.func.count()).select_from(t["slots"]).where(t["slots"].c.provider_id == provider_id)
+            ).scalar_one()
             if held >= capacity:
                 return None
             token = uuid.uuid4().hex
@@ -208,8 +229,10 @@ class SharedLimits:
         t = self.t
         with self.engine.connect() as conn:
             return conn.execute(
-                sa.select(sa.func.count()).select_from(t["slots"]).where(t["slots"].c.provider_id == provider_id, t["slots"].c.expires_at >= self.clock())
-            ).scalar()
+                sa.select(sa.func.count())
+                .select_from(t["slots"])
+                .where(t["slots"].c.provider_id == provider_id, t["slots"].c.expires_at >= self.clock())
+            ).scalar_one()
 
     # -- rates -------------------------------------------------------------------------
 
@@ -219,9 +242,13 @@ class SharedLimits:
         with self._locked(f"rate:{provider_id}") as conn:
             requests = t["requests"]
             conn.execute(requests.delete().where(requests.c.provider_id == provider_id, requests.c.at <= now - RATE_WINDOW_S))
-            recent = conn.execute(
-                sa.select(requests.c.at).where(requests.c.provider_id == provider_id).order_by(requests.c.at.desc()).limit(per_minute)
-            ).scalars().all()
+            recent: Sequence[float] = (
+                conn.execute(
+                    sa.select(requests.c.at).where(requests.c.provider_id == provider_id).order_by(requests.c.at.desc()).limit(per_minute)
+                )
+                .scalars()
+                .all()
+            )
             if len(recent) >= per_minute:
                 return max(0.001, recent[-1] + RATE_WINDOW_S - now)  # when the oldest of the last `per_minute` leaves the window
             conn.execute(requests.insert().values(provider_id=provider_id, at=now))
@@ -242,7 +269,9 @@ class SharedLimits:
     def cooldown(self, provider_id: str) -> Cooldown | None:
         t = self.t
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t["cooldowns"].c.until, t["cooldowns"].c.reason).where(t["cooldowns"].c.provider_id == provider_id)).first()
+            row = conn.execute(
+                sa.select(t["cooldowns"].c.until, t["cooldowns"].c.reason).where(t["cooldowns"].c.provider_id == provider_id)
+            ).first()
         return Cooldown(row.until, row.reason) if row else None
 
     def clear_cooldowns(self) -> None:
