@@ -18,7 +18,7 @@ export MALLOC_ARENA_MAX ?= 2
 # instead of one per event. An unchanged 64-variant re-run records 384 materializations.
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: install demo ui test bench bench-quick bench-ui bench-scale clean chromium
+.PHONY: install demo ui test lint bench bench-quick bench-ui bench-scale clean chromium
 
 install: $(INSTALLED) chromium
 
@@ -58,8 +58,14 @@ ui: install
 	trap 'kill $$review 2>/dev/null; wait $$review 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev --workspace workspace.yaml --host 127.0.0.1 --port 3000
 
-test: install
+# Lint, format and types first (seconds; config in pyproject.toml), then the suite.
+test: install lint
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
 
 # benchmarks/campaign_bench.py: fanout against the provider simulator (ours vs the
 # asyncio bound vs one run per partition), the cache re-run, the local campaign and

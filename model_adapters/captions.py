@@ -48,9 +48,7 @@ COMFORTABLE_CUE_S = 7.0
 
 _SENTENCE_END = re.compile(r"[.!?…。！？]['\"’”»)\]]*$")
 _CLAUSE_END = re.compile(r"([,;:、，；：]['\"’”»)\]]*|[—–-])$")
-_UNSPACED = re.compile(
-    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
-)
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 # Segmentation costs (units: "one extra cue").
 _CUE_COST = 1.0
@@ -222,9 +220,7 @@ def _segment_cost(pieces: Sequence[_Piece], i: int, j: int, capacity: int, min_c
     return cost
 
 
-def _segment(
-    pieces: Sequence[_Piece], max_chars: int, max_lines: int, min_cue_s: float
-) -> list[tuple[int, int]]:
+def _segment(pieces: Sequence[_Piece], max_chars: int, max_lines: int, min_cue_s: float) -> list[tuple[int, int]]:
     """Cheapest split of the pieces into cues, as (start, end) index pairs."""
     n = len(pieces)
     capacity = max_chars * max_lines
@@ -256,8 +252,7 @@ def build_cues(
     """Caption cues for timed words (see the module docstring for the rules)."""
     if max_chars_per_line < 1 or max_lines < 1 or min_cue_s < 0:
         raise ValueError(
-            f"need max_chars_per_line >= 1, max_lines >= 1, min_cue_s >= 0; got "
-            f"{max_chars_per_line}, {max_lines}, {min_cue_s}"
+            f"need max_chars_per_line >= 1, max_lines >= 1, min_cue_s >= 0; got {max_chars_per_line}, {max_lines}, {min_cue_s}"
         )
     pieces = _pieces(words, max_chars_per_line)
     segments = _segment(pieces, max_chars_per_line, max_lines, min_cue_s)

@@ -5,6 +5,7 @@ import contextlib
 import threading
 import time
 import weakref
+from collections.abc import AsyncIterator
 
 
 class PerLoopSemaphores:
@@ -17,9 +18,7 @@ class PerLoopSemaphores:
 
     def __init__(self, limit: int):
         self._limit = limit
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def get(self) -> asyncio.Semaphore:
@@ -58,7 +57,7 @@ class ComputeSlots:
             return self._slots[device].get()
 
     @contextlib.asynccontextmanager
-    async def hold(self, device: str, holder: str):
+    async def hold(self, device: str, holder: str) -> AsyncIterator[None]:
         async with self._semaphore(device.split(":")[0]):
             started = time.perf_counter()
             try:

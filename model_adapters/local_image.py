@@ -40,8 +40,9 @@ import io
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,13 @@ from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.devices import pick_device
 from model_adapters.palette import RGB, parse_palette, relative_luminance, srgb_to_linear
 from model_adapters.types import AdapterInfo, ImageRequest, ImageResult, Price
+
+
+class TextEmbedder(Protocol):
+    """What the generator needs of an embedder (model_adapters.text_embedding.MiniLMEmbedder)."""
+
+    def embed(self, texts: list[str] | tuple[str, ...]) -> torch.Tensor: ...
+
 
 ALGORITHM_VERSION = "1"
 MODEL_NAME = "procedural-minilm"
@@ -149,7 +157,7 @@ def _seed64(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _get_feature_basis(embed_one) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _get_feature_basis(embed_one: Callable[[str], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean embedding [384], projection [384, N], per-feature std [N]), float64 CPU, built once.
 
     The projection comes from a constant seed; the mean and spread from the
@@ -169,7 +177,7 @@ def _get_feature_basis(embed_one) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return _feature_basis
 
 
-def prompt_features(embedding: torch.Tensor, seed: int, embed_one) -> list[float]:
+def prompt_features(embedding: torch.Tensor, seed: int, embed_one: Callable[[str], torch.Tensor]) -> list[float]:
     """N_FEATURES values in (0, 1) from a prompt embedding and the seed.
 
     ``embed_one(text) -> [384]`` is used (once per process) to embed the
@@ -511,9 +519,7 @@ def _fbm(comps: Sequence[Composition], x: torch.Tensor, y: torch.Tensor, device:
         gx = (xr * freq * scale + cells / 2.0) / cells * 2.0 - 1.0
         gy = (yr * freq * scale + cells / 2.0) / cells * 2.0 - 1.0
         grid = torch.cat((gx, gy), dim=1).permute(0, 2, 3, 1)  # [B,H,W,2]
-        total = total + amp * F.grid_sample(
-            lattice, grid, mode="bicubic", padding_mode="reflection", align_corners=False
-        )
+        total = total + amp * F.grid_sample(lattice, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
         norm += amp
         if octave < 2:
             low, low_norm = total, norm
@@ -557,9 +563,7 @@ def render(comps: Sequence[Composition], width: int, height: int, device: torch.
     half_w = _scalar([c.lines_width_px for c in comps], device) / 2
     line = 1.0 - _smoothstep(half_w, half_w + 1.0, dist_px)
     lx, ly = pos([c.lines_center for c in comps])
-    region = 1.0 - _smoothstep(
-        0.2, 1.0, torch.sqrt((x - lx) ** 2 + (y - ly) ** 2) / _scalar([c.lines_radius for c in comps], device)
-    )
+    region = 1.0 - _smoothstep(0.2, 1.0, torch.sqrt((x - lx) ** 2 + (y - ly) ** 2) / _scalar([c.lines_radius for c in comps], device))
     img = _over(
         img,
         _col([c.lines_color for c in comps], device),
@@ -639,9 +643,7 @@ def render(comps: Sequence[Composition], width: int, height: int, device: torch.
     img = torch.where(img <= 0.0031308, img * 12.92, 1.055 * img.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055)
 
     # 7. monochrome film grain from a seeded CPU generator (same noise on any device).
-    grain = torch.stack(
-        [torch.randn(1, H, W, generator=torch.Generator(device="cpu").manual_seed(c.grain_seed)) for c in comps]
-    ).to(device)
+    grain = torch.stack([torch.randn(1, H, W, generator=torch.Generator(device="cpu").manual_seed(c.grain_seed)) for c in comps]).to(device)
     img = img + grain * _scalar([c.grain for c in comps], device)
     out = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     return out.permute(0, 2, 3, 1).contiguous().cpu()
@@ -665,7 +667,7 @@ def encode_png(pixels: torch.Tensor) -> bytes:
 class ProceduralImageGenerator:
     """Local ``image`` adapter: MiniLM-conditioned procedural drafts, free, no network."""
 
-    def __init__(self, adapter_id: str = "local-procedural", max_concurrency: int = 2, embedder=None) -> None:
+    def __init__(self, adapter_id: str = "local-procedural", max_concurrency: int = 2, embedder: TextEmbedder | None = None) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.info = AdapterInfo(
@@ -685,7 +687,7 @@ class ProceduralImageGenerator:
 
     # -- prompt embeddings (one at a time, cached) --
 
-    def _get_embedder(self):
+    def _get_embedder(self) -> TextEmbedder:
         if self._embedder is None:
             from model_adapters.text_embedding import get_embedder
 

@@ -62,11 +62,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.concurrency import COMPUTE_SLOTS, PerLoopSemaphores
 from model_adapters.local_concept import caption_lines
+from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 from model_adapters.types import (
     AdapterInfo,
     ConceptRequest,
@@ -116,7 +116,18 @@ SYSTEM_PROMPT = (
     "You are an advertising copywriter. You write short video ads: a headline, a voiceover script "
     "and a photo description. You answer in exactly the format of the example and nothing else."
 )
-EXAMPLE_BRIEF = {"product": "Breeze desk fan", "audience": "people working from home", "tone": "calm", "words": 25}
+
+
+class _ExampleBrief(TypedDict):
+    """The few-shot example's brief: exactly :func:`user_prompt`'s arguments."""
+
+    product: str
+    audience: str
+    tone: str
+    words: int
+
+
+EXAMPLE_BRIEF: _ExampleBrief = {"product": "Breeze desk fan", "audience": "people working from home", "tone": "calm", "words": 25}
 EXAMPLE_ANSWER = (
     "Headline: Cool air for quiet workdays\n"
     "Script: Meet the Breeze desk fan, made for people working from home. It keeps your room cool and "
@@ -148,7 +159,7 @@ def user_prompt(product: str, audience: str, tone: str, words: int) -> str:
 def chat_messages(request: ConceptRequest, words: int) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_prompt(**{k: EXAMPLE_BRIEF[k] for k in ("product", "audience", "tone")}, words=EXAMPLE_BRIEF["words"])},
+        {"role": "user", "content": user_prompt(**EXAMPLE_BRIEF)},
         {"role": "assistant", "content": EXAMPLE_ANSWER},
         {"role": "user", "content": user_prompt(request.product, request.audience, request.tone, words)},
     ]
@@ -236,7 +247,7 @@ class LoadedModel:
     load_s: float
     gguf_sha256: str
     run_lock: threading.Lock = field(default_factory=threading.Lock)
-    vocab: Any = None  # _Vocabulary, built on first use
+    vocab: _Vocabulary | None = None  # built on first use
 
 
 def _dequantize_into(folder: Path, gguf: Path) -> None:
@@ -257,7 +268,7 @@ def _dequantize_into(folder: Path, gguf: Path) -> None:
         # save. Drop it: what is saved is the float weights, loadable without the GGUF.
         if any(type(module).__name__.startswith("Gguf") for module in model.modules()):
             raise RuntimeError("transformers kept GGUF-packed layers; the dequantized cache needs plain ones")
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # typed through nn.Module.__setattr__ (Tensor | Module)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(temp), safe_serialization=True)
@@ -281,7 +292,7 @@ def _read_folder(folder: Path, device: Any) -> tuple[Any, Any]:
     with MODEL_LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval unannotated
         model.to(device)
     return model, tokenizer
 
@@ -318,8 +329,13 @@ def load_model(cache_root: str | Path | None = None, *, reuse: bool = True) -> L
                 source = "gguf"
             model, tokenizer = _read_folder(folder, device)
         loaded = LoadedModel(
-            model=model, tokenizer=tokenizer, device=device, folder=folder, source=source,
-            load_s=time.perf_counter() - started, gguf_sha256=sha,
+            model=model,
+            tokenizer=tokenizer,
+            device=device,
+            folder=folder,
+            source=source,
+            load_s=time.perf_counter() - started,
+            gguf_sha256=sha,
         )
         _LOG.info("SmolLM2 loaded from %s (%s) in %.1f s on %s", folder, source, loaded.load_s, device)
         _loaded[sha] = loaded
@@ -346,7 +362,7 @@ class _Vocabulary:
         import torch
 
         self.newline = _single_token(tokenizer, "\n")
-        self.eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.eos: int = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.labels = [tokenizer.encode(label, add_special_tokens=False) for label in LABELS[1:]]
         self.sentence_ends = [_single_token(tokenizer, mark) for mark in (".", "!")]
         allowed = torch.ones(vocab_size, dtype=torch.bool)
@@ -357,8 +373,10 @@ class _Vocabulary:
                 allowed[token_id] = False
                 continue
             text = tokenizer.decode([token_id])
-            if not text or "\ufffd" in text or any(
-                ch in _BLOCKED_CHARS or (ord(ch) > 0x24F and ch not in _ALLOWED_NON_LATIN) for ch in text
+            if (
+                not text
+                or "\ufffd" in text
+                or any(ch in _BLOCKED_CHARS or (ord(ch) > 0x24F and ch not in _ALLOWED_NON_LATIN) for ch in text)
             ):
                 allowed[token_id] = False
                 continue
@@ -372,7 +390,7 @@ class _Vocabulary:
 
 
 def _single_token(tokenizer: Any, text: str) -> int:
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
         raise RuntimeError(f"expected {text!r} to be one token, got {ids}")
     return ids[0]
@@ -406,9 +424,13 @@ class FieldLimits:
         end = max(MIN_SCRIPT_WORDS, math.ceil(SCRIPT_END_FRACTION * target))
         stop = max(end, math.ceil(SCRIPT_STOP_FRACTION * target))
         return cls(
-            headline_min=HEADLINE_WORDS[0], headline_max=HEADLINE_WORDS[1],
-            script_end=end, script_stop=stop, script_max=max(stop, script_max),
-            image_min=IMAGE_WORDS[0], image_stop=IMAGE_STOP_WORDS,
+            headline_min=HEADLINE_WORDS[0],
+            headline_max=HEADLINE_WORDS[1],
+            script_end=end,
+            script_stop=stop,
+            script_max=max(stop, script_max),
+            image_min=IMAGE_WORDS[0],
+            image_stop=IMAGE_STOP_WORDS,
         )
 
     def max_new_tokens(self) -> int:
@@ -458,7 +480,9 @@ class ConceptSampler:
 
     def _state(self, generated: list[int]) -> tuple[int, list[int], list[int]]:
         """(field, label tokens still to write, the field's tokens so far); field 3: done."""
-        field_index, forced, current = 0, [], []
+        field_index = 0
+        forced: list[int] = []
+        current: list[int] = []
         for token in generated:
             if token == self.vocab.eos:
                 return 3, [], []
@@ -604,26 +628,187 @@ _ARTEFACT_RE = re.compile(
 _MARKDOWN_RE = re.compile(r"[*#`_~<>\[\]{}|]|^\s*[-•]\s|https?:|www\.")
 _QUOTES_RE = re.compile(r"[\"“”«»]")
 _STOPWORDS = {
-    "a", "an", "the", "and", "or", "of", "for", "to", "in", "on", "with", "by", "at", "from", "your", "our",
-    "my", "new", "pro", "plus", "max", "mini",
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "of",
+    "for",
+    "to",
+    "in",
+    "on",
+    "with",
+    "by",
+    "at",
+    "from",
+    "your",
+    "our",
+    "my",
+    "new",
+    "pro",
+    "plus",
+    "max",
+    "mini",
 }
 # A phrase ending in one of these broke off.
 _DANGLING = {
-    "a", "an", "the", "and", "or", "but", "of", "for", "to", "in", "on", "with", "by", "at", "from", "your", "our",
-    "my", "their", "its", "his", "her", "that", "which", "who", "is", "are", "be", "as", "so", "than", "into", "we",
-    "you", "they", "it", "this", "these", "those", "every", "each", "more", "most", "very", "make", "makes",
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "but",
+    "of",
+    "for",
+    "to",
+    "in",
+    "on",
+    "with",
+    "by",
+    "at",
+    "from",
+    "your",
+    "our",
+    "my",
+    "their",
+    "its",
+    "his",
+    "her",
+    "that",
+    "which",
+    "who",
+    "is",
+    "are",
+    "be",
+    "as",
+    "so",
+    "than",
+    "into",
+    "we",
+    "you",
+    "they",
+    "it",
+    "this",
+    "these",
+    "those",
+    "every",
+    "each",
+    "more",
+    "most",
+    "very",
+    "make",
+    "makes",
 }
 # Things a camera can see: an image prompt names one of these or a word of the product.
 _CONCRETE = {
-    "table", "desk", "room", "kitchen", "bedroom", "bed", "sofa", "chair", "window", "wall", "floor", "shelf",
-    "street", "city", "road", "trail", "path", "mountain", "mountains", "hill", "forest", "tree", "trees", "park",
-    "garden", "beach", "sea", "ocean", "lake", "river", "sky", "sun", "sunset", "sunrise", "snow", "field",
-    "hand", "hands", "person", "woman", "man", "people", "child", "children", "family", "friends", "runner",
-    "dog", "cat", "car", "bike", "bicycle", "bus", "train", "phone", "laptop", "screen", "book", "books", "cup",
-    "mug", "glass", "bottle", "plate", "bowl", "bag", "box", "lamp", "light", "candle", "shoe", "shoes", "jacket",
-    "office", "studio", "cafe", "shop", "store", "gym", "home", "house", "door", "stage", "water", "coffee",
-    "tea", "food", "bread", "fruit", "flowers", "plant", "plants", "counter", "pillow", "blanket", "headphones",
-    "watch", "camera", "backpack", "tent", "boat", "court", "ball", "track", "road", "rain", "night", "morning",
+    "table",
+    "desk",
+    "room",
+    "kitchen",
+    "bedroom",
+    "bed",
+    "sofa",
+    "chair",
+    "window",
+    "wall",
+    "floor",
+    "shelf",
+    "street",
+    "city",
+    "road",
+    "trail",
+    "path",
+    "mountain",
+    "mountains",
+    "hill",
+    "forest",
+    "tree",
+    "trees",
+    "park",
+    "garden",
+    "beach",
+    "sea",
+    "ocean",
+    "lake",
+    "river",
+    "sky",
+    "sun",
+    "sunset",
+    "sunrise",
+    "snow",
+    "field",
+    "hand",
+    "hands",
+    "person",
+    "woman",
+    "man",
+    "people",
+    "child",
+    "children",
+    "family",
+    "friends",
+    "runner",
+    "dog",
+    "cat",
+    "car",
+    "bike",
+    "bicycle",
+    "bus",
+    "train",
+    "phone",
+    "laptop",
+    "screen",
+    "book",
+    "books",
+    "cup",
+    "mug",
+    "glass",
+    "bottle",
+    "plate",
+    "bowl",
+    "bag",
+    "box",
+    "lamp",
+    "light",
+    "candle",
+    "shoe",
+    "shoes",
+    "jacket",
+    "office",
+    "studio",
+    "cafe",
+    "shop",
+    "store",
+    "gym",
+    "home",
+    "house",
+    "door",
+    "stage",
+    "water",
+    "coffee",
+    "tea",
+    "food",
+    "bread",
+    "fruit",
+    "flowers",
+    "plant",
+    "plants",
+    "counter",
+    "pillow",
+    "blanket",
+    "headphones",
+    "watch",
+    "camera",
+    "backpack",
+    "tent",
+    "boat",
+    "court",
+    "ball",
+    "track",
+    "rain",
+    "night",
+    "morning",
 }
 
 
@@ -712,9 +897,7 @@ def validate_candidate(raw: str, request: ConceptRequest, target: int) -> Checke
     if not low <= n <= high:
         problems.append(f"script {n} words, want {low}-{high}")
     sentences = [s for s in _SENTENCE_SPLIT.split(script) if s]
-    if not script.endswith((".", "!", "?")) or any(
-        count_words(s) < 2 or not (s[0].isupper() or s[0].isdigit()) for s in sentences
-    ):
+    if not script.endswith((".", "!", "?")) or any(count_words(s) < 2 or not (s[0].isupper() or s[0].isdigit()) for s in sentences):
         problems.append("script not in full sentences")
     lowered = [s.lower() for s in sentences]
     words = re.findall(r"[a-z']+", script.lower())
@@ -806,14 +989,10 @@ class SmolLMConceptWriter:
 
     def _refuse_unsupported(self, request: ConceptRequest) -> None:
         if request.locale.split("-")[0].lower() != "en":
-            raise UnsupportedInput(
-                f"SmolLM2-135M writes English only, not {request.locale!r}", provider=PROVIDER
-            )
+            raise UnsupportedInput(f"SmolLM2-135M writes English only, not {request.locale!r}", provider=PROVIDER)
         hits = contains_banned(" ".join((request.product, request.audience, request.tone)), request.banned_terms)
         if hits:
-            raise UnsupportedInput(
-                f"the brief's product, audience or tone contains banned terms {hits}", provider=PROVIDER
-            )
+            raise UnsupportedInput(f"the brief's product, audience or tone contains banned terms {hits}", provider=PROVIDER)
 
     def write_sync(self, request: ConceptRequest) -> ConceptResult:
         self._refuse_unsupported(request)
@@ -831,10 +1010,9 @@ class SmolLMConceptWriter:
             from model_adapters.text_embedding import cosine, get_embedder
 
             vectors = get_embedder().embed(
-                [brief_text(request.product, request.audience, request.tone)]
-                + [checked[i].fields["script"] for i in valid]  # type: ignore[index]
+                [brief_text(request.product, request.audience, request.tone)] + [checked[i].fields["script"] for i in valid]  # type: ignore[index]
             )
-            for i, vector in zip(valid, vectors[1:]):
+            for i, vector in zip(valid, vectors[1:], strict=False):
                 scores[i] = float(cosine(vector, vectors[0]))
         ranked = sorted(
             (i for i in valid if scores[i] is not None and scores[i] >= self.min_on_brief),  # type: ignore[operator]
@@ -842,12 +1020,18 @@ class SmolLMConceptWriter:
         )
         chosen = ranked[0] if ranked else None
         self.last_attempt = Attempt(
-            target_words=target, candidates=checked, scores=scores, chosen=chosen, generate_s=generate_s,
-            total_s=time.perf_counter() - started, input_tokens=input_tokens, output_tokens=output_tokens,
+            target_words=target,
+            candidates=checked,
+            scores=scores,
+            chosen=chosen,
+            generate_s=generate_s,
+            total_s=time.perf_counter() - started,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
         if chosen is None:
             reasons = []
-            for n, (c, score) in enumerate(zip(checked, scores), start=1):
+            for n, (c, score) in enumerate(zip(checked, scores, strict=False), start=1):
                 why = "; ".join(c.problems) if c.problems else f"on-brief {score:.2f} < {self.min_on_brief:.2f}"
                 reasons.append(f"#{n}: {why}")
             raise UnsupportedInput(
@@ -886,7 +1070,12 @@ class SmolLMConceptWriter:
             for text in (brief_words, " " + brief_words, brief_words.lower(), " " + brief_words.lower()):
                 spared |= set(tokenizer.encode(text, add_special_tokens=False))
             sampler = ConceptSampler(
-                tokenizer, vocab, prompt_len, limits, seed=request.seed, banned_terms=request.banned_terms,
+                tokenizer,
+                vocab,
+                prompt_len,
+                limits,
+                seed=request.seed,
+                banned_terms=request.banned_terms,
                 spared_tokens=spared,
             )
             batch = prompt_ids.repeat(self.candidates, 1).to(loaded.device)

@@ -35,9 +35,7 @@ def normalize_locale(tag: str) -> str:
         raise ValueError(f"locale must be a string, got {type(tag).__name__}")
     match = _TAG.match(tag.strip())
     if match is None:
-        raise ValueError(
-            f"{tag!r} is not a BCP 47 language tag (language[-Script][-REGION], e.g. 'en-US', 'pt-BR', 'es-419')"
-        )
+        raise ValueError(f"{tag!r} is not a BCP 47 language tag (language[-Script][-REGION], e.g. 'en-US', 'pt-BR', 'es-419')")
     parts = [match["language"].lower()]
     if match["script"]:
         parts.append(match["script"].title())

@@ -51,7 +51,7 @@ def _to_float64_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def db_to_gain(db: float) -> float:
-    return 10.0 ** (db / 20.0)
+    return float(10.0 ** (db / 20.0))  # float(): typeshed types float ** float as Any (it can be complex)
 
 
 def gain_to_db(gain: float) -> float:
@@ -102,7 +102,7 @@ def _k_weighting_response(sample_rate: int, n_fft: int) -> np.ndarray:
     """The filter's response on the rfft bins: the same few (rate, length) pairs recur for
     every voiceover and its check, and this is half the cost of the filter (2 MB each)."""
     z = np.exp(-1j * np.pi * np.arange(n_fft // 2 + 1) / (n_fft // 2))  # z^-1 on the bins
-    response = np.ones_like(z)
+    response: np.ndarray = np.ones_like(z)
     for b, a in _k_weighting(sample_rate):
         response *= (b[0] + b[1] * z + b[2] * z * z) / (a[0] + a[1] * z + a[2] * z * z)
     response.flags.writeable = False  # shared between calls
@@ -194,20 +194,23 @@ def _true_peak_envelope(x: np.ndarray, factor: int = OVERSAMPLING) -> np.ndarray
     up = np.abs(oversample(x, factor))
     padded = np.concatenate([np.zeros(factor - 1), up, np.zeros(factor)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * factor - 1)
-    return windows[::factor][: len(x)].max(axis=1)
+    envelope: np.ndarray = windows[::factor][: len(x)].max(axis=1)
+    return envelope
 
 
 def _forward_min(values: np.ndarray, width: int) -> np.ndarray:
     """out[n] = min(values[n : n + width]) (the look-ahead)."""
     padded = np.concatenate([values, np.full(width - 1, values[-1])])
-    return np.lib.stride_tricks.sliding_window_view(padded, width).min(axis=1)
+    minima: np.ndarray = np.lib.stride_tricks.sliding_window_view(padded, width).min(axis=1)
+    return minima
 
 
 def _backward_mean(values: np.ndarray, width: int) -> np.ndarray:
     """out[n] = mean(values[n - width + 1 : n + 1]) (the attack ramp)."""
     padded = np.concatenate([np.full(width - 1, values[0]), values])
     csum = np.concatenate([[0.0], np.cumsum(padded)])
-    return (csum[width:] - csum[:-width]) / width
+    means: np.ndarray = (csum[width:] - csum[:-width]) / width
+    return means
 
 
 def _release(gain_db: np.ndarray, db_per_sample: float) -> np.ndarray:
@@ -217,7 +220,8 @@ def _release(gain_db: np.ndarray, db_per_sample: float) -> np.ndarray:
     release, computed without a Python loop via a running minimum.
     """
     ramp = db_per_sample * np.arange(len(gain_db))
-    return np.minimum.accumulate(gain_db - ramp) + ramp
+    released: np.ndarray = np.minimum.accumulate(gain_db - ramp) + ramp
+    return released
 
 
 def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
@@ -242,7 +246,8 @@ def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndar
     held = _forward_min(required, width)
     released_db = _release(20.0 * np.log10(held), _RELEASE_DB_PER_S / sample_rate)
     gain = _backward_mean(10.0 ** (released_db / 20.0), width)
-    return x * gain
+    limited: np.ndarray = x * gain
+    return limited
 
 
 # --- normalisation -------------------------------------------------------------

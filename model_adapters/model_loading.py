@@ -15,6 +15,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 MODEL_LOAD_LOCK = threading.RLock()
@@ -36,6 +37,7 @@ def hub_offline() -> Iterator[None]:
     global _offline_depth, _offline_saved
     import huggingface_hub.constants as hub_constants
 
+    diffusers_hub: ModuleType | None
     try:
         import diffusers.utils.hub_utils as diffusers_hub
     except ImportError:  # pragma: no cover - diffusers is a dependency of this module's users
@@ -50,7 +52,7 @@ def hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = "1"
             hub_constants.HF_HUB_OFFLINE = True
             if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
-                diffusers_hub.HF_HUB_OFFLINE = True
+                setattr(diffusers_hub, "HF_HUB_OFFLINE", True)  # noqa: B010 - a module typed as any module
         _offline_depth += 1
     try:
         yield
@@ -65,5 +67,5 @@ def hub_offline() -> Iterator[None]:
                     os.environ["HF_HUB_OFFLINE"] = env
                 hub_constants.HF_HUB_OFFLINE = constant
                 if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
-                    diffusers_hub.HF_HUB_OFFLINE = diffusers_constant
+                    setattr(diffusers_hub, "HF_HUB_OFFLINE", diffusers_constant)  # noqa: B010 - as above
                 _offline_saved = None

@@ -62,18 +62,30 @@ ADAPTER_KINDS: dict[str, AdapterKind] = {
         AdapterKind("local-diffusers-refine", "refine", "model_adapters.local_diffusers:DiffusersRefiner", "1"),
         # espeak-ng at 165 wpm: 2.6 words a second of speech on ad copy, pauses included.
         AdapterKind(
-            "local-espeak", "voice", "model_adapters.local_voice:EspeakVoiceAdapter", "1",
-            locales=frozenset(ESPEAK_LOCALE_VOICES), words_per_second=2.6,
+            "local-espeak",
+            "voice",
+            "model_adapters.local_voice:EspeakVoiceAdapter",
+            "1",
+            locales=frozenset(ESPEAK_LOCALE_VOICES),
+            words_per_second=2.6,
         ),
         # One en-US neural voice (Piper "joe") reads en-US and en-GB (an American accent for both).
         AdapterKind(
-            "local-piper", "voice", "model_adapters.local_piper:PiperVoiceAdapter", "1",
-            locales=frozenset({"en-US", "en-GB"}), words_per_second=PIPER_WORDS_PER_SECOND,
+            "local-piper",
+            "voice",
+            "model_adapters.local_piper:PiperVoiceAdapter",
+            "1",
+            locales=frozenset({"en-US", "en-GB"}),
+            words_per_second=PIPER_WORDS_PER_SECOND,
         ),
         # Kokoro-82M (int8 ONNX) with its Japanese voices: ja-* (rate in characters, see above).
         AdapterKind(
-            "local-kokoro", "voice", "model_adapters.local_kokoro:KokoroVoiceAdapter", "1",
-            locales=frozenset({"ja"}), words_per_second=KOKORO_CHARACTERS_PER_SECOND,
+            "local-kokoro",
+            "voice",
+            "model_adapters.local_kokoro:KokoroVoiceAdapter",
+            "1",
+            locales=frozenset({"ja"}),
+            words_per_second=KOKORO_CHARACTERS_PER_SECOND,
         ),
         AdapterKind("local-pyav", "video", "model_adapters.local_video:PyAVCompositor", "1"),
         AdapterKind("local-music-bed", "music", "model_adapters.local_music:LocalMusicBed", "1"),
@@ -99,7 +111,9 @@ def validate_adapter_kinds() -> None:
         if kind.name != name:
             raise ValueError(f"adapter kind {name!r} is registered under another name ({kind.name!r})")
         if kind.task not in TASK_SPECS:
-            raise ValueError(f"adapter kind {name!r} does task {kind.task!r}, which has no task spec; known: {', '.join(sorted(TASK_SPECS))}")
+            raise ValueError(
+                f"adapter kind {name!r} does task {kind.task!r}, which has no task spec; known: {', '.join(sorted(TASK_SPECS))}"
+            )
         if (kind.words_per_second is not None) != (kind.task == "voice" and kind.local):
             raise ValueError(f"adapter kind {name!r}: a measured words_per_second is for local voice adapters only, and they need one")
 

@@ -32,11 +32,11 @@ from model_adapters.types import (
     ImageResult,
     Price,
     RefineRequest,
+    StrictModel,
     VideoRequest,
     VideoResult,
     VoiceRequest,
     VoiceResult,
-    StrictModel,
     canonical_json,
 )
 
@@ -95,7 +95,7 @@ class TaskSpec:
 
     # --- the response cache's encoding of results ---------------------------------------
 
-    def encode_result(self, result: Any, put_blob: Callable[[bytes, Blob], dict]) -> dict:
+    def encode_result(self, result: Any, put_blob: Callable[[bytes, Blob], dict[str, Any]]) -> dict[str, Any]:
         """A JSON-ready entry; bytes fields become references from `put_blob`."""
         if isinstance(result, BaseModel):
             return {"kind": "model", "value": result.model_dump(mode="json")}
@@ -106,8 +106,10 @@ class TaskSpec:
             values[name] = {"$blob": put_blob(getattr(result, name), blob)}
         return {"kind": "dataclass", "value": values}
 
-    def decode_result(self, entry: dict, get_blob: Callable[[dict], bytes]) -> Any:
+    def decode_result(self, entry: dict[str, Any], get_blob: Callable[[dict[str, Any]], bytes]) -> Any:
         if entry["kind"] == "model":
+            if not issubclass(self.result_type, BaseModel):
+                raise TypeError(f"task {self.name!r}: a cached model entry, but {self.result_type.__name__} is no pydantic model")
             return self.result_type.model_validate(entry["value"])
         values = dict(entry["value"])
         for name in self.blobs:
@@ -116,7 +118,7 @@ class TaskSpec:
 
 
 @functools.cache
-def _adapter(cls: type) -> TypeAdapter:
+def _adapter(cls: type) -> TypeAdapter[Any]:
     return TypeAdapter(cls)
 
 
@@ -148,9 +150,17 @@ def _video_cost(price: Price, request: VideoRequest, result: VideoResult | None)
 
 def _concept_projection(v: VariantOutline) -> ConceptRequest:
     return ConceptRequest(
-        campaign_id=v.campaign_id, variant_id=v.variant_id, product=v.product, audience=v.audience, tone=v.tone,
-        palette=v.palette, banned_terms=v.banned_terms, locale=v.locale, aspect_ratio=v.aspect_ratio,
-        duration_s=v.duration_s, seed=0,
+        campaign_id=v.campaign_id,
+        variant_id=v.variant_id,
+        product=v.product,
+        audience=v.audience,
+        tone=v.tone,
+        palette=v.palette,
+        banned_terms=v.banned_terms,
+        locale=v.locale,
+        aspect_ratio=v.aspect_ratio,
+        duration_s=v.duration_s,
+        seed=0,
     )
 
 

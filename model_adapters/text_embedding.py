@@ -17,11 +17,16 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from model_adapters.model_loading import MODEL_LOAD_LOCK
 from model_adapters.devices import pick_device
+from model_adapters.model_loading import MODEL_LOAD_LOCK
+
+if TYPE_CHECKING:
+    from transformers.modeling_utils import PreTrainedModel
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 EMBEDDING_DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -54,8 +59,8 @@ class MiniLMEmbedder:
         self.max_seq_length = max_seq_length
         self._lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
-        self._tokenizer = None
-        self._model = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._model: PreTrainedModel | None = None
         self._device: torch.device | None = None
 
     @property
@@ -169,11 +174,11 @@ class CoalescingEmbedder:
         self._window_s = window_s
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, Future]] = []
+        self._pending: list[tuple[str, Future[torch.Tensor]]] = []
         self._leading = False
 
     def embed_one(self, text: str) -> torch.Tensor:
-        future: Future = Future()
+        future: Future[torch.Tensor] = Future()
         with self._lock:
             self._pending.append((text, future))
             lead = not self._leading
@@ -192,7 +197,7 @@ class CoalescingEmbedder:
                     for _, waiting in batch:
                         waiting.set_exception(exc)
                 else:
-                    for (_, waiting), vector in zip(batch, vectors):
+                    for (_, waiting), vector in zip(batch, vectors, strict=False):
                         waiting.set_result(vector)
         return future.result()
 

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -30,7 +30,7 @@ from model_adapters.local_video.audio import (
     decode_audio,
     voice_duration,
 )
-from model_adapters.local_video.camera import camera_path
+from model_adapters.local_video.camera import CameraPath, camera_path
 from model_adapters.local_video.captions_overlay import build_overlay, cue_schedule
 from model_adapters.local_video.colour import AVCOL_PRI_BT709, AVCOL_RANGE_MPEG, AVCOL_SPC_BT709, AVCOL_TRC_BT709
 from model_adapters.local_video.fast_path import _FastFrames
@@ -162,26 +162,31 @@ class PyAVCompositor:
     def _device(self) -> torch.device:
         return torch.device("cpu") if self.backend == "fast" else pick_device()
 
-    def _frame_source(self, still: torch.Tensor, request: VideoRequest, n_frames: int, device: torch.device):
+    def _frame_source(
+        self, still: torch.Tensor, request: VideoRequest, n_frames: int, device: torch.device
+    ) -> tuple[_GridFrames | _FastFrames, CameraPath, list[int]]:
         path = camera_path(n_frames, (still.shape[2], still.shape[1]), (request.width, request.height), request.seed)
         overlays = [ov for ov in (build_overlay(cue, request.width, request.height) for cue in request.cues) if ov is not None]
         schedule = cue_schedule(overlays, n_frames, request.fps)
         # auto: the uint8 kernel on CPU, grid_sample batches on an accelerator.
         use_grid = self.backend == "grid" or (self.backend == "auto" and device.type != "cpu")
+        frames: _GridFrames | _FastFrames
         if use_grid:
             frames = _GridFrames(still, path, request.width, request.height, overlays, schedule, device)
         else:
             frames = _FastFrames(still, path, request.width, request.height, overlays, schedule)
         return frames, path, schedule
 
-    def _encode(self, path, request, image_png, audio_wav, audio_samples, n_frames, device) -> dict:
+    def _encode(
+        self, path: str, request: VideoRequest, image_png: bytes, audio_wav: bytes, audio_samples: int, n_frames: int, device: torch.device
+    ) -> dict[str, Any]:
         """Frames from a worker thread, audio decoded and encoded here in step with them, muxed here."""
         fps = request.fps
-        stats: dict = {}
-        frames_q: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        stats: dict[str, Any] = {}
+        frames_q: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_FRAMES)
         stop = threading.Event()
 
-        def put(item) -> bool:
+        def put(item: Any) -> bool:
             while not stop.is_set():
                 try:
                     frames_q.put(item, timeout=0.1)
@@ -226,7 +231,7 @@ class PyAVCompositor:
                 # Opened here, so the muxer (started by the first mux, in this thread) finds it
                 # open and only reads its parameters while the audio thread encodes.
                 audio.codec_context.open()
-                audio_packets: collections.deque = collections.deque()
+                audio_packets: collections.deque[Any] = collections.deque()
                 audio_error: list[BaseException] = []
 
                 def encode_audio() -> None:

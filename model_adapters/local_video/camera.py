@@ -27,7 +27,8 @@ class CameraPath:
 
 def ease(t: np.ndarray) -> np.ndarray:
     """Cosine ease-in-out on [0, 1]: zero velocity at both ends."""
-    return 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
+    eased: np.ndarray = 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
+    return eased
 
 
 def camera_path(n_frames: int, still_size: tuple[int, int], out_size: tuple[int, int], seed: int) -> CameraPath:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,8 @@ class CaptionOverlay:
 
     def to(self, device: torch.device) -> CaptionOverlay:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
+        moved: dict[str, Any] = {k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)}
+        return replace(self, **moved)
 
 
 def build_overlay(cue: CaptionCue, width: int, height: int) -> CaptionOverlay | None:

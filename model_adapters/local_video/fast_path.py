@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from model_adapters.local_video.camera import ZOOM_MAX, CameraPath
+from model_adapters.local_video.captions_overlay import CaptionOverlay
 from model_adapters.local_video.colour import chroma_prefilter, rgb_to_yuv709
 from model_adapters.local_video.frames import OVERSAMPLE, plane_tensors, resize_rgb
 
@@ -65,7 +66,15 @@ class _FastFrames:
 
     name = "cpu-fast"
 
-    def __init__(self, still_rgb: torch.Tensor, path: CameraPath, width: int, height: int, overlays, schedule):
+    def __init__(
+        self,
+        still_rgb: torch.Tensor,
+        path: CameraPath,
+        width: int,
+        height: int,
+        overlays: Sequence[CaptionOverlay],
+        schedule: Sequence[int],
+    ):
         self.width, self.height = width, height
         self.overlays = overlays
         self.schedule = schedule

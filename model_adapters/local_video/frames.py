@@ -15,7 +15,7 @@ def plane_tensors(frame: av.VideoFrame) -> list[torch.Tensor]:
     """Writable (height, width) uint8 views of a frame's planes (no copy)."""
     views = []
     for plane in frame.planes:
-        array = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        array = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
         views.append(torch.from_numpy(array))
     return views
 

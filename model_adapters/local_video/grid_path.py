@@ -3,7 +3,7 @@ device (GPU, or CPU as a reference)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model_adapters.local_video.camera import ZOOM_MAX, CameraPath
+from model_adapters.local_video.captions_overlay import CaptionOverlay
 from model_adapters.local_video.colour import downsample_chroma_420, rgb_to_yuv709
 from model_adapters.local_video.frames import OVERSAMPLE, plane_tensors, resize_rgb
 
@@ -20,7 +21,16 @@ GRID_BATCH = 16
 class _GridFrames:
     """Frames by float ``grid_sample`` in batches; 4:2:0 downsampling and captions on the device."""
 
-    def __init__(self, still_rgb: torch.Tensor, path: CameraPath, width: int, height: int, overlays, schedule, device):
+    def __init__(
+        self,
+        still_rgb: torch.Tensor,
+        path: CameraPath,
+        width: int,
+        height: int,
+        overlays: Sequence[CaptionOverlay],
+        schedule: Sequence[int],
+        device: torch.device,
+    ):
         self.name = f"{device.type}-grid"
         self.device = device
         self.width, self.height = width, height
@@ -54,9 +64,7 @@ class _GridFrames:
                 theta = self.theta[start:stop]
                 b = stop - start
                 grid = F.affine_grid(theta, [b, 3, h, w], align_corners=False)
-                frames = F.grid_sample(
-                    self.source.expand(b, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
-                )
+                frames = F.grid_sample(self.source.expand(b, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
                 luma = frames[:, 0]
                 chroma = downsample_chroma_420(frames[:, 1:])
                 for j in range(b):
