@@ -166,13 +166,14 @@ def review_states(
         for gate in pipeline.gates:
             subject_stage = pipeline.gate_subject(gate.name)
             made_at = {
-                key: record.timestamp
-                for key, record in latest_materialization_records(instance, pipeline.key(subject_stage), keys).items()
+                key: record.timestamp for key, record in latest_materialization_records(instance, pipeline.key(subject_stage), keys).items()
             }
             for key in keys:
                 brief = _load(manifests, pipeline.brief_key, key)
                 subject = _load(manifests, pipeline.key(subject_stage), key)
-                base = dict(pipeline=pipeline.name, gate=gate.name, subject_stage=subject_stage, partition_key=key, campaign_id=key.split(".", 1)[0])
+                base = dict(
+                    pipeline=pipeline.name, gate=gate.name, subject_stage=subject_stage, partition_key=key, campaign_id=key.split(".", 1)[0]
+                )
                 if brief is None or subject is None:
                     states.append(ReviewState(**base, state="not made"))
                     continue
@@ -186,12 +187,18 @@ def review_states(
                     state = "approved"
                 else:
                     state = "regenerating" if verdict.regenerate else "rejected"
-                states.append(ReviewState(**base, state=state, subject=subject, version=version, verdict=verdict, waiting_since=made_at.get(key)))
+                states.append(
+                    ReviewState(**base, state=state, subject=subject, version=version, verdict=verdict, waiting_since=made_at.get(key))
+                )
     return states
 
 
 def pending_reviews(
-    instance: dg.DagsterInstance, pipelines: Mapping[str, Pipeline] | Iterable[Pipeline], campaign_id: str | None = None, *, manifests: ManifestReader
+    instance: dg.DagsterInstance,
+    pipelines: Mapping[str, Pipeline] | Iterable[Pipeline],
+    campaign_id: str | None = None,
+    *,
+    manifests: ManifestReader,
 ) -> list[ReviewState]:
     """The gates waiting for a verdict, oldest first."""
     pending = [s for s in review_states(instance, pipelines, manifests=manifests, campaign_id=campaign_id) if s.state == "pending"]
@@ -241,7 +248,12 @@ def record_verdict(
     state = pending[0]
     pipeline = next(p for p in _as_list(pipelines) if p.name == state.pipeline)
     verdict = Verdict(
-        decision=decision, reviewer=reviewer.strip(), comment=comment, subject_version=state.version, regenerate=regenerate, timestamp=time.time()
+        decision=decision,
+        reviewer=reviewer.strip(),
+        comment=comment,
+        subject_version=state.version,
+        regenerate=regenerate,
+        timestamp=time.time(),
     )
     instance.report_runless_asset_event(
         dg.AssetObservation(

@@ -41,7 +41,9 @@ def build_brief_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             found = found_by_campaign[campaign_id]
             campaign = found.brief
             if campaign.pipeline != pipeline.name:
-                raise ValueError(f"{found.path}: pipeline: the brief asks for {campaign.pipeline!r}, this is the {pipeline.name!r} pipeline")
+                raise ValueError(
+                    f"{found.path}: pipeline: the brief asks for {campaign.pipeline!r}, this is the {pipeline.name!r} pipeline"
+                )
             variant = campaign.variant(variant_id)
             doc = VariantBriefDoc(
                 partition_key=partition_key,

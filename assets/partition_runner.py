@@ -31,7 +31,7 @@ def run_partitions(context: dg.AssetExecutionContext, work: StageWork[M]) -> dic
 def _collect(context: dg.AssetExecutionContext, keys: list[str], outcomes: list[Any]) -> dict[str, M]:
     manifests: dict[str, M] = {}
     failures: dict[str, BaseException] = {}
-    for key, outcome in zip(keys, outcomes):
+    for key, outcome in zip(keys, outcomes, strict=False):
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, Exception):
                 raise outcome  # KeyboardInterrupt, SystemExit, cancellation: not a variant's fault

@@ -107,9 +107,7 @@ class Recorder:
         )
         unchanged = [stage for stage in self.selected if self.reused[stage] == set(keys) and keys]
         if unchanged:
-            context.log.info(
-                f"unchanged, not made again: {', '.join(unchanged)} (recorded as reused; set force to remake them)"
-            )
+            context.log.info(f"unchanged, not made again: {', '.join(unchanged)} (recorded as reused; set force to remake them)")
         for check in self.checks:
             yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check.key))
 

@@ -31,7 +31,6 @@ Written per campaign to the artifact store: the sheet (PNG) and the report
 experiment, the sheet's preview and the files.
 """
 
-
 import hashlib
 import io
 import json
@@ -45,7 +44,20 @@ from PIL import Image, ImageDraw
 
 from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.metadata import jpeg_markdown, thumbnail_of
-from assets.rollup import BACKGROUND, CELL, PAD, ROLLUP_AUTOMATION, SUBTEXT, TEXT, _Doc, _font, _load_variant, _uri_metadata, sheet_png, variant_stages
+from assets.rollup import (
+    BACKGROUND,
+    CELL,
+    PAD,
+    ROLLUP_AUTOMATION,
+    SUBTEXT,
+    TEXT,
+    _Doc,
+    _font,
+    _load_variant,
+    _uri_metadata,
+    sheet_png,
+    variant_stages,
+)
 from assets.stages import REPORT_ASSET, Pipeline, PipelineStage
 from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
@@ -113,7 +125,11 @@ class ArmOutput:
         failed: bool = False,
     ):
         self.partition_key, self.provenance, self.failed, self.tile = partition_key, provenance, failed, tile
-        self.checks_passed, self.measurements, self.variant_measurements = frozenset(checks_passed), dict(measurements), dict(variant_measurements)
+        self.checks_passed, self.measurements, self.variant_measurements = (
+            frozenset(checks_passed),
+            dict(measurements),
+            dict(variant_measurements),
+        )
 
     def measurement(self, name: str) -> float | None:
         return self.measurements.get(name, self.variant_measurements.get(name))
@@ -144,7 +160,9 @@ def arm_figures(arm: str, outputs: list[ArmOutput], checks: Iterable[str]) -> Ar
         mean_latency_s=_mean(latencies, 4),
         p50_latency_s=round(statistics.median(latencies), 4) if latencies else None,
         # Over every output of the arm: one that made nothing passed nothing.
-        check_pass_rates={name: round(sum(name in o.checks_passed for o in outputs) / len(outputs), 4) for name in checks} if outputs else {},
+        check_pass_rates={name: round(sum(name in o.checks_passed for o in outputs) / len(outputs), 4) for name in checks}
+        if outputs
+        else {},
         on_brief_score=_mean(on_brief, 4),
         on_brief_measured=len(on_brief),
         word_error_rate=_mean(wer, 4),
@@ -152,7 +170,9 @@ def arm_figures(arm: str, outputs: list[ArmOutput], checks: Iterable[str]) -> Ar
     )
 
 
-def arm_outputs(stage: str, manifests_by_key: Mapping[str, Mapping[str, object]], experiment: str) -> tuple[dict[str, list[ArmOutput]], list[str], str]:
+def arm_outputs(
+    stage: str, manifests_by_key: Mapping[str, Mapping[str, object]], experiment: str
+) -> tuple[dict[str, list[ArmOutput]], list[str], str]:
     """({arm: outputs}, the keys in no arm, the mode) of `experiment` on `stage` over a campaign's
     variants ({key: {stage: manifest}})."""
     arms: dict[str, list[ArmOutput]] = {arm: [] for arm in ARMS}
@@ -166,13 +186,24 @@ def arm_outputs(stage: str, manifests_by_key: Mapping[str, Mapping[str, object]]
         shadow = manifest.shadow
         if shadow is not None and shadow.experiment == experiment:
             mode = "shadow"  # the arms' outputs are two makes of one stage: compared on their own measurements
-            arms["control"].append(ArmOutput(key, manifest.provenance, manifest.checks_passed, manifest.check_measurements, tile=_tile_of(manifest)))
+            arms["control"].append(
+                ArmOutput(key, manifest.provenance, manifest.checks_passed, manifest.check_measurements, tile=_tile_of(manifest))
+            )
             arms["candidate"].append(
-                ArmOutput(key, shadow.provenance, shadow.checks_passed, shadow.check_measurements, tile=shadow.tile, failed=shadow.error is not None)
+                ArmOutput(
+                    key,
+                    shadow.provenance,
+                    shadow.checks_passed,
+                    shadow.check_measurements,
+                    tile=shadow.tile,
+                    failed=shadow.error is not None,
+                )
             )
         elif manifest.provenance.experiment == experiment and manifest.provenance.experiment_arm in ARMS:
             arms[manifest.provenance.experiment_arm].append(
-                ArmOutput(key, manifest.provenance, manifest.checks_passed, manifest.check_measurements, measured_elsewhere, _tile_of(manifest))
+                ArmOutput(
+                    key, manifest.provenance, manifest.checks_passed, manifest.check_measurements, measured_elsewhere, _tile_of(manifest)
+                )
             )
         else:
             outside.append(key)
@@ -195,7 +226,9 @@ def experiments_in(stage: str, manifests_by_key: Mapping[str, Mapping[str, objec
     return list(found)
 
 
-def pairs_sheet(title: str, headings: tuple[str, str], pairs: list[tuple[tuple[str, bytes] | None, tuple[str, bytes] | None]]) -> Image.Image:
+def pairs_sheet(
+    title: str, headings: tuple[str, str], pairs: list[tuple[tuple[str, bytes] | None, tuple[str, bytes] | None]]
+) -> Image.Image:
     """Two columns, control left and candidate right: each row a pair of (label, picture bytes),
     either side may be empty (share mode: the arms need not be the same size)."""
     if not pairs:
@@ -226,8 +259,11 @@ def pairs_sheet(title: str, headings: tuple[str, str], pairs: list[tuple[tuple[s
 def _pairs(arms: Mapping[str, list[ArmOutput]], mode: str) -> list[tuple[ArmOutput | None, ArmOutput | None]]:
     control, candidate = arms["control"], arms["candidate"]
     if mode == "shadow":  # the same variant's two makes
-        return list(zip(control, candidate))
-    return [(control[i] if i < len(control) else None, candidate[i] if i < len(candidate) else None) for i in range(max(len(control), len(candidate)))]
+        return list(zip(control, candidate, strict=False))
+    return [
+        (control[i] if i < len(control) else None, candidate[i] if i < len(candidate) else None)
+        for i in range(max(len(control), len(candidate)))
+    ]
 
 
 def report_rows(report: ExperimentReport) -> list[tuple[str, str, str]]:
@@ -259,7 +295,11 @@ def report_rows(report: ExperimentReport) -> list[tuple[str, str, str]]:
 
 def report_markdown(report: ExperimentReport) -> str:
     """The arms side by side, figure per row."""
-    how = "shadow: every variant, both routes" if report.mode == "shadow" else f"share: {report.share if report.share is not None else '?'} to the candidate"
+    how = (
+        "shadow: every variant, both routes"
+        if report.mode == "shadow"
+        else f"share: {report.share if report.share is not None else '?'} to the candidate"
+    )
     lines = [
         f"**{report.experiment}** on `{report.stage}` (task {report.task}; {how})",
         "",
@@ -280,7 +320,9 @@ def experiment_stages(pipeline: Pipeline, routing: RoutingConfig) -> list[Pipeli
     return [stage for stage in pipeline.routed_stages if stage.task in routing.experiments]
 
 
-def _drawn_pairs_sheet(store, title: str, headings: tuple[str, str], pairs: list[tuple[ArmOutput | None, ArmOutput | None]]) -> tuple[ArtifactRef, bytes]:
+def _drawn_pairs_sheet(
+    store, title: str, headings: tuple[str, str], pairs: list[tuple[ArmOutput | None, ArmOutput | None]]
+) -> tuple[ArtifactRef, bytes]:
     """The sheet and its preview JPEG, drawn once per content (as the roll-up's sheet is)."""
 
     def side(output: ArmOutput | None):
@@ -301,7 +343,9 @@ def _drawn_pairs_sheet(store, title: str, headings: tuple[str, str], pairs: list
     sheet_ref = store.put(sheet_png(sheet), extension=".png", media_type="image/png")
     preview = thumbnail_of(sheet)
     preview_ref = store.put(preview, extension=".jpg", media_type="image/jpeg")
-    store.write_entry(REPORT_SHEET_NAMESPACE, key, json.dumps({"sheet": sheet_ref.model_dump(), "preview": preview_ref.model_dump()}).encode())
+    store.write_entry(
+        REPORT_SHEET_NAMESPACE, key, json.dumps({"sheet": sheet_ref.model_dump(), "preview": preview_ref.model_dump()}).encode()
+    )
     return sheet_ref, preview
 
 
@@ -319,8 +363,10 @@ def campaign_report(
             sheet = None
             pairs = [pair for pair in _pairs(arms, mode) if any(o is not None and o.tile is not None for o in pair)]
             if pairs:
-                routes = ("control", "candidate") if configured is None else (
-                    f"control: {', '.join(configured.control)}", f"candidate: {', '.join(configured.candidate)}"
+                routes = (
+                    ("control", "candidate")
+                    if configured is None
+                    else (f"control: {', '.join(configured.control)}", f"candidate: {', '.join(configured.candidate)}")
                 )
                 sheet, _ = _drawn_pairs_sheet(store, f"{campaign_id}: {experiment} ({stage.name})", routes, pairs)
             reports.append(
@@ -368,14 +414,20 @@ def build_campaign_report_asset(pipeline: Pipeline, routing: RoutingConfig) -> d
                 pending.append(campaign_id)
                 continue
             doc = campaign_report(campaign_id, pipeline, routing, {key: manifests for key, (manifests, _) in loaded.items()}, store)
-            ref = store.put(json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), extension=".json", media_type="application/json")
+            ref = store.put(
+                json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), extension=".json", media_type="application/json"
+            )
             done.append(campaign_id)
             metadata[f"{campaign_id}/report_file"] = _uri_metadata(ref)
-            metadata[f"{campaign_id}/report"] = dg.MetadataValue.md("\n\n".join(report_markdown(r) for r in doc.experiments) or "no experiment in these variants")
+            metadata[f"{campaign_id}/report"] = dg.MetadataValue.md(
+                "\n\n".join(report_markdown(r) for r in doc.experiments) or "no experiment in these variants"
+            )
             for report in doc.experiments:
                 if report.contact_sheet is not None:
                     preview = thumbnail_of(Image.open(io.BytesIO(store.get(report.contact_sheet))))
-                    metadata[f"{campaign_id}/{report.experiment}/contact_sheet"] = jpeg_markdown(preview, f"{report.experiment}: control and candidate")
+                    metadata[f"{campaign_id}/{report.experiment}/contact_sheet"] = jpeg_markdown(
+                        preview, f"{report.experiment}: control and candidate"
+                    )
                     metadata[f"{campaign_id}/{report.experiment}/contact_sheet_file"] = _uri_metadata(report.contact_sheet)
             context.log.info(f"reported {campaign_id}: {len(doc.experiments)} experiment(s), {ref.uri}")
         return dg.MaterializeResult(

@@ -80,7 +80,9 @@ class RecordedMaterialization:
     metadata: Mapping[str, Any]
 
 
-def latest_recorded(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, RecordedMaterialization]:
+def latest_recorded(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Sequence[str]
+) -> dict[str, RecordedMaterialization]:
     """partition key -> its latest materialization's fingerprint and metadata."""
     found = {}
     for key, record in latest_materialization_records(instance, asset_key, partition_keys).items():

@@ -48,7 +48,6 @@ until then it is listed as pending. It needs an automation sensor running
 or one declared with `default_status=RUNNING`).
 """
 
-
 import hashlib
 import io
 import json
@@ -71,7 +70,6 @@ ROLLUP_CODE_VERSION = "1"
 SHEET_NAMESPACE = "contact-sheets"
 
 
-
 def variant_stages(pipeline: Pipeline) -> tuple[str, ...]:
     """Stages whose manifests a variant needs to count as done, in pipeline order."""
     return (BRIEF_ASSET, *pipeline.stage_names)
@@ -86,8 +84,11 @@ def tile_stage(pipeline: Pipeline):
     """The stage whose picture stands for a variant on the contact sheet (the last that makes one)."""
     return next((stage for stage in reversed(pipeline.stages) if stage.kind.contact_sheet_tile is not None), None)
 
-ROLLUP_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label(
-    "eager, over whichever campaigns are complete"
+
+ROLLUP_AUTOMATION = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .with_label("eager, over whichever campaigns are complete")
 )
 
 # Contact sheet layout.
@@ -209,9 +210,7 @@ def variant_rollup(
     """One variant's URIs and per-stage figures from its stage manifests ({stage: manifest})."""
     brief = manifests["brief"]
     artifacts = {
-        label: ref.uri
-        for stage in pipeline.stages
-        for label, ref in stage.kind.rollup_files(stage.name, manifests[stage.name]).items()
+        label: ref.uri for stage in pipeline.stages for label, ref in stage.kind.rollup_files(stage.name, manifests[stage.name]).items()
     }
     stages = {stage: stage_figures(manifests[stage].provenance) for stage in paid_stages(pipeline)}
     return VariantRollup(
@@ -299,7 +298,9 @@ def cost_table_markdown(doc: CampaignRollupDoc) -> str:
         + " | ".join(f"${doc.cost_by_stage_usd[s]:.4f} / {doc.latency_by_stage_s[s]:.2f}s" for s in stages)
         + f" | **${doc.total_cost_usd:.4f} / {doc.total_latency_s:.2f}s** |"
     )
-    budget = f"\n\nBudget ${doc.budget_usd:.2f}" + (f"; ledger spend ${doc.ledger_spent_usd:.4f}" if doc.ledger_spent_usd is not None else "")
+    budget = f"\n\nBudget ${doc.budget_usd:.2f}" + (
+        f"; ledger spend ${doc.ledger_spent_usd:.4f}" if doc.ledger_spent_usd is not None else ""
+    )
     return "\n".join([header, rule, *rows, totals]) + budget
 
 
@@ -381,10 +382,19 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
             if tiled is not None:
                 tile_of = tiled.kind.contact_sheet_tile
                 title = f"{campaign_id}: {first_brief.product}"
-                labels = [(v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", tile_of(loaded[v.partition_key][0][tiled.name])) for v in variants]
+                labels = [
+                    (v.variant_id, f"{v.aspect_ratio}  {v.locale}  {v.tier}", tile_of(loaded[v.partition_key][0][tiled.name]))
+                    for v in variants
+                ]
                 sheet_ref, preview = _drawn_sheet(store, title, labels)
             doc = campaign_doc(
-                campaign_id, first_brief.product, first_brief.budget_usd, variants, sheet_ref, ledger.totals(campaign_id)["spent_usd"], stages
+                campaign_id,
+                first_brief.product,
+                first_brief.budget_usd,
+                variants,
+                sheet_ref,
+                ledger.totals(campaign_id)["spent_usd"],
+                stages,
             )
             summary_ref = store.put(
                 json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), extension=".json", media_type="application/json"

@@ -355,5 +355,7 @@ class Pipeline:
             settings = (settings_by_stage or {}).get(stage.name, stage.settings)
             for name, blocking, judges_answer in stage.checks:
                 kind = stage.kind.check(name)
-                found.append(StageCheck(stage.name, self.key(stage.name), kind, blocking, settings, judges_answer and stage.task is not None))
+                found.append(
+                    StageCheck(stage.name, self.key(stage.name), kind, blocking, settings, judges_answer and stage.task is not None)
+                )
         return tuple(found)

@@ -41,10 +41,10 @@ from typing import Any
 import dagster as dg
 from pydantic import create_model
 
+from assets.approvals import AwaitingApproval, Reviews, reseeded, subject_version
 from assets.checks import measured
 from assets.common import FOLLOW_UPSTREAM, MANIFEST_IO_MANAGER_KEY, STUDIO_OWNERS, TORCH_POOL
 from assets.dagster_api import chunked_backfill_policy, partitioned_check_spec
-from assets.approvals import AwaitingApproval, Reviews, reseeded, subject_version
 from assets.engine import Engine, Judged, Node
 from assets.experiments import check_measurements, work_with_shadow
 from assets.recorder import Recorder
@@ -149,8 +149,10 @@ class _StageHooks:
         again is made with a new seed for each such rejection (assets/approvals.py)."""
         if (stage, key) not in self._stage_briefs:
             brief = self.briefs[key]
-            if self.reviews is not None and brief.approval == "required" and any(
-                self.pipeline.gate_subject(gate.name) == stage for gate in self.pipeline.gates
+            if (
+                self.reviews is not None
+                and brief.approval == "required"
+                and any(self.pipeline.gate_subject(gate.name) == stage for gate in self.pipeline.gates)
             ):
                 regenerations = await asyncio.to_thread(self.reviews.regenerations, stage, key)
                 brief = brief.model_copy(update={"seed": reseeded(brief.seed, regenerations)})
@@ -194,8 +196,16 @@ class _StageHooks:
         rejected = self._rejected.get((stage, key), [])
         await self._hold_unapproved(stage, key, inputs)
         call = StageCall(
-            self.session, self.artifacts, self.settings[stage], key, await self._stage_brief(stage, key), inputs, spec.task,
-            rejected=tuple(answer.provider for answer in rejected), stage=stage, reviews=self.reviews,
+            self.session,
+            self.artifacts,
+            self.settings[stage],
+            key,
+            await self._stage_brief(stage, key),
+            inputs,
+            spec.task,
+            rejected=tuple(answer.provider for answer in rejected),
+            stage=stage,
+            reviews=self.reviews,
         )
         try:
             # In a shadow experiment the candidate route makes the stage beside it (assets/experiments.py).
@@ -237,7 +247,8 @@ class _StageHooks:
         # (check, "check: problem") for each problem of a failed blocking check
         failures = [
             (check, f"{check.name}: {problem}")
-            for check in checks if check.blocking and not outcomes[check.name].passed
+            for check in checks
+            if check.blocking and not outcomes[check.name].passed
             for problem in outcomes[check.name].metadata["problems"]
         ]
         passed = tuple(check.name for check in checks if outcomes[check.name].passed)
@@ -249,9 +260,7 @@ class _StageHooks:
             return judged
         return await self._rejected_answer(stage, key, judged, answers, verdicts)
 
-    async def _rejected_answer(
-        self, stage: str, key: str, judged: Judged, answers: list[Provenance], verdicts: tuple[str, ...]
-    ) -> Judged:
+    async def _rejected_answer(self, stage: str, key: str, judged: Judged, answers: list[Provenance], verdicts: tuple[str, ...]) -> Judged:
         answer = answers[-1]
         rejected = self._rejected.setdefault((stage, key), [])
         rejected.append(
@@ -346,8 +355,13 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
                 hooks.session = session
                 nodes = [Node(stage.name, dict(stage.inputs)) for stage in pipeline.stages]
                 engine = Engine(
-                    nodes, selected, make=hooks.make, reuse=hooks.reuse, check=hooks.check,
-                    load_stored=hooks.load_stored, emit=events.put,
+                    nodes,
+                    selected,
+                    make=hooks.make,
+                    reuse=hooks.reuse,
+                    check=hooks.check,
+                    load_stored=hooks.load_stored,
+                    emit=events.put,
                 )
                 await engine.run(keys)
 
@@ -377,7 +391,11 @@ def build_variant_media_asset(pipeline: Pipeline, code_versions: Mapping[str, st
         specs=[stage_spec(pipeline, stage, code_versions[stage.name]) for stage in pipeline.stages],
         check_specs=[
             partitioned_check_spec(
-                check.name, check.asset_key, blocking=check.blocking, description=check.description(), partitions_def=pipeline.partitions_def
+                check.name,
+                check.asset_key,
+                blocking=check.blocking,
+                description=check.description(),
+                partitions_def=pipeline.partitions_def,
             )
             for check in pipeline.checks()
         ],

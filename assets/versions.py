@@ -74,7 +74,9 @@ class CurrentVersion:
     approval: str | None = None  # the state of an approval stage judging it, if the pipeline has one
 
 
-def current_versions(instance: dg.DagsterInstance, pipeline: Pipeline, partition_keys: Sequence[str]) -> dict[str, dict[str, CurrentVersion]]:
+def current_versions(
+    instance: dg.DagsterInstance, pipeline: Pipeline, partition_keys: Sequence[str]
+) -> dict[str, dict[str, CurrentVersion]]:
     """stage -> partition key -> its current version (the latest materialization's) and pin."""
     found: dict[str, dict[str, CurrentVersion]] = {}
     for stage in pipeline.stage_names:
@@ -86,7 +88,9 @@ def current_versions(instance: dg.DagsterInstance, pipeline: Pipeline, partition
     return found
 
 
-def approval_states(instance: dg.DagsterInstance, pipeline: Pipeline, partition_keys: Sequence[str], manifests: Any) -> dict[tuple[str, str], str]:
+def approval_states(
+    instance: dg.DagsterInstance, pipeline: Pipeline, partition_keys: Sequence[str], manifests: Any
+) -> dict[tuple[str, str], str]:
     """(stage, partition key) -> the state of the approval stage judging that stage's current output
     ("auto", "pending", "approved", "rejected", ...), and the approval stage's own; empty when the
     pipeline has no approval stage."""

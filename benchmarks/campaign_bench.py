@@ -58,12 +58,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-
 def campaign_stages() -> tuple[str, ...]:
     """The stages of the shipped campaign pipeline (config/pipelines/campaign.yaml), in order."""
     from orchestration.components import StudioPipelines
 
     return StudioPipelines().resolve_pipelines()[0]["campaign"].stage_names
+
 
 # Per-stage provider latency in the simulator (ms): half of the issue's example
 # figures, so that the full run (3 sizes, repeats, naive, local) fits in 10 minutes.
@@ -76,7 +76,11 @@ FANOUT_DURATIONS = (4, 5, 6)  # seconds of voice: short spots, so media work sta
 # The 64 local variants: square 3 s spots (feed posts), so the full run fits in 10 minutes.
 LOCAL_DURATIONS = (3,)
 LOCAL_RATIOS = ("1:1",)
-FANOUT_MEDIA = {"draft_image": {"short_side": 288}, "refined_image": {"min_short_side": 1080}, "synced_video": {"short_side": 144, "fps": 30}}
+FANOUT_MEDIA = {
+    "draft_image": {"short_side": 288},
+    "refined_image": {"min_short_side": 1080},
+    "synced_video": {"short_side": 144, "fps": 30},
+}
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -233,18 +237,34 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
             "concept",
             "write",
             ConceptRequest(
-                campaign_id=brief["campaign_id"], variant_id=v["id"], product=brief["product"], audience=brief["audience"],
-                tone=brief["tone"], palette=tuple(brief["palette"]), banned_terms=tuple(brief["banned_terms"]),
-                locale=v["locale"], aspect_ratio=v["aspect_ratio"], duration_s=v["duration_s"], seed=seed,
+                campaign_id=brief["campaign_id"],
+                variant_id=v["id"],
+                product=brief["product"],
+                audience=brief["audience"],
+                tone=brief["tone"],
+                palette=tuple(brief["palette"]),
+                banned_terms=tuple(brief["banned_terms"]),
+                locale=v["locale"],
+                aspect_ratio=v["aspect_ratio"],
+                duration_s=v["duration_s"],
+                seed=seed,
             ),
         )
 
         async def image_branch():
             width, height = frame_size(v["aspect_ratio"], FANOUT_MEDIA["draft_image"]["short_side"])
-            draft = await call("image", "generate", ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=tuple(brief["palette"]), seed=seed))
+            draft = await call(
+                "image",
+                "generate",
+                ImageRequest(prompt=idea.image_prompt, width=width, height=height, palette=tuple(brief["palette"]), seed=seed),
+            )
             request = RefineRequest(
-                source_sha256=hashlib.sha256(draft.png).hexdigest(), min_short_side=FANOUT_MEDIA["refined_image"]["min_short_side"], aspect_ratio=v["aspect_ratio"],
-                palette=tuple(brief["palette"]), headline=idea.headline, seed=seed,
+                source_sha256=hashlib.sha256(draft.png).hexdigest(),
+                min_short_side=FANOUT_MEDIA["refined_image"]["min_short_side"],
+                aspect_ratio=v["aspect_ratio"],
+                palette=tuple(brief["palette"]),
+                headline=idea.headline,
+                seed=seed,
             )
             return await call("refine", "refine", request, draft.png)
 
@@ -256,8 +276,15 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
         video = FANOUT_MEDIA["synced_video"]
         width, height = frame_size(v["aspect_ratio"], video["short_side"])
         request = VideoRequest(
-            image_sha256=hashlib.sha256(refined.png).hexdigest(), audio_sha256=hashlib.sha256(voice.wav).hexdigest(), audio_duration_s=voice.duration_s, cues=cues, width=width, height=height,
-            fps=video["fps"], tail_s=max(0.0, v["duration_s"] - voice.duration_s), seed=seed,
+            image_sha256=hashlib.sha256(refined.png).hexdigest(),
+            audio_sha256=hashlib.sha256(voice.wav).hexdigest(),
+            audio_duration_s=voice.duration_s,
+            cues=cues,
+            width=width,
+            height=height,
+            fps=video["fps"],
+            tail_s=max(0.0, v["duration_s"] - voice.duration_s),
+            seed=seed,
         )
         await call("video", "compose", request, refined.png, voice.wav)
 
@@ -365,8 +392,13 @@ def fanout(workdir: Path, variants: int, repeats: int, naive_sample: int, cache:
                 forced, _ = studio.run(studio.keys, {**FANOUT_MEDIA, "force": True})
                 forced_calls = requests_made(sim.stats()) - before - calls
                 cache_figures = {
-                    "variants": variants, "first_s": round(seconds, 2), "second_s": round(again, 2), "calls": calls,
-                    "ratio": round(again / seconds, 3), "forced_s": round(forced, 2), "forced_calls": forced_calls,
+                    "variants": variants,
+                    "first_s": round(seconds, 2),
+                    "second_s": round(again, 2),
+                    "calls": calls,
+                    "ratio": round(again / seconds, 3),
+                    "forced_s": round(forced, 2),
+                    "forced_calls": forced_calls,
                     "forced_ratio": round(forced / seconds, 3),
                 }
             studio.close()
@@ -530,12 +562,16 @@ def table(results: dict[str, Any]) -> str:
         n = f["variants"]
         bound = f"{f['bound_s']} s" if f["bound_s"] else "–"
         naive = f"{f['naive_s']} s" if f.get("naive_s") else "–"
-        rows.append(f"| fanout {n} | ours (one backfill run) / bound / naive | {f['ours_s']} s ({f['ours_per_variant_s']} s a variant) / {bound} / {naive} | |")
+        rows.append(
+            f"| fanout {n} | ours (one backfill run) / bound / naive | {f['ours_s']} s ({f['ours_per_variant_s']} s a variant) / {bound} / {naive} | |"
+        )
         if f["ratio_to_bound"]:
             rows.append(f"| fanout {n} | ratio_to_bound (median of {f['repeats']}) | {f['ratio_to_bound']} | ≤ 1.15 at 64 |")
         if "speedup_vs_naive" in f:
             rows.append(f"| fanout {n} | speedup_vs_naive | {f['speedup_vs_naive']}× | ≥ 10 |")
-        rows.append(f"| fanout {n} | max in flight per provider group | {', '.join(f'{k} {v}' for k, v in sorted(f['max_in_flight'].items()))} | ≤ {PROVIDER_CAP} |")
+        rows.append(
+            f"| fanout {n} | max in flight per provider group | {', '.join(f'{k} {v}' for k, v in sorted(f['max_in_flight'].items()))} | ≤ {PROVIDER_CAP} |"
+        )
     c = results.get("cache")
     if c:
         rows.append(f"| cache {c['variants']} | provider calls on the re-run | {c['calls']} | 0 |")
@@ -567,7 +603,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--only", choices=["fanout", "local"], help="run one scenario")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of ours and the bound at 16 and 64 variants (medians); 3 keeps the full run under 10 minutes"
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of ours and the bound at 16 and 64 variants (medians); 3 keeps the full run under 10 minutes",
     )
     parser.add_argument("--local-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)

@@ -88,19 +88,46 @@ def requests() -> list[tuple[str, ConceptRequest]]:
             if not variant.locale.startswith("en"):
                 continue
             key = f"{brief.campaign_id}.{variant.id}"
-            out.append((key, ConceptRequest(
-                campaign_id=brief.campaign_id, variant_id=variant.id, product=brief.product, audience=brief.audience,
-                tone=brief.tone, palette=brief.palette, banned_terms=brief.banned_terms, locale=variant.locale,
-                aspect_ratio=variant.aspect_ratio, duration_s=variant.duration_s, seed=variant_seed(key),
-                words_per_second=ENGLISH_WORDS_PER_SECOND,
-            )))
+            out.append(
+                (
+                    key,
+                    ConceptRequest(
+                        campaign_id=brief.campaign_id,
+                        variant_id=variant.id,
+                        product=brief.product,
+                        audience=brief.audience,
+                        tone=brief.tone,
+                        palette=brief.palette,
+                        banned_terms=brief.banned_terms,
+                        locale=variant.locale,
+                        aspect_ratio=variant.aspect_ratio,
+                        duration_s=variant.duration_s,
+                        seed=variant_seed(key),
+                        words_per_second=ENGLISH_WORDS_PER_SECOND,
+                    ),
+                )
+            )
     for i, (campaign, product, audience, tone, banned, duration) in enumerate(INLINE_BRIEFS):
         key = f"{campaign}.reel-en"
-        out.append((key, ConceptRequest(
-            campaign_id=campaign, variant_id="reel-en", product=product, audience=audience, tone=tone,
-            palette=("#1b1f3b", "#f4a259"), banned_terms=banned, locale="en-GB" if i % 3 == 0 else "en-US",
-            aspect_ratio="9:16", duration_s=duration, seed=variant_seed(key), words_per_second=ENGLISH_WORDS_PER_SECOND,
-        )))
+        out.append(
+            (
+                key,
+                ConceptRequest(
+                    campaign_id=campaign,
+                    variant_id="reel-en",
+                    product=product,
+                    audience=audience,
+                    tone=tone,
+                    palette=("#1b1f3b", "#f4a259"),
+                    banned_terms=banned,
+                    locale="en-GB" if i % 3 == 0 else "en-US",
+                    aspect_ratio="9:16",
+                    duration_s=duration,
+                    seed=variant_seed(key),
+                    words_per_second=ENGLISH_WORDS_PER_SECOND,
+                ),
+            )
+        )
     return out
 
 
@@ -115,8 +142,11 @@ def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     return {
-        "n": len(values), "min": round(min(values), 3), "median": round(statistics.median(values), 3),
-        "mean": round(statistics.fmean(values), 3), "max": round(max(values), 3),
+        "n": len(values),
+        "min": round(min(values), 3),
+        "median": round(statistics.median(values), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "max": round(max(values), 3),
         "passed": sum(v >= THRESHOLD for v in values),
     }
 
@@ -141,11 +171,13 @@ def percentile(values: list[float], q: float) -> float:
 # --- the format comparison (unconstrained sampling) -------------------------------------------
 
 JSON_SYSTEM = llm.SYSTEM_PROMPT
-JSON_EXAMPLE = json.dumps({
-    "headline": "Cool air for quiet workdays",
-    "script": llm.EXAMPLE_ANSWER.split("\n")[1].removeprefix("Script: "),
-    "image_prompt": llm.EXAMPLE_ANSWER.split("\n")[2].removeprefix("Image: "),
-})
+JSON_EXAMPLE = json.dumps(
+    {
+        "headline": "Cool air for quiet workdays",
+        "script": llm.EXAMPLE_ANSWER.split("\n")[1].removeprefix("Script: "),
+        "image_prompt": llm.EXAMPLE_ANSWER.split("\n")[2].removeprefix("Image: "),
+    }
+)
 
 
 def free_candidates(loaded, request: ConceptRequest, fmt: str, candidates: int = 4) -> list[str]:
@@ -164,11 +196,16 @@ def free_candidates(loaded, request: ConceptRequest, fmt: str, candidates: int =
     torch.manual_seed(request.seed)
     with torch.inference_mode():
         out = loaded.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=llm.TEMPERATURE,
-            top_p=llm.TOP_P, num_return_sequences=candidates, max_new_tokens=limits.max_new_tokens() + 20,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=llm.TEMPERATURE,
+            top_p=llm.TOP_P,
+            num_return_sequences=candidates,
+            max_new_tokens=limits.max_new_tokens() + 20,
             pad_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         )
-    return [tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
+    return [tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
 
 def compare_formats(loaded, items: list[tuple[str, ConceptRequest]]) -> dict:
@@ -187,8 +224,11 @@ def compare_formats(loaded, items: list[tuple[str, ConceptRequest]]) -> dict:
                 if fields is not None:
                     valid += llm.validate_candidate(raw, request, target).valid
         results[fmt] = {
-            "candidates": total, "parsed": parsed, "valid": valid,
-            "parse_rate": round(parsed / total, 3), "valid_rate": round(valid / total, 3),
+            "candidates": total,
+            "parsed": parsed,
+            "valid": valid,
+            "parse_rate": round(parsed / total, 3),
+            "valid_rate": round(valid / total, 3),
             "seconds": round(time.perf_counter() - started, 1),
         }
     return results
@@ -204,8 +244,9 @@ def main() -> None:
     parser.add_argument("--format-briefs", type=int, default=6, help="briefs in the format comparison")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--cache-dir", default=None, help="model cache root (default: the writer's)")
-    parser.add_argument("--fresh-cache", action="store_true",
-                        help="a new temporary cache root (removed afterwards): the first load dequantizes the GGUF")
+    parser.add_argument(
+        "--fresh-cache", action="store_true", help="a new temporary cache root (removed afterwards): the first load dequantizes the GGUF"
+    )
     parser.add_argument("--name", default="concept_quality", help="results file name (without suffix)")
     args = parser.parse_args()
 
@@ -256,10 +297,18 @@ def run(args, torch) -> None:
         bank_result = bank.write_sync(request)
         bank_score = on_brief(embedder, bank_result.script, request)
         row = {
-            "key": key, "product": request.product, "audience": request.audience, "tone": request.tone,
-            "duration_s": request.duration_s, "target_words": llm.target_words(request),
-            "bank": {"headline": bank_result.headline, "script": bank_result.script, "score": round(bank_score, 4),
-                     "words": len(bank_result.script.split())},
+            "key": key,
+            "product": request.product,
+            "audience": request.audience,
+            "tone": request.tone,
+            "duration_s": request.duration_s,
+            "target_words": llm.target_words(request),
+            "bank": {
+                "headline": bank_result.headline,
+                "script": bank_result.script,
+                "score": round(bank_score, 4),
+                "words": len(bank_result.script.split()),
+            },
         }
         started = time.perf_counter()
         try:
@@ -269,20 +318,23 @@ def run(args, torch) -> None:
         else:
             score = on_brief(embedder, result.script, request)
             row["llm"] = {
-                "headline": result.headline, "script": result.script, "image_prompt": result.image_prompt,
-                "score": round(score, 4), "words": len(result.script.split()),
-                "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
+                "headline": result.headline,
+                "script": result.script,
+                "image_prompt": result.image_prompt,
+                "score": round(score, 4),
+                "words": len(result.script.split()),
+                "input_tokens": result.input_tokens,
+                "output_tokens": result.output_tokens,
             }
         attempt = writer.last_attempt
         row["llm"]["seconds"] = round(time.perf_counter() - started, 2)
         if attempt is not None:
             row["llm"]["generate_s"] = round(attempt.generate_s, 2)
             row["llm"]["candidates"] = [
-                {"problems": list(c.problems) if c.fields is not None else ["unparsed"],
-                 "score": None if s is None else round(s, 4)}
-                for c, s in zip(attempt.candidates, attempt.scores)
+                {"problems": list(c.problems) if c.fields is not None else ["unparsed"], "score": None if s is None else round(s, 4)}
+                for c, s in zip(attempt.candidates, attempt.scores, strict=False)
             ]
-            for c, s in zip(attempt.candidates, attempt.scores):
+            for c, s in zip(attempt.candidates, attempt.scores, strict=False):
                 total_candidates += 1
                 parsed += c.fields is not None
                 valid += c.valid
@@ -303,18 +355,34 @@ def run(args, torch) -> None:
     fallbacks = sum("fallback" in r["llm"] for r in rows)
     report = {
         "briefs": len(rows),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(first.device),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "writer": {"model": writer.info.model, "model_version": writer.info.model_version, "candidates": writer.candidates,
-                   "min_on_brief": writer.min_on_brief},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(first.device),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "writer": {
+            "model": writer.info.model,
+            "model_version": writer.info.model_version,
+            "candidates": writer.candidates,
+            "min_on_brief": writer.min_on_brief,
+        },
         "load": loads,
         "scores": {"llm": summary(llm_scores), "phrase_bank": summary(bank_scores), "route": summary(route_scores)},
         "llm_passed_threshold": sum(s >= THRESHOLD for s in llm_scores),
         "fallbacks": fallbacks,
-        "seconds_per_concept": {"median": round(statistics.median(seconds), 2), "mean": round(statistics.fmean(seconds), 2),
-                                "p90": round(percentile(seconds, 0.9), 2), "max": round(max(seconds), 2)},
+        "seconds_per_concept": {
+            "median": round(statistics.median(seconds), 2),
+            "mean": round(statistics.fmean(seconds), 2),
+            "p90": round(percentile(seconds, 0.9), 2),
+            "max": round(max(seconds), 2),
+        },
         "candidates": {
-            "total": total_candidates, "parsed": parsed, "valid": valid, "valid_and_on_brief": on_brief_ok,
+            "total": total_candidates,
+            "parsed": parsed,
+            "valid": valid,
+            "valid_and_on_brief": on_brief_ok,
             "parse_rate": round(parsed / total_candidates, 3) if total_candidates else None,
             "valid_rate": round(valid / total_candidates, 3) if total_candidates else None,
             "valid_scores": summary(candidate_scores),
@@ -340,13 +408,17 @@ def write_results(report: dict, name: str) -> None:
         f"Writer: {report['writer']['model']} ({report['writer']['model_version']}), "
         f"{report['writer']['candidates']} candidates, on-brief floor {report['writer']['min_on_brief']}.",
         "",
-        "On-brief score: MiniLM cosine between the script and \"<product> for <audience>. Tone: <tone>.\" "
+        'On-brief score: MiniLM cosine between the script and "<product> for <audience>. Tone: <tone>." '
         f"(the concept stage's check, threshold {THRESHOLD}).",
         "",
         "| writer | n | min | median | mean | max | passed |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, key in (("SmolLM2 (its own concepts)", "llm"), ("phrase bank", "phrase_bank"), ("route (SmolLM2, else phrase bank)", "route")):
+    for label, key in (
+        ("SmolLM2 (its own concepts)", "llm"),
+        ("phrase bank", "phrase_bank"),
+        ("route (SmolLM2, else phrase bank)", "route"),
+    ):
         v = s[key]
         if v.get("n"):
             lines.append(f"| {label} | {v['n']} | {v['min']} | {v['median']} | {v['mean']} | {v['max']} | {v['passed']} |")
@@ -366,10 +438,17 @@ def write_results(report: dict, name: str) -> None:
         f"- Why candidates failed: {', '.join(f'{k} {v}' for k, v in c['problems'].items()) or 'none'}.",
     ]
     if "formats" in report:
-        lines += ["", "Format comparison, unconstrained sampling (no logits processor, no prefill; same one-shot example):", "",
-                  "| format | candidates | parsed | valid | seconds |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "Format comparison, unconstrained sampling (no logits processor, no prefill; same one-shot example):",
+            "",
+            "| format | candidates | parsed | valid | seconds |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for fmt, v in report["formats"].items():
-            lines.append(f"| {fmt} | {v['candidates']} | {v['parsed']} ({v['parse_rate']}) | {v['valid']} ({v['valid_rate']}) | {v['seconds']} |")
+            lines.append(
+                f"| {fmt} | {v['candidates']} | {v['parsed']} ({v['parse_rate']}) | {v['valid']} ({v['valid_rate']}) | {v['seconds']} |"
+            )
     lines += ["", "## Three scripts of each writer", ""]
     shown, products = [], set()
     for r in report["rows"]:  # the first three products the LLM wrote for
@@ -377,10 +456,14 @@ def write_results(report: dict, name: str) -> None:
             shown.append(r)
             products.add(r["product"])
     for r in shown:
-        lines += [f"**{r['product']}** for {r['audience']} ({r['tone']}, {r['duration_s']:g} s, target {r['target_words']} words)", "",
-                  f"- SmolLM2 ({r['llm']['score']:.3f}, {r['llm']['words']} words): *{r['llm']['headline']}*. {r['llm']['script']}  ",
-                  f"  image: {r['llm']['image_prompt']}",
-                  f"- phrase bank ({r['bank']['score']:.3f}, {r['bank']['words']} words): *{r['bank']['headline']}*. {r['bank']['script']}", ""]
+        lines += [
+            f"**{r['product']}** for {r['audience']} ({r['tone']}, {r['duration_s']:g} s, target {r['target_words']} words)",
+            "",
+            f"- SmolLM2 ({r['llm']['score']:.3f}, {r['llm']['words']} words): *{r['llm']['headline']}*. {r['llm']['script']}  ",
+            f"  image: {r['llm']['image_prompt']}",
+            f"- phrase bank ({r['bank']['score']:.3f}, {r['bank']['words']} words): *{r['bank']['headline']}*. {r['bank']['script']}",
+            "",
+        ]
     lines += ["## Every brief", "", "| brief | bank | SmolLM2 | s |", "| --- | --- | --- | --- |"]
     for r in report["rows"]:
         llm_cell = f"{r['llm']['score']:.3f}" if "score" in r["llm"] else "fallback"

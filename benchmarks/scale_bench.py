@@ -54,8 +54,13 @@ SCALE_CAP = 8
 WORKERS = 4
 CHUNK = 16
 # The simulator's endpoint groups per task: request spans for the synchronous APIs, job spans for the queued ones.
-GROUPS = {"concept": ("openai_chat", "spans"), "image": ("openai_images", "spans"), "refine": ("comfyui", "job_spans"),
-          "voice": ("openai_speech", "spans"), "video": ("fal", "job_spans")}
+GROUPS = {
+    "concept": ("openai_chat", "spans"),
+    "image": ("openai_images", "spans"),
+    "refine": ("comfyui", "job_spans"),
+    "voice": ("openai_speech", "spans"),
+    "video": ("fal", "job_spans"),
+}
 
 
 def configure_scenario() -> None:
@@ -71,7 +76,11 @@ def postgres_database() -> tuple[str, Any]:
     import psycopg2
     from psycopg2 import sql
 
-    server = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", "5432")), "user": os.environ.get("PGUSER", "postgres")}
+    server = {
+        "host": os.environ.get("PGHOST", "127.0.0.1"),
+        "port": int(os.environ.get("PGPORT", "5432")),
+        "user": os.environ.get("PGUSER", "postgres"),
+    }
     admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **server)
     admin.autocommit = True
     name = f"scale_bench_{uuid.uuid4().hex[:8]}"
@@ -128,8 +137,12 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
         instance_config.pop("run_coordinator", None)
     (home / "dagster" / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     environment = {
-        "STUDIO_HOME": str(home), "STUDIO_BRIEFS_DIR": str(home / "briefs"), "DAGSTER_HOME": str(home / "dagster"),
-        "STUDIO_ROUTING": str(home / "routing.json"), cb.BENCH_KEY_ENV: os.environ[cb.BENCH_KEY_ENV], "MALLOC_ARENA_MAX": "2",
+        "STUDIO_HOME": str(home),
+        "STUDIO_BRIEFS_DIR": str(home / "briefs"),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "STUDIO_ROUTING": str(home / "routing.json"),
+        cb.BENCH_KEY_ENV: os.environ[cb.BENCH_KEY_ENV],
+        "MALLOC_ARENA_MAX": "2",
     }
     os.environ.update(environment)
     keys = [f"{brief['campaign_id']}.{v['id']}" for v in brief["variants"]]
@@ -150,7 +163,13 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
         before = sim.stats()
         started, wall_started = time.perf_counter(), time.time()
         for span in spans:
-            queue.put({"dagster/asset_partition_range_start": span[0], "dagster/asset_partition_range_end": span[-1], "campaign": brief["campaign_id"]})
+            queue.put(
+                {
+                    "dagster/asset_partition_range_start": span[0],
+                    "dagster/asset_partition_range_end": span[-1],
+                    "campaign": brief["campaign_id"],
+                }
+            )
         for _ in workers:
             queue.put(None)
         runs = [results.get(timeout=3600) for _ in spans]
@@ -207,7 +226,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--instance", choices=["postgres", "sqlite"], default="postgres", help="the production shape, or the local default's storage")
+    parser.add_argument(
+        "--instance", choices=["postgres", "sqlite"], default="postgres", help="the production shape, or the local default's storage"
+    )
     parser.add_argument("--chunk", type=int, default=16, help="variants per run (the pipeline's max_variants_per_run)")
     args = parser.parse_args()
     # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
@@ -221,9 +242,16 @@ def main() -> int:
     os.environ.setdefault(cb.BENCH_KEY_ENV, "sk-bench-not-a-secret")
     cb.warm_up()
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), "load_before": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_before": os.getloadavg(),
+        },
         "simulator": {"latency_ms": SCALE_LATENCY_MS, "provider_cap": SCALE_CAP, "media": cb.FANOUT_MEDIA},
-        "workers": WORKERS, "max_variants_per_run": CHUNK, "sizes": [],
+        "workers": WORKERS,
+        "max_variants_per_run": CHUNK,
+        "sizes": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     started = time.perf_counter()
@@ -252,15 +280,20 @@ def main() -> int:
                 "saturated_share": saturation(stats, window, SCALE_CAP),
             }
             results["sizes"].append(row)
-            print(f"{variants}: ours {row['seconds']:.1f} s over {WORKERS} workers ({row['runs']} runs, failed {len(row['failed_runs'])}), "
-                  f"ratio {row['ratio_to_bound']:.3f}, {row['variants_per_hour']} variants/h, saturated {row['saturated_share']}, "
-                  f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes a variant", flush=True)
+            print(
+                f"{variants}: ours {row['seconds']:.1f} s over {WORKERS} workers ({row['runs']} runs, failed {len(row['failed_runs'])}), "
+                f"ratio {row['ratio_to_bound']:.3f}, {row['variants_per_hour']} variants/h, saturated {row['saturated_share']}, "
+                f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes a variant",
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["load_after"] = os.getloadavg()
-    lines = ["| variants | bound | ours (4 workers) | ratio | variants/hour | saturated (share of time, per task) | max in flight | event-log writes a variant |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variants | bound | ours (4 workers) | ratio | variants/hour | saturated (share of time, per task) | max in flight | event-log writes a variant |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in results["sizes"]:
         lines.append(
             f"| {row['variants']} | {row['bound_s']:.1f} s | {row['seconds']:.1f} s ({row['runs']} runs) | **{row['ratio_to_bound']:.2f}** | "

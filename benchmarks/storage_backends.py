@@ -45,10 +45,10 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import boto3  # noqa: E402
 import dagster as dg  # noqa: E402
 import psycopg2  # noqa: E402
-from assets.dagster_api import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
+from assets.dagster_api import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from resources.brief_source import BriefSource  # noqa: E402
 
@@ -78,8 +78,13 @@ def postgres_instance(home: Path):
     name = f"studio_bench_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cursor:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    env = {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]), "DAGSTER_PG_USER": PG["user"],
-           "DAGSTER_PG_PASSWORD": PG["password"], "DAGSTER_PG_DB": name}
+    env = {
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": str(PG["port"]),
+        "DAGSTER_PG_USER": PG["user"],
+        "DAGSTER_PG_PASSWORD": PG["password"],
+        "DAGSTER_PG_DB": name,
+    }
     try:
         with patched_env(env):
             shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
@@ -146,15 +151,28 @@ def run_once(backend: str, campaign: str, run_config: dict, moto_endpoint: str) 
         briefs.mkdir()
         shutil.copy(PROJECT_ROOT / "briefs" / f"{campaign}.yaml", briefs)
         (tmp_path / "dagster").mkdir()
-        env = {"STUDIO_HOME": str(tmp_path / "studio"), "DAGSTER_HOME": str(tmp_path / "dagster"),
-               "STUDIO_BRIEFS_DIR": str(briefs), "STUDIO_ENV": "local", "STUDIO_DEPLOY_TARGET": "local"}
+        env = {
+            "STUDIO_HOME": str(tmp_path / "studio"),
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+            "STUDIO_BRIEFS_DIR": str(briefs),
+            "STUDIO_ENV": "local",
+            "STUDIO_DEPLOY_TARGET": "local",
+        }
         bucket = None
         if backend.startswith("s3"):
             bucket = f"bench-{uuid.uuid4().hex[:12]}"
-            env.update(STUDIO_ENV="s3", STUDIO_S3_BUCKET=bucket, STUDIO_S3_PREFIX="bench", AWS_ENDPOINT_URL=moto_endpoint,
-                       AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-            boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+            env.update(
+                STUDIO_ENV="s3",
+                STUDIO_S3_BUCKET=bucket,
+                STUDIO_S3_PREFIX="bench",
+                AWS_ENDPOINT_URL=moto_endpoint,
+                AWS_REGION="us-east-1",
+                AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing",
+            )
+            boto3.client(
+                "s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+            ).create_bucket(Bucket=bucket)
         with patched_env(env):
             instance_cm = postgres_instance(tmp_path / "dagster") if backend.endswith("postgres") else dg.instance_for_test()
             with instance_cm as instance:
@@ -176,8 +194,13 @@ def run_once(backend: str, campaign: str, run_config: dict, moto_endpoint: str) 
                 steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.get_step_success_events()}
                 if not result.success:
                     raise SystemExit(f"{backend}: run failed")
-    return {"backend": backend, "variants": len(keys), "wall_s": round(wall, 2), "others_cores": round(load.others_cores, 2),
-            "steps_s": {k: round(v, 2) for k, v in steps.items()}}
+    return {
+        "backend": backend,
+        "variants": len(keys),
+        "wall_s": round(wall, 2),
+        "others_cores": round(load.others_cores, 2),
+        "steps_s": {k: round(v, 2) for k, v in steps.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
-    print(f"{args.campaign}, {runs[0]['variants']} variants, video {'360p24' if args.fast else '720p30'}, "
-          f"{args.reps} rep(s) each, interleaved; cpu count {os.cpu_count()}")
+    print(
+        f"{args.campaign}, {runs[0]['variants']} variants, video {'360p24' if args.fast else '720p30'}, "
+        f"{args.reps} rep(s) each, interleaved; cpu count {os.cpu_count()}"
+    )
     by_backend: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_backend[run["backend"]].append(run)

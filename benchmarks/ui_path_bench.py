@@ -50,8 +50,13 @@ POLL_S = 0.25
 
 def brief_text(campaign: str, variants: int, duration_s: int) -> str:
     lines = [
-        f"campaign_id: {campaign}", "product: Aurora desk lamp", "audience: night owls who read in bed",
-        "tone: Warm", "palette: ['#1b1f3b', '#f4a259']", "budget_usd: 20", "variants:",
+        f"campaign_id: {campaign}",
+        "product: Aurora desk lamp",
+        "audience: night owls who read in bed",
+        "tone: Warm",
+        "palette: ['#1b1f3b', '#f4a259']",
+        "budget_usd: 20",
+        "variants:",
     ]
     lines += [f"  - {{id: v{i:02d}, locale: en-US, aspect_ratio: '1:1', duration_s: {duration_s}}}" for i in range(variants)]
     return "\n".join(lines) + "\n"
@@ -102,8 +107,11 @@ def run_demo(root: Path) -> dict:
     env = fresh_studio(root)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "orchestration.demo"], cwd=PROJECT_ROOT, env={**os.environ, **env},
-        capture_output=True, text=True,
+        [sys.executable, "-m", "orchestration.demo"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -115,16 +123,23 @@ def run_demo(root: Path) -> dict:
 
 
 def sensor_state_id(port: int) -> str:
-    data = graphql(port, """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-        ... on Sensor { sensorState { id } } } }""", {"selector": {**REPOSITORY, "sensorName": "brief_sensor"}})
+    data = graphql(
+        port,
+        """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+        ... on Sensor { sensorState { id } } } }""",
+        {"selector": {**REPOSITORY, "sensorName": "brief_sensor"}},
+    )
     return data["sensorOrError"]["sensorState"]["id"]
 
 
 def add_partition(port: int, key: str) -> None:
-    data = graphql(port, """mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
+    data = graphql(
+        port,
+        """mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
         addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
           __typename ... on PythonError { message } ... on UnauthorizedError { message } } }""",
-        {"selector": REPOSITORY, "name": "variants", "key": key})
+        {"selector": REPOSITORY, "name": "variants", "key": key},
+    )
     if data["addDynamicPartition"]["__typename"] != "AddDynamicPartitionSuccess":
         raise RuntimeError(f"addDynamicPartition {key}: {data}")
 
@@ -156,8 +171,11 @@ def ui_path(root: Path, backfill: bool) -> dict:
             "run_variants": sorted(int(r.tags.get("studio/variants", 1)) for r in sensor_runs),
             "failed_runs": failed,
         }
-        print(f"(a) {len(keys)} sample variants through `make ui`: {out['a']['seconds']:.1f} s "
-              f"(webserver answering after {out['a']['webserver_answering_s']:.1f} s; {len(sensor_runs)} runs)", flush=True)
+        print(
+            f"(a) {len(keys)} sample variants through `make ui`: {out['a']['seconds']:.1f} s "
+            f"(webserver answering after {out['a']['webserver_answering_s']:.1f} s; {len(sensor_runs)} runs)",
+            flush=True,
+        )
 
         # (b) a new one-variant brief, a 6 s spot.
         briefs = Path(env["STUDIO_BRIEFS_DIR"])
@@ -172,12 +190,19 @@ def ui_path(root: Path, backfill: bool) -> dict:
         (briefs / "one-click.yaml").write_text(brief_text("one-click", 1, 6))
         add_partition(port, "one-click.v00")
         clicked = time.perf_counter()
-        launched = graphql(port, """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""", {"params": {
-            "selector": {**REPOSITORY, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [a]} for a in VARIANT_ASSETS]},
-            "mode": "default", "runConfigData": {},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "one-click.v00"}]},
-        }})["launchPipelineExecution"]
+        launched = graphql(
+            port,
+            """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+            {
+                "params": {
+                    "selector": {**REPOSITORY, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [a]} for a in VARIANT_ASSETS]},
+                    "mode": "default",
+                    "runConfigData": {},
+                    "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "one-click.v00"}]},
+                }
+            },
+        )["launchPipelineExecution"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise RuntimeError(f"(c) launch: {launched}")
         run_id = launched["run"]["runId"]
@@ -196,9 +221,12 @@ def ui_path(root: Path, backfill: bool) -> dict:
             add_partition(port, key)
         launched_at = time.perf_counter()
         launched_wall = time.time()
-        result = graphql(port, """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""", {"params": {
-            "assetSelection": [{"path": [a]} for a in VARIANT_ASSETS], "partitionNames": campaign_keys}})["launchPartitionBackfill"]
+        result = graphql(
+            port,
+            """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+            {"params": {"assetSelection": [{"path": [a]} for a in VARIANT_ASSETS], "partitionNames": campaign_keys}},
+        )["launchPartitionBackfill"]
         if result["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"(d) backfill: {result}")
         backfill_id = result["backfillId"]
@@ -220,16 +248,21 @@ def ui_path(root: Path, backfill: bool) -> dict:
             "launch_to_first_run_start_s": round(first_start_after, 2),
             "last_run_end_to_completed_s": round(after_last_end, 2),
         }
-        print(f"(d) backfill of 18 variants: {out['d']['runs']} runs, {out['d']['seconds']:.1f} s, of which the runs "
-              f"{runs_span:.1f} s; overhead {out['d']['overhead_s']:.1f} s (to the first run's start "
-              f"{first_start_after:.1f} s, after the last run's end {after_last_end:.1f} s)", flush=True)
+        print(
+            f"(d) backfill of 18 variants: {out['d']['runs']} runs, {out['d']['seconds']:.1f} s, of which the runs "
+            f"{runs_span:.1f} s; overhead {out['d']['overhead_s']:.1f} s (to the first run's start "
+            f"{first_start_after:.1f} s, after the last run's end {after_last_end:.1f} s)",
+            flush=True,
+        )
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of make demo and make ui (medians); the backfill in the last")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds of make demo and make ui (medians); the backfill in the last"
+    )
     args = parser.parse_args()
     # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
@@ -254,19 +287,27 @@ def main() -> int:
     ratios = ", ".join(f"{r['ratio_to_demo']:.2f}" for r in rounds)
     each = lambda key: ", ".join(f"{r[key]['seconds']:.1f}" for r in rounds)  # noqa: E731
     rows = [
-        ("(a) sample variants: `make ui` / `make demo` (median of the rounds' ratios)",
-         f"{out['a_s']:.1f} s / {out['demo_s']:.1f} s; ratios {ratios}: **{out['a_ratio_to_demo']:.2f}**", "<= 1.15"),
+        (
+            "(a) sample variants: `make ui` / `make demo` (median of the rounds' ratios)",
+            f"{out['a_s']:.1f} s / {out['demo_s']:.1f} s; ratios {ratios}: **{out['a_ratio_to_demo']:.2f}**",
+            "<= 1.15",
+        ),
         ("(b) dropped one-variant brief (6 s spot) to video", f"**{out['b_s']:.1f} s** ({each('b')})", "<= 20 s"),
         ("(c) Materialize one partition (GraphQL) to success", f"**{out['c_s']:.1f} s** ({each('c')})", "<= 15 s"),
-        ("(d) UI backfill, 18 variants: runs, total, runs' span, overhead",
-         f"{out['d']['runs']} runs, {out['d']['seconds']:.1f} s, {out['d']['runs_span_s']:.1f} s, {out['d']['overhead_s']:.1f} s", "reported"),
+        (
+            "(d) UI backfill, 18 variants: runs, total, runs' span, overhead",
+            f"{out['d']['runs']} runs, {out['d']['seconds']:.1f} s, {out['d']['runs_span_s']:.1f} s, {out['d']['overhead_s']:.1f} s",
+            "reported",
+        ),
     ]
     table = "| figure | measured | target |\n| --- | --- | --- |\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     print("\n" + table)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ui_path.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    (folder / "ui_path.md").write_text(f"# The UI path ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n\n{table}\n\n```json\n{json.dumps(out, indent=2, sort_keys=True)}\n```\n")
+    (folder / "ui_path.md").write_text(
+        f"# The UI path ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n\n{table}\n\n```json\n{json.dumps(out, indent=2, sort_keys=True)}\n```\n"
+    )
     return 0
 
 

@@ -35,7 +35,10 @@ def new_verdicts(instance: dg.DagsterInstance, pipeline: Pipeline, gate: str, af
     found, cursor = [], None
     while True:
         result = instance.fetch_observations(
-            dg.AssetRecordsFilter(asset_key=pipeline.key(gate), after_storage_id=after_storage_id), limit=_PAGE, cursor=cursor, ascending=True
+            dg.AssetRecordsFilter(asset_key=pipeline.key(gate), after_storage_id=after_storage_id),
+            limit=_PAGE,
+            cursor=cursor,
+            ascending=True,
         )
         for record in result.records:
             value = record.asset_observation.metadata.get(VERDICT_METADATA_KEY) if record.asset_observation else None
@@ -75,7 +78,11 @@ def verdict_run_requests(context: dg.SensorEvaluationContext, pipelines: dict[st
                             span,
                             job_name=pipeline.produce_job_name,
                             run_key=f"{gate.name}:{action}:{span_name(span)}:{newest}",
-                            tags={"campaign": campaigns_tag(span), "studio/variants": str(len(span)), "studio/approval": f"{gate.name}:{action}"},
+                            tags={
+                                "campaign": campaigns_tag(span),
+                                "studio/variants": str(len(span)),
+                                "studio/approval": f"{gate.name}:{action}",
+                            },
                             asset_selection=[pipeline.key(name) for name in stages],
                         )
                     )

@@ -97,9 +97,7 @@ def check_storage_for_target(target: str, environment: str) -> None:
         )
 
 
-def apply_deployment_target(
-    assets: Sequence[dg.AssetsDefinition], target: str
-) -> tuple[list[dg.AssetsDefinition], dg.ExecutorDefinition]:
+def apply_deployment_target(assets: Sequence[dg.AssetsDefinition], target: str) -> tuple[list[dg.AssetsDefinition], dg.ExecutorDefinition]:
     """The assets as the target wants them, and the executor to run them with."""
     if target != "k8s":
         # Steps in the run's process: a subprocess per step would re-import torch and

@@ -137,6 +137,7 @@ def dry_run_campaign(
 ) -> DryRunReport:
     """`on_start(steps)` is called with the number of steps of the run, `on_step(step_key)` as each one ends."""
     import dagster as dg
+
     from assets.dagster_api import partition_range_tags
     from model_adapters.simulator import ProviderSimulator, SimulatorSettings
     from orchestration.definitions import build_definitions
@@ -189,9 +190,15 @@ def dry_run_campaign(
                             instance=instance,
                             run_id=run_id,
                             run_config={
-                                "ops": {pipeline.named("variant_media"): {"config": {
-                                    stage.name: {"short_side": video_short_side} for stage in pipeline.stages if stage.kind.name == "video"
-                                }}},
+                                "ops": {
+                                    pipeline.named("variant_media"): {
+                                        "config": {
+                                            stage.name: {"short_side": video_short_side}
+                                            for stage in pipeline.stages
+                                            if stage.kind.name == "video"
+                                        }
+                                    }
+                                },
                                 "loggers": {"console": {"config": {"log_level": "ERROR"}}},
                             },
                             tags=partition_range_tags(keys[0], keys[-1]),

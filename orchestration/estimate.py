@@ -26,9 +26,17 @@ from resources.settings import pipelines_dir, routing_config_path
 def variant_outline(brief: Brief, variant_index: int) -> VariantOutline:
     variant = brief.variants[variant_index]
     return VariantOutline(
-        campaign_id=brief.campaign_id, variant_id=variant.id, product=brief.product, audience=brief.audience,
-        tone=brief.tone, palette=brief.palette, banned_terms=brief.banned_terms, locale=variant.locale,
-        voice=variant.voice, aspect_ratio=variant.aspect_ratio, duration_s=variant.duration_s,
+        campaign_id=brief.campaign_id,
+        variant_id=variant.id,
+        product=brief.product,
+        audience=brief.audience,
+        tone=brief.tone,
+        palette=brief.palette,
+        banned_terms=brief.banned_terms,
+        locale=variant.locale,
+        voice=variant.voice,
+        aspect_ratio=variant.aspect_ratio,
+        duration_s=variant.duration_s,
     )
 
 

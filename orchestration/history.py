@@ -35,7 +35,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -63,7 +63,15 @@ SHORT = 12  # characters of a version id shown (any unique prefix is accepted ba
 MIN_PREFIX = 6
 
 # Metadata of a make that a pin or unpin does not repeat: they say what this record is.
-_OWN_KEYS = {MANIFEST_VERSIONS_METADATA_KEY, "reused", VERSION_ACTION_KEY, PINNED_VERSION_KEY, PINNED_BY_KEY, UNPINNED_VERSION_KEY, "pinned_over"}
+_OWN_KEYS = {
+    MANIFEST_VERSIONS_METADATA_KEY,
+    "reused",
+    VERSION_ACTION_KEY,
+    PINNED_VERSION_KEY,
+    PINNED_BY_KEY,
+    UNPINNED_VERSION_KEY,
+    "pinned_over",
+}
 
 
 class HistoryError(ValueError):
@@ -131,16 +139,24 @@ def resolve_pipeline(instance: dg.DagsterInstance, pipelines: Mapping[str, Pipel
     """The pipeline whose partitions hold this variant; HistoryError if none does."""
     matches = [p for p in pipelines.values() if partition_key in set(instance.get_dynamic_partitions(p.partitions_name))]
     if not matches:
-        raise HistoryError(f"{partition_key}: no such variant on this Dagster instance (give campaign.variant, as `studio campaign add` printed it)")
+        raise HistoryError(
+            f"{partition_key}: no such variant on this Dagster instance (give campaign.variant, as `studio campaign add` printed it)"
+        )
     if len(matches) > 1:  # pipelines sharing a partition set: the one that made the variant's brief
-        made = [p for p in matches if instance.fetch_materializations(dg.AssetRecordsFilter(p.brief_key, asset_partitions=[partition_key]), limit=1).records]
+        made = [
+            p
+            for p in matches
+            if instance.fetch_materializations(dg.AssetRecordsFilter(p.brief_key, asset_partitions=[partition_key]), limit=1).records
+        ]
         matches = made or matches
     return matches[0]
 
 
 def resolve_stage(pipeline: Pipeline, partition_key: str, stage: str) -> str:
     if stage not in pipeline.stage_names:
-        raise HistoryError(f"--stage: {partition_key}'s pipeline {pipeline.name!r} has no stage {stage!r}; its stages: {', '.join(pipeline.stage_names)}")
+        raise HistoryError(
+            f"--stage: {partition_key}'s pipeline {pipeline.name!r} has no stage {stage!r}; its stages: {', '.join(pipeline.stage_names)}"
+        )
     return stage
 
 
@@ -167,7 +183,12 @@ def _value(metadata: Mapping[str, Any], key: str) -> Any:
 
 
 def _approvals(
-    instance: dg.DagsterInstance, pipeline: Pipeline, stage: str, partition_key: str, versions: Sequence[str], manifests: BaseManifestIOManager
+    instance: dg.DagsterInstance,
+    pipeline: Pipeline,
+    stage: str,
+    partition_key: str,
+    versions: Sequence[str],
+    manifests: BaseManifestIOManager,
 ) -> dict[str, str]:
     """version -> the approval verdict on it, where an approval stage judges `stage` (or `stage`
     is one); empty otherwise. Read through assets/approvals.py, only for pipelines with gates."""
@@ -297,7 +318,9 @@ def _report(
 def _check_can_stand(pipeline: Pipeline, stage: str, row: VersionRow, manifests: BaseManifestIOManager, artifacts: Any) -> None:
     failed = [check.name for check in pipeline.checks() if check.stage == stage and check.blocking and row.checks.get(check.name) is False]
     if failed:
-        raise PinRefused(f"{stage} version {row.version[:SHORT]} failed blocking check(s) {', '.join(failed)}; it cannot be the current one")
+        raise PinRefused(
+            f"{stage} version {row.version[:SHORT]} failed blocking check(s) {', '.join(failed)}; it cannot be the current one"
+        )
     try:
         manifest = manifests.load_version(row.version)
     except (FileNotFoundError, ValueError) as exc:
@@ -330,7 +353,13 @@ def pin(
     manifests.restore_version(pipeline.key(stage), partition_key, row.version)
     by = user or current_user()
     _report(
-        instance, pipeline, stage, partition_key, row, PIN, f"pinned version {row.version[:SHORT]} by {by}",
+        instance,
+        pipeline,
+        stage,
+        partition_key,
+        row,
+        PIN,
+        f"pinned version {row.version[:SHORT]} by {by}",
         {PINNED_VERSION_KEY: row.version, PINNED_BY_KEY: by, "pinned_over": history.current or ""},
     )
     return row, True
@@ -356,7 +385,13 @@ def unpin(
     manifests.restore_version(pipeline.key(stage), partition_key, row.version)
     by = user or current_user()
     _report(
-        instance, pipeline, stage, partition_key, row, UNPIN, f"unpinned {history.pinned[:SHORT]} by {by}: back to {row.version[:SHORT]}",
+        instance,
+        pipeline,
+        stage,
+        partition_key,
+        row,
+        UNPIN,
+        f"unpinned {history.pinned[:SHORT]} by {by}: back to {row.version[:SHORT]}",
         {UNPINNED_VERSION_KEY: history.pinned, PINNED_BY_KEY: by},
     )
     return row, True
@@ -366,7 +401,7 @@ def unpin(
 
 
 def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _checks_text(checks: Mapping[str, bool | None]) -> str:
@@ -389,9 +424,14 @@ def history_lines(history: StageHistory) -> list[str]:
         )
     for event in history.events:
         if event.action == PIN:
-            lines.append(f"  pinned {event.version[:SHORT]} at {_when(event.at)} by {event.by or '?'}" + (f" (over {event.previous[:SHORT]})" if event.previous else ""))
+            lines.append(
+                f"  pinned {event.version[:SHORT]} at {_when(event.at)} by {event.by or '?'}"
+                + (f" (over {event.previous[:SHORT]})" if event.previous else "")
+            )
         else:
-            lines.append(f"  unpinned {(event.previous or '?')[:SHORT]} at {_when(event.at)} by {event.by or '?'}: back to {event.version[:SHORT]}")
+            lines.append(
+                f"  unpinned {(event.previous or '?')[:SHORT]} at {_when(event.at)} by {event.by or '?'}: back to {event.version[:SHORT]}"
+            )
     if history.unversioned:
         lines.append(f"  ({history.unversioned} earlier make(s) recorded before manifest versions were kept: not listed)")
     if history.rows:
@@ -456,8 +496,10 @@ def _follow_up(pipeline: Pipeline, stage: str) -> str:
     following = downstream_of(pipeline, stage)
     if not following:
         return "the roll-up follows on the automation sensor's next tick (studio_automation)"
-    return (f"{', '.join(following)} and the roll-up follow on the automation sensor's next tick (studio_automation), "
-            "or run the pipeline's job from the next stage for this variant")
+    return (
+        f"{', '.join(following)} and the roll-up follow on the automation sensor's next tick (studio_automation), "
+        "or run the pipeline's job from the next stage for this variant"
+    )
 
 
 def pin_command(args: argparse.Namespace) -> int:

@@ -1,6 +1,5 @@
 """Each pipeline's jobs: produce everything, and the jobs its file declares (one stage and what follows it)."""
 
-
 import dagster as dg
 
 from assets.stages import Pipeline

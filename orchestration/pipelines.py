@@ -167,7 +167,9 @@ def resolve_pipeline(spec: PipelineSpec, source: str, routing: RoutingConfig, ro
         inputs: dict[str, str] = {}
         for slot in stage.inputs:
             if slot not in kind.inputs:
-                problems.append(f"{where}.inputs.{slot}: the {kind.name!r} kind has no input {slot!r}; its inputs: {', '.join(kind.inputs) or 'none'}")
+                problems.append(
+                    f"{where}.inputs.{slot}: the {kind.name!r} kind has no input {slot!r}; its inputs: {', '.join(kind.inputs) or 'none'}"
+                )
         for slot, wanted in kind.inputs.items():
             source_stage = stage.inputs.get(slot, slot)
             if source_stage not in by_name:
@@ -273,13 +275,17 @@ def _hold_behind_gates(resolved: dict[str, PipelineStage], spec: PipelineSpec, p
         if subject is None:
             continue  # already a problem: the slot is bound to no stage
         if resolved.get(subject) is not None and resolved[subject].kind.name == APPROVAL_KIND:
-            problems.append(f"stages[{index}] ({gate.name}).inputs.{APPROVAL_SUBJECT_SLOT}: {subject!r} is an approval stage; approve a stage that makes something")
+            problems.append(
+                f"stages[{index}] ({gate.name}).inputs.{APPROVAL_SUBJECT_SLOT}: {subject!r} is an approval stage; approve a stage that makes something"
+            )
             continue
         for name, reader in list(resolved.items()):
             if name == gate.name or subject not in reader.inputs.values() or reader.kind.name == APPROVAL_KIND:
                 continue
             if gate.name in reader.inputs:
-                problems.append(f"stages: {name!r} has an input slot named {gate.name!r}, the approval stage that holds it; rename the stage")
+                problems.append(
+                    f"stages: {name!r} has an input slot named {gate.name!r}, the approval stage that holds it; rename the stage"
+                )
                 continue
             resolved[name] = dataclasses.replace(reader, inputs={**reader.inputs, gate.name: gate.name})
 

@@ -25,7 +25,7 @@ class Progress:
         self.interactive = bool(isatty and isatty())
         self._last_width = 0
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._draw("")
         return self
 

@@ -114,14 +114,12 @@ def _load_cursor(raw: str | None) -> tuple[dict[str, str], dict[str, str]]:
 
 def removed_since(previous_files: dict[str, str], outcome: BriefScanOutcome, invalid_paths: set[str]) -> list[str]:
     """Campaigns whose brief file is gone (an invalid file is not gone: it is being edited)."""
-    return sorted(
-        campaign
-        for campaign, path in previous_files.items()
-        if campaign not in outcome.campaigns and path not in invalid_paths
-    )
+    return sorted(campaign for campaign, path in previous_files.items() if campaign not in outcome.campaigns and path not in invalid_paths)
 
 
-def variant_run_requests(outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]) -> list[dg.RunRequest]:
+def variant_run_requests(
+    outcome: BriefScanOutcome, pipelines: dict[str, Pipeline], registered: dict[str, list[str]]
+) -> list[dg.RunRequest]:
     """The new or changed variants as runs of at most the pipeline's `max_variants_per_run`
     neighbouring partitions (never one run per variant).
 
@@ -209,9 +207,7 @@ def evaluate_briefs(context: dg.SensorEvaluationContext, briefs: BriefSource, pi
     # back unchanged (or a typo fixed) does not regenerate anything.
     campaign_files = {c: p for c, p in previous_files.items() if c not in removed}
     campaign_files.update(outcome.campaign_files)
-    cursor = json.dumps(
-        {"fingerprints": {**known, **outcome.fingerprints}, "campaign_files": campaign_files}, sort_keys=True
-    )
+    cursor = json.dumps({"fingerprints": {**known, **outcome.fingerprints}, "campaign_files": campaign_files}, sort_keys=True)
     partition_requests = [
         pipelines[name].partitions_def.build_add_request(keys) for name, keys in sorted(outcome.partitions_to_add.items())
     ]

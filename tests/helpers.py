@@ -29,7 +29,6 @@ from orchestration.definitions import build_definitions
 from orchestration.variant_runs import requested_partition_keys
 from resources.brief_source import BriefSource
 from resources.io_manager import JsonManifestIOManager
-
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
 
 CAMPAIGN = SAMPLE_CAMPAIGN
@@ -212,6 +211,12 @@ def materialized_sample_campaign(root, extra_jobs=()):
             result = run_campaign(instance, keys, definitions=definitions)
             seconds = time.perf_counter() - started
             yield SimpleNamespace(
-                home=home, briefs=briefs, instance=instance, keys=keys, result=result, seconds=seconds,
-                definitions=definitions, load=JsonManifestIOManager().load_manifest,
+                home=home,
+                briefs=briefs,
+                instance=instance,
+                keys=keys,
+                result=result,
+                seconds=seconds,
+                definitions=definitions,
+                load=JsonManifestIOManager().load_manifest,
             )

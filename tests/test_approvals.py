@@ -56,7 +56,9 @@ def gated(studio_home, briefs_folder, monkeypatch):
 
 
 def _materialized(instance, stage: str, key: str) -> int:
-    return len(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage), asset_partitions=[key]), limit=50).records)
+    return len(
+        instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage), asset_partitions=[key]), limit=50).records
+    )
 
 
 def _media_files(home: Path) -> list[Path]:
@@ -117,7 +119,9 @@ def test_required_approval_waits_resumes_and_regenerates(gated, capsys):
     assert "nothing waits for a verdict" in capsys.readouterr().err
     assert main(["review", "approve", f"{CAMPAIGN}.nope"]) == EXIT_INVALID
     assert len(instance.fetch_observations(dg.AssetKey("approve_concept"), limit=100).records) == observations == 3
-    states = {s.partition_key: s for s in review_states(instance, shipped_pipelines(), manifests=JsonManifestIOManager(), campaign_id=CAMPAIGN)}
+    states = {
+        s.partition_key: s for s in review_states(instance, shipped_pipelines(), manifests=JsonManifestIOManager(), campaign_id=CAMPAIGN)
+    }
     assert states[approve_me].state == "approved" and states[approve_me].verdict.reviewer == "marketer-ana"
     assert states[approve_me].verdict.comment == "ship it"
     assert (states[redo_me].state, states[stop_me].state) == ("regenerating", "rejected")
@@ -149,7 +153,9 @@ def test_required_approval_waits_resumes_and_regenerates(gated, capsys):
     for key in (redo_me, stop_me):
         for stage in AFTER_CONCEPT:
             assert _materialized(instance, stage, key) == 0, (stage, key)
-    states = {s.partition_key: s for s in review_states(instance, shipped_pipelines(), manifests=JsonManifestIOManager(), campaign_id=CAMPAIGN)}
+    states = {
+        s.partition_key: s for s in review_states(instance, shipped_pipelines(), manifests=JsonManifestIOManager(), campaign_id=CAMPAIGN)
+    }
     assert states[redo_me].state == "pending" and states[redo_me].version != states[approve_me].version
     assert states[stop_me].state == "rejected"
 
@@ -220,20 +226,26 @@ def test_a_gate_on_a_gate_is_refused(tmp_path):
     from resources.routing_config import load_routing_config
 
     path = tmp_path / "double.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "double", "description": "x",
-        "stages": [
-            {"name": "concept", "kind": "concept"},
-            {"name": "ok_concept", "kind": "approval", "inputs": {"subject": "concept"}},
-            {"name": "ok_ok", "kind": "approval", "inputs": {"subject": "ok_concept"}},
-        ],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "double",
+                "description": "x",
+                "stages": [
+                    {"name": "concept", "kind": "concept"},
+                    {"name": "ok_concept", "kind": "approval", "inputs": {"subject": "concept"}},
+                    {"name": "ok_ok", "kind": "approval", "inputs": {"subject": "ok_concept"}},
+                ],
+            }
+        )
+    )
     with pytest.raises(PipelineError, match=r"stages\[2\] \(ok_ok\)\.inputs\.subject: 'ok_concept' is an approval stage"):
         load_pipeline(path, load_routing_config(CLASSIC_ROUTING), str(CLASSIC_ROUTING))
 
 
 @pytest.mark.postgres
-def test_verdicts_survive_on_the_postgres_instance(postgres_database, studio_home, briefs_folder, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("postgres_database")
+def test_verdicts_survive_on_the_postgres_instance(studio_home, briefs_folder, tmp_path, monkeypatch):
     """A verdict recorded by one process is read by another, from the Postgres event log."""
     monkeypatch.setenv("STUDIO_ROUTING", str(CLASSIC_ROUTING))
     _brief(briefs_folder)
@@ -252,7 +264,11 @@ def test_verdicts_survive_on_the_postgres_instance(postgres_database, studio_hom
         instance.dispose()
     listing = subprocess.run(
         [sys.executable, "-m", "orchestration.cli", "review", "list", "--all", "--campaign", CAMPAIGN],
-        capture_output=True, text=True, env={**os.environ}, cwd=PROJECT_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        cwd=PROJECT_ROOT,
+        timeout=120,
     )
     assert listing.returncode == 0, listing.stderr
     assert f"{keys[0]}\tapprove_concept\tapproved by lead-reviewer" in listing.stdout

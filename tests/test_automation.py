@@ -34,7 +34,13 @@ def test_automation_follows_changes_and_nothing_else(studio_home, one_campaign, 
         after_brief = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=settled.cursor)
         followed = requested(after_brief, definitions)
         assert {asset for asset in followed if asset != "campaign_rollup"} == {
-            "concept", "approve_concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video"
+            "concept",
+            "approve_concept",
+            "draft_image",
+            "refined_image",
+            "voiceover",
+            "captions",
+            "synced_video",
         }
         assert all(partitions == {changed} for asset, partitions in followed.items() if asset != "campaign_rollup")
 

@@ -11,8 +11,6 @@ metadata; a screenshot is saved and decoded.
 
 from __future__ import annotations
 
-import io
-
 import dagster as dg
 import numpy as np
 import pytest

@@ -46,8 +46,12 @@ MINI_BRIEF = textwrap.dedent(
 
 def studio(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(STUDIO), *args], cwd=PROJECT_ROOT, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        [str(STUDIO), *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -65,8 +69,13 @@ def test_console_script_is_installed_with_help_everywhere(capsys):
     assert top.returncode == 0
     for command in ("brief", "campaign", "estimate", "simulate"):
         assert command in top.stdout
-    for argv in (["brief", "--help"], ["brief", "validate", "--help"], ["campaign", "add", "--help"],
-                 ["estimate", "--help"], ["simulate", "--help"]):
+    for argv in (
+        ["brief", "--help"],
+        ["brief", "validate", "--help"],
+        ["campaign", "add", "--help"],
+        ["estimate", "--help"],
+        ["simulate", "--help"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 0, argv
@@ -93,7 +102,10 @@ def test_brief_validate_names_file_and_field(tmp_path):
     unserved.write_text(text.replace("locale: de-DE", "locale: xx-XX"))
     refused = studio("brief", "validate", str(unserved))
     assert refused.returncode == 2
-    assert re.search(rf"{re.escape(str(unserved))}: variants\[\d\]\.locale: variant '[a-z0-9-]+' asks for xx-XX, which no provider serves for task concept", refused.stderr), refused.stderr
+    assert re.search(
+        rf"{re.escape(str(unserved))}: variants\[\d\]\.locale: variant '[a-z0-9-]+' asks for xx-XX, which no provider serves for task concept",
+        refused.stderr,
+    ), refused.stderr
     assert "1 of 2 brief(s) invalid" in mixed.stderr
 
     missing = studio("brief", "validate", str(tmp_path / "nope.yaml"))
@@ -166,8 +178,12 @@ def test_estimate_wraps_the_price_table(tmp_path):
 
 def test_simulate_serves_until_interrupted():
     process = subprocess.Popen(
-        [str(STUDIO), "simulate", "--port", "0", "--latency-ms", "1"], cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [str(STUDIO), "simulate", "--port", "0", "--latency-ms", "1"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         first = process.stdout.readline()
@@ -189,8 +205,13 @@ def test_simulate_serves_until_interrupted():
 def test_simulate_dry_run_of_a_campaign(mini_brief, tmp_path):
     home = tmp_path / "untouched"
     result = studio(
-        "simulate", "--campaign", str(mini_brief), "--video-short-side", "240",
-        env={"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}, timeout=240,
+        "simulate",
+        "--campaign",
+        str(mini_brief),
+        "--video-short-side",
+        "240",
+        env={"STUDIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")},
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     out = result.stdout

@@ -7,8 +7,16 @@ from model_adapters.local_concept import CAPTION_LINE_CHARS, LocalConceptWriter,
 from model_adapters.types import ConceptRequest
 
 BASE = dict(
-    campaign_id="c", variant_id="v", product="Aurora Lamp", audience="night owls", tone="Warm",
-    palette=("#ff8800", "#102030"), locale="en-US", aspect_ratio="9:16", duration_s=15.0, seed=7,
+    campaign_id="c",
+    variant_id="v",
+    product="Aurora Lamp",
+    audience="night owls",
+    tone="Warm",
+    palette=("#ff8800", "#102030"),
+    locale="en-US",
+    aspect_ratio="9:16",
+    duration_s=15.0,
+    seed=7,
 )
 
 

@@ -24,7 +24,13 @@ def test_no_other_module_imports_dagster_privates():
                 continue
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
+                names = (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in getattr(node, "names", [])]
+                    if isinstance(node, ast.Import)
+                    else []
+                )
                 if any(name.startswith("dagster._") or name.startswith("dagster_k8s.") and "._" in name for name in names):
                     offenders.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}")
             text = path.read_text()
@@ -37,7 +43,8 @@ def test_private_symbols_still_exist_where_expected():
     assert dagster_api.PARTITION_RANGE_START_TAG == "dagster/asset_partition_range_start"
     assert dagster_api.PARTITION_RANGE_END_TAG == "dagster/asset_partition_range_end"
     assert dagster_api.partition_range_tags("a", "b") == {
-        "dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "b"
+        "dagster/asset_partition_range_start": "a",
+        "dagster/asset_partition_range_end": "b",
     }
     assert hasattr(dagster_api.SqliteEventLogStorage, "store_event")
     # add_partition_metadata writes to the step's accumulator (else it falls back to the public API).

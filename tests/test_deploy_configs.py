@@ -24,8 +24,8 @@ from dagster_aws.ecs import EcsRunLauncher
 from dagster_k8s import DagsterK8sJobConfig, K8sRunLauncher, construct_dagster_k8s_job, k8s_job_executor
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, get_user_defined_k8s_config
 
-from orchestration.definitions import build_definitions
 from assets.variant_media import ACCELERATOR_TAG
+from orchestration.definitions import build_definitions
 from orchestration.deployment import K8S_CONFIG_TAG, k8s_executor_config, k8s_step_config
 from tests.conftest import PROJECT_ROOT
 
@@ -147,9 +147,11 @@ def test_k8s_target_builds_per_step_pods_and_needs_s3(studio_home, monkeypatch):
     # The config the executor was built with passes the executor's own schema.
     assert process_config(k8s_job_executor.config_schema.config_type, executor_config).success
     per_step = executor_config["per_step_k8s_config"]
-    assert set(per_step) == {a.node_def.name for a in assets} == {
-        f"{prefix}{name}" for prefix in ("", "stills__", "audio__") for name in ("brief", "variant_media", "campaign_rollup")
-    }
+    assert (
+        set(per_step)
+        == {a.node_def.name for a in assets}
+        == {f"{prefix}{name}" for prefix in ("", "stills__", "audio__") for name in ("brief", "variant_media", "campaign_rollup")}
+    )
     # A pipeline's stages pipeline in one step: it gets the GPU pod when a stage's kind wants
     # one (image, refine, video; the audio pipeline has none), the others CPU pods.
     gpu = {name for name, config in per_step.items() if "nvidia.com/gpu" in config["container_config"]["resources"]["limits"]}
@@ -167,7 +169,9 @@ def test_other_targets_run_steps_in_process(target, studio_home, monkeypatch):
     definitions = build_definitions()
     assert definitions.resolve_job_def("produce_campaign").executor_def is dg.in_process_executor
     # The stages still say what they want; nothing places them.
-    tags = {spec.key.to_user_string(): spec.tags.get(ACCELERATOR_TAG) for a in definitions.resolve_asset_graph().assets_defs for spec in a.specs}
+    tags = {
+        spec.key.to_user_string(): spec.tags.get(ACCELERATOR_TAG) for a in definitions.resolve_asset_graph().assets_defs for spec in a.specs
+    }
     assert tags["refined_image"] == "nvidia-gpu" and tags["captions"] == "cpu"
     monkeypatch.setenv("STUDIO_DEPLOY_TARGET", "nomad")
     with pytest.raises(ValueError, match="STUDIO_DEPLOY_TARGET='nomad' is not one of local, ecs, k8s"):

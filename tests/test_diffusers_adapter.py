@@ -94,7 +94,11 @@ def tiny_pipeline(tmp_path_factory):
         )
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
         steps_offset=1,
     )
     pipe = StableDiffusionPipeline(
@@ -146,9 +150,7 @@ def test_generator_makes_exact_size_deterministic_pngs(tiny_pipeline):
 
 
 def test_info_and_options(tiny_pipeline):
-    gen = ld.DiffusersImageGenerator(
-        adapter_id="gpu-sd", model_path=str(tiny_pipeline), options={"steps": "3", "guidance_scale": "4.5"}
-    )
+    gen = ld.DiffusersImageGenerator(adapter_id="gpu-sd", model_path=str(tiny_pipeline), options={"steps": "3", "guidance_scale": "4.5"})
     info = gen.info
     assert (info.adapter_id, info.task, info.provider, info.model) == ("gpu-sd", "image", "local", "tiny-sd-pipe")
     assert info.model_version == ld.folder_version(tiny_pipeline) and info.model_version.startswith("cfg-")

@@ -40,8 +40,13 @@ class FakeStages:
 
     def engine(self, selected=("a", "b", "c", "d")):
         return Engine(
-            NODES, list(selected), make=self.make, reuse=self.reuse, check=self.check,
-            load_stored=self.load_stored, emit=self.events.append,
+            NODES,
+            list(selected),
+            make=self.make,
+            reuse=self.reuse,
+            check=self.check,
+            load_stored=self.load_stored,
+            emit=self.events.append,
         )
 
     def of(self, kind):

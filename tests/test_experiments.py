@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from assets import stage_code_versions
+from assets.report import ArmOutput, CampaignReportDoc, arm_figures, pairs_sheet
 from assets.reuse import content_digest
-from assets.report import CampaignReportDoc, arm_figures, ArmOutput, pairs_sheet
 from model_adapters.simulator import ProviderSimulator, SimulatorSettings
 from model_adapters.types import RefineRequest, request_hash
 from orchestration.definitions import build_definitions
@@ -62,9 +62,7 @@ def twenty_variants(briefs_folder):
         "palette": ["#20303f", "#e8c07d", "#f5f1e8"],
         "budget_usd": 25,
         "pipeline": "stills",
-        "variants": [
-            {"id": f"v{i:02d}", "locale": "en-US", "aspect_ratio": ratios[i % 3], "duration_s": 10} for i in range(VARIANTS)
-        ],
+        "variants": [{"id": f"v{i:02d}", "locale": "en-US", "aspect_ratio": ratios[i % 3], "duration_s": 10} for i in range(VARIANTS)],
     }
     (briefs_folder / f"{CAMPAIGN}.yaml").write_text(yaml.safe_dump(brief))
     return [f"{CAMPAIGN}.v{i:02d}" for i in range(VARIANTS)]
@@ -74,15 +72,25 @@ def simulator() -> ProviderSimulator:
     return ProviderSimulator(SimulatorSettings.from_mapping({"api_key": KEY, "default": {"latency": {"ms": 0}}}))
 
 
-def routing_file(tmp_path: Path, control_sim, candidate_sim, experiment: dict | None, name="routing.yaml", image_route=("image-a",)) -> Path:
+def routing_file(
+    tmp_path: Path, control_sim, candidate_sim, experiment: dict | None, name="routing.yaml", image_route=("image-a",)
+) -> Path:
     """The shipped local routing, with two hosted image providers (one simulator each) and the
     phrase-bank concept writer (fast), and `experiment` on the image task."""
     config = yaml.safe_load((PROJECT_ROOT / "config" / "routing.local.yaml").read_text())
     hosted = {"adapter": "openai-images", "api_key_env": "OPENAI_API_KEY", "max_concurrency": 8}
-    config["providers"]["image-a"] = {**hosted, "base_url": control_sim.base_url + "/v1", "model": "img-a", "price": {"per_image": CONTROL_PRICE}}
+    config["providers"]["image-a"] = {
+        **hosted,
+        "base_url": control_sim.base_url + "/v1",
+        "model": "img-a",
+        "price": {"per_image": CONTROL_PRICE},
+    }
     # The candidate model sends the variant's seed: its pictures differ from the control's.
     config["providers"]["image-b"] = {
-        **hosted, "base_url": candidate_sim.base_url + "/v1", "model": "img-b", "price": {"per_image": CANDIDATE_PRICE},
+        **hosted,
+        "base_url": candidate_sim.base_url + "/v1",
+        "model": "img-b",
+        "price": {"per_image": CANDIDATE_PRICE},
         "options": {"send_seed": True},
     }
     config["tasks"]["concept"] = {"route": ["local-concept"]}
@@ -141,15 +149,39 @@ tasks:
 @pytest.mark.parametrize(
     ("experiments", "message"),
     [
-        ({"image": {"name": "x", "control": ["a"], "candidate": ["zz"], "share": 0.5}}, "experiments.image.candidate[0]: unknown provider 'zz'"),
-        ({"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 1.5}}, "experiments.image.share: Input should be less than or equal to 1"),
-        ({"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5, "mode": "shadow"}}, "experiments.image: both share and mode: shadow"),
+        (
+            {"image": {"name": "x", "control": ["a"], "candidate": ["zz"], "share": 0.5}},
+            "experiments.image.candidate[0]: unknown provider 'zz'",
+        ),
+        (
+            {"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 1.5}},
+            "experiments.image.share: Input should be less than or equal to 1",
+        ),
+        (
+            {"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5, "mode": "shadow"}},
+            "experiments.image: both share and mode: shadow",
+        ),
         ({"image": {"name": "x", "control": ["a"], "candidate": ["b"]}}, "experiments.image: needs share"),
-        ({"voice": {"name": "x", "control": ["voice"], "candidate": ["voice"], "mode": "shadow"}}, "experiments.voice: control and candidate are the same route"),
-        ({"concept": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5}}, "experiments.concept: task 'concept' has no route"),
-        ({"image": {"name": "x", "control": ["b"], "candidate": ["a"], "share": 0.5}}, "experiments.image.control: [b] is not the task's route (tasks.image.route: [a])"),
-        ({"image": {"name": "x", "control": ["a"], "candidate": ["voice"], "share": 0.5}}, "experiments.image.candidate[0]: provider 'voice' uses adapter 'local-espeak'"),
-        ({"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5, "sample": 2}}, "experiments.image.sample: Extra inputs are not permitted"),
+        (
+            {"voice": {"name": "x", "control": ["voice"], "candidate": ["voice"], "mode": "shadow"}},
+            "experiments.voice: control and candidate are the same route",
+        ),
+        (
+            {"concept": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5}},
+            "experiments.concept: task 'concept' has no route",
+        ),
+        (
+            {"image": {"name": "x", "control": ["b"], "candidate": ["a"], "share": 0.5}},
+            "experiments.image.control: [b] is not the task's route (tasks.image.route: [a])",
+        ),
+        (
+            {"image": {"name": "x", "control": ["a"], "candidate": ["voice"], "share": 0.5}},
+            "experiments.image.candidate[0]: provider 'voice' uses adapter 'local-espeak'",
+        ),
+        (
+            {"image": {"name": "x", "control": ["a"], "candidate": ["b"], "share": 0.5, "sample": 2}},
+            "experiments.image.sample: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_a_bad_experiment_names_the_file_and_field(experiments, message):
@@ -209,13 +241,33 @@ def test_the_code_version_shows_the_experiment_and_promoting_changes_only_the_im
 def test_report_figures_and_pairs_sheet_from_hand_made_outputs():
     def provenance(provider, cost, latency, arm):
         return Provenance(
-            task="voice", provider="p", adapter_id=provider, model="m", model_version="1", request_hash="h",
-            latency_s=latency, cost_usd=cost, experiment="voices", experiment_arm=arm,
+            task="voice",
+            provider="p",
+            adapter_id=provider,
+            model="m",
+            model_version="1",
+            request_hash="h",
+            latency_s=latency,
+            cost_usd=cost,
+            experiment="voices",
+            experiment_arm=arm,
         )
 
     outputs = [
-        ArmOutput("c.a", provenance("v1", 0.01, 0.5, "candidate"), ["loudness", "speech_intelligible"], {"speech_intelligible.word_error_rate": 0.1}, {"on_brief.cosine": 0.5}),
-        ArmOutput("c.b", provenance("v1", 0.03, 1.5, "candidate"), ["loudness"], {"speech_intelligible.word_error_rate": 0.7}, {"on_brief.cosine": 0.7}),
+        ArmOutput(
+            "c.a",
+            provenance("v1", 0.01, 0.5, "candidate"),
+            ["loudness", "speech_intelligible"],
+            {"speech_intelligible.word_error_rate": 0.1},
+            {"on_brief.cosine": 0.5},
+        ),
+        ArmOutput(
+            "c.b",
+            provenance("v1", 0.03, 1.5, "candidate"),
+            ["loudness"],
+            {"speech_intelligible.word_error_rate": 0.7},
+            {"on_brief.cosine": 0.7},
+        ),
         ArmOutput("c.c", provenance("v2", 0.02, 0.7, "candidate"), ["loudness", "speech_intelligible"], {}, {}),
     ]
     figures = arm_figures("candidate", outputs, ["loudness", "speech_intelligible"])
@@ -367,8 +419,12 @@ def test_shadow_mode_calls_both_routes_and_nothing_downstream_reads_the_candidat
             # The refined image was made from the control's picture (the request names its sha256).
             brief, concept = manifests[key]["brief"], manifests[key]["concept"]
             asked = RefineRequest(
-                source_sha256=draft.artifact.sha256, min_short_side=288, aspect_ratio=brief.aspect_ratio,
-                palette=brief.palette, headline=concept.headline, seed=brief.seed,
+                source_sha256=draft.artifact.sha256,
+                min_short_side=288,
+                aspect_ratio=brief.aspect_ratio,
+                palette=brief.palette,
+                headline=concept.headline,
+                seed=brief.seed,
             )
             assert refined.provenance.request_hash == request_hash(asked)
         # One refine call per variant: none for the candidates' pictures.

@@ -45,7 +45,9 @@ REFINED, VIDEO = dg.AssetKey("refined_image"), dg.AssetKey("synced_video")
 
 def _image_manifest(seed: int) -> ImageArtifact:
     ref = ArtifactRef(uri="file:///nowhere/a.png", sha256="a" * 64, media_type="image/png", size_bytes=1)
-    provenance = Provenance(task="image", provider="p", adapter_id="a", model="m", model_version="1", seed=seed, request_hash="r", latency_s=0.1)
+    provenance = Provenance(
+        task="image", provider="p", adapter_id="a", model="m", model_version="1", seed=seed, request_hash="r", latency_s=0.1
+    )
     return ImageArtifact(partition_key=KEY, artifact=ref, width=1, height=1, aspect_ratio="1:1", provenance=provenance)
 
 
@@ -54,7 +56,7 @@ def _check_version_store(manager, asset_key: dg.AssetKey) -> list[str]:
     texts = [_image_manifest(seed).model_dump_json(indent=2) for seed in (1, 2)]
     versions = [manager.keep_version(text) for text in texts]
     assert versions == [hashlib.sha256(text.encode()).hexdigest() for text in texts]
-    for version, text in zip(versions, texts):
+    for version, text in zip(versions, texts, strict=False):
         assert manager.version_bytes(version) == text.encode()
         restored = manager.restore_version(asset_key, KEY, version)
         assert restored.provenance.seed == json.loads(text)["provenance"]["seed"]
@@ -113,7 +115,11 @@ def _rollup(instance, store):
 
 def _store_files(home) -> dict[str, str]:
     root = home / "artifacts"
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".tmp-")
+    }
 
 
 @pytest.mark.e2e

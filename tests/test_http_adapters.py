@@ -37,9 +37,9 @@ from model_adapters.http.base import (
 from model_adapters.http.comfyui import refine_size
 from model_adapters.http.openai_compat import closest_size, estimate_word_timings
 from model_adapters.registry import ADAPTER_KINDS, adapter_kind
-from model_adapters.tasks import task_spec
 from model_adapters.simulator import ProviderSimulator, SimulatorSettings
 from model_adapters.simulator.server import encode_wav16, render_png, synth_speech
+from model_adapters.tasks import task_spec
 from model_adapters.types import (
     AdapterError,
     AuthError,
@@ -114,9 +114,7 @@ CONCEPT = ConceptRequest(
     seed=7,
 )
 IMAGE = ImageRequest(prompt="a reading lamp on a desk at night", width=288, height=512, palette=("#1b2a41",), seed=7)
-VOICE = VoiceRequest(
-    text="Meet Lumen, the lamp for night readers. Warm light, no glare.", locale="en-US", voice="default"
-)
+VOICE = VoiceRequest(text="Meet Lumen, the lamp for night readers. Warm light, no glare.", locale="en-US", voice="default")
 SOURCE_PNG = render_png("draft", 144, 256, 1)
 REFINE = RefineRequest(
     source_sha256=hashlib.sha256(SOURCE_PNG).hexdigest(),
@@ -260,8 +258,7 @@ def test_routing_config_names_the_http_adapters_and_the_resource_builds_them():
         routes = {"concept": "openai-chat", "image": "fal-images", "refine": "comfyui-refine", "voice": "openai-speech"}
         tasks = "\n".join(f"  {task}: {{route: [p-{kind}]}}" for task, kind in routes.items())
         routing = parse_routing_config(
-            f"version: 1\nproviders:\n{providers}\n  video: {{adapter: local-pyav}}\n"
-            f"tasks:\n{tasks}\n  video: {{route: [video]}}\n"
+            f"version: 1\nproviders:\n{providers}\n  video: {{adapter: local-pyav}}\ntasks:\n{tasks}\n  video: {{route: [video]}}\n"
         )
         for kind in HTTP_KINDS:
             adapter = ProviderResource.from_config(f"p-{kind}", routing).build_adapter()
@@ -340,9 +337,7 @@ def test_replicate_accepts_a_single_output_url():
 
 def test_replicate_version_option_is_the_model_version():
     with simulator() as sim:
-        adapter = build(
-            "replicate-images", sim, version="5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
-        )
+        adapter = build("replicate-images", sim, version="5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa")
         assert adapter.info.model_version.startswith("5c7d5dc6")
         assert decoded(call(adapter).png).size == (IMAGE.width, IMAGE.height)
 
@@ -398,7 +393,7 @@ def test_openai_speech_decodes_normalizes_and_estimates_word_timings():
         _check_voice(result, 24000)
         # The estimate lands close to where the simulator really put each word.
         truth = _word_spans(synth_speech(VOICE.text, 24000))
-        for word, (start, end) in zip(result.words, truth):
+        for word, (start, end) in zip(result.words, truth, strict=False):
             assert abs(word.start_s - start) < 0.25 and abs(word.end_s - end) < 0.25
         assert result.characters == len(VOICE.text)
 
@@ -415,7 +410,7 @@ def test_elevenlabs_turns_character_alignment_into_word_timings():
         result = call(build("elevenlabs-speech", sim, **{"voice_id:de-DE": "de-voice"}))
         _check_voice(result, 22050)
         truth = _word_spans(synth_speech(VOICE.text, 22050))
-        for word, (start, end) in zip(result.words, truth):
+        for word, (start, end) in zip(result.words, truth, strict=False):
             assert word.start_s == pytest.approx(start, abs=1e-3) and word.end_s == pytest.approx(end, abs=1e-3)
         assert sim.stats()["headers_seen"]["elevenlabs"].get("xi-api-key") == 1
         assert "authorization" not in sim.stats()["headers_seen"]["elevenlabs"]

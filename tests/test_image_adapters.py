@@ -59,9 +59,7 @@ def drafts(generator) -> dict[str, bytes]:
     """One draft per aspect ratio at the sizes callers use."""
     return {
         ar: generator.generate_sync(
-            ImageRequest(
-                prompt="a red sports car on a coastal road at sunset", width=w, height=h, palette=PALETTE, seed=3
-            )
+            ImageRequest(prompt="a red sports car on a coastal road at sunset", width=w, height=h, palette=PALETTE, seed=3)
         ).png
         for ar, (w, h) in DRAFT_SIZES.items()
     }
@@ -77,9 +75,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def refine_request(
-    png: bytes, aspect_ratio: str, headline: str = "Drive the coast like never before", **kw
-) -> RefineRequest:
+def refine_request(png: bytes, aspect_ratio: str, headline: str = "Drive the coast like never before", **kw) -> RefineRequest:
     fields = dict(
         source_sha256=sha(png),
         min_short_side=1080,
@@ -189,9 +185,7 @@ def test_generator_info(generator):
 @pytest.mark.parametrize("aspect_ratio", list(DRAFT_SIZES))
 def test_generate_exact_size(generator, aspect_ratio):
     w, h = DRAFT_SIZES[aspect_ratio]
-    result = asyncio.run(
-        generator.generate(ImageRequest(prompt="running shoes", width=w, height=h, palette=PALETTE, seed=5))
-    )
+    result = asyncio.run(generator.generate(ImageRequest(prompt="running shoes", width=w, height=h, palette=PALETTE, seed=5)))
     arr = pixels(result.png)
     assert (result.width, result.height) == (w, h)
     assert arr.shape == (h, w, 3)
@@ -214,9 +208,7 @@ def test_generate_is_deterministic(generator):
 
 
 def test_batch_render_matches_single(generator):
-    reqs = [
-        ImageRequest(prompt=p, width=256, height=256, palette=PALETTE, seed=s) for p, s in (("coffee", 1), ("tea", 2))
-    ]
+    reqs = [ImageRequest(prompt=p, width=256, height=256, palette=PALETTE, seed=s) for p, s in (("coffee", 1), ("tea", 2))]
     reqs.append(ImageRequest(prompt="juice", width=144, height=256, palette=PALETTE, seed=3))
     batched = asyncio.run(generator.generate_many(reqs))
     assert [r.png for r in batched] == [generator.generate_sync(r).png for r in reqs]
@@ -239,9 +231,7 @@ def test_different_prompts_give_visibly_different_images(generator):
 
 def test_different_seeds_differ(generator):
     def png(seed: int) -> bytes:
-        return generator.generate_sync(
-            ImageRequest(prompt="a red sports car", width=384, height=384, palette=PALETTE, seed=seed)
-        ).png
+        return generator.generate_sync(ImageRequest(prompt="a red sports car", width=384, height=384, palette=PALETTE, seed=seed)).png
 
     assert _mean_abs_diff(png(1), png(2)) > 12
     assert _mean_abs_diff(png(0), png(-1)) > 12
@@ -249,9 +239,7 @@ def test_different_seeds_differ(generator):
 
 def test_palette_drives_colour(generator):
     def channels(palette: tuple[str, ...]) -> np.ndarray:
-        png = generator.generate_sync(
-            ImageRequest(prompt="a red sports car", width=256, height=256, palette=palette, seed=9)
-        ).png
+        png = generator.generate_sync(ImageRequest(prompt="a red sports car", width=256, height=256, palette=palette, seed=9)).png
         return pixels(png).reshape(-1, 3).mean(axis=0)
 
     red = channels(("#d00000", "#ff8080"))
@@ -371,9 +359,7 @@ def test_safe_boxes_follow_the_layout_rules():
 
 
 def test_grading_moves_colour_toward_the_palette(refiner, generator):
-    blue = generator.generate_sync(
-        ImageRequest(prompt="a quiet lake", width=576, height=1024, palette=("#1040c0", "#80b0ff"), seed=4)
-    ).png
+    blue = generator.generate_sync(ImageRequest(prompt="a quiet lake", width=576, height=1024, palette=("#1040c0", "#80b0ff"), seed=4)).png
     red_palette = ("#e01010", "#ff9a7a")
     graded = pixels(refiner.refine_sync(refine_request(blue, "9:16", headline="", palette=red_palette), blue).png)
     ungraded = pixels(refiner.refine_sync(refine_request(blue, "9:16", headline="", palette=()), blue).png)

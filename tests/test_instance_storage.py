@@ -52,7 +52,9 @@ def test_what_it_writes_is_read_at_once_by_another_instance_while_its_connection
 
 def test_open_connections_are_bounded_and_wipe_removes_the_files(home):
     config = (home / "dagster.yaml").read_text()
-    (home / "dagster.yaml").write_text(config.replace("class: PooledSqliteEventLogStorage", "class: PooledSqliteEventLogStorage\n  config:\n    open_shards: 3"))
+    (home / "dagster.yaml").write_text(
+        config.replace("class: PooledSqliteEventLogStorage", "class: PooledSqliteEventLogStorage\n  config:\n    open_shards: 3")
+    )
     with dg.DagsterInstance.get() as instance:
         storage = instance.event_log_storage
         run_ids = [_materialize(instance, p).run_id for p in ("a", "b", "c", "a", "b")]
@@ -101,7 +103,9 @@ def test_batches_are_one_transaction_per_shard_and_store_what_single_writes_woul
         storage = instance.event_log_storage
         batches = []
         original = PooledSqliteEventLogStorage.store_event_batch
-        monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", lambda self, events: (batches.append(len(events)), original(self, events))[1])
+        monkeypatch.setattr(
+            PooledSqliteEventLogStorage, "store_event_batch", lambda self, events: (batches.append(len(events)), original(self, events))[1]
+        )
         result = dg.materialize([many], instance=instance, tags=partition_range_tags("p0", "p19"))
         assert result.success
         assert max(batches) >= 20  # the planned events and the range's materializations came in batches
@@ -112,10 +116,12 @@ def test_batches_are_one_transaction_per_shard_and_store_what_single_writes_woul
             assert len(reader.fetch_materializations(dg.AssetKey("many"), limit=100).records) == 20
 
         # A batch that fails midway keeps nothing (Dagster then stores the events one by one).
-        events = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"]
+        events = [
+            e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        ]
         before = len(instance.all_logs(result.run_id))
         broken = [*events[:3], "not an event"]
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (whatever the storage raises, the point is that nothing is stored)
             storage.store_event_batch(broken)
         assert len(instance.all_logs(result.run_id)) == before
         assert storage._batch is None  # noqa: SLF001 - the next write is an ordinary one

@@ -242,11 +242,22 @@ def test_the_japanese_bank_is_sized_in_characters(duration_s):
     from model_adapters.local_concept import LocalConceptWriter, concept_word_budget, script_length
     from model_adapters.types import ConceptRequest
 
-    concept = LocalConceptWriter().write_sync(ConceptRequest(
-        campaign_id="c", variant_id="ja", product="オーロラランプ", audience="night owls", tone="calm",
-        palette=("#112233",), banned_terms=("説明書",), locale="ja-JP", aspect_ratio="1:1",
-        duration_s=duration_s, seed=7, words_per_second=CHARACTERS_PER_SECOND * 0.9,
-    ))
+    concept = LocalConceptWriter().write_sync(
+        ConceptRequest(
+            campaign_id="c",
+            variant_id="ja",
+            product="オーロラランプ",
+            audience="night owls",
+            tone="calm",
+            palette=("#112233",),
+            banned_terms=("説明書",),
+            locale="ja-JP",
+            aspect_ratio="1:1",
+            duration_s=duration_s,
+            seed=7,
+            words_per_second=CHARACTERS_PER_SECOND * 0.9,
+        )
+    )
     script = concept.script
     assert "オーロラランプ" in script and " " not in script and "説明書" not in script
     assert "night owls" not in script  # the brief's English audience is not put in Japanese copy
@@ -272,7 +283,7 @@ def test_caption_cues_count_full_width_characters_as_two_columns():
 
 
 def test_japanese_captions_render_with_cjk_glyphs_and_wrap_without_spaces():
-    from PIL import ImageDraw, Image
+    from PIL import Image, ImageDraw
 
     from model_adapters.fonts import font_for, load_font
     from model_adapters.local_video import layout_caption, render_caption

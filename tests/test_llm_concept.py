@@ -107,7 +107,7 @@ def test_english_brief_gives_a_valid_on_brief_concept(aurora):
     assert on_brief(result.script, AURORA) >= 0.30
     # The constrained format: every candidate parses; the chosen one is the best on brief.
     assert all(c.fields is not None for c in attempt.candidates), [c.raw for c in attempt.candidates]
-    valid_scores = [s for c, s in zip(attempt.candidates, attempt.scores) if c.valid]
+    valid_scores = [s for c, s in zip(attempt.candidates, attempt.scores, strict=False) if c.valid]
     assert attempt.scores[attempt.chosen] == max(valid_scores)
 
 

@@ -26,8 +26,16 @@ def brief_with(*locales: str, pipeline: str = "campaign") -> str:
 @pytest.mark.parametrize(
     "tag, canonical",
     [
-        ("fr-fr", "fr-FR"), ("FR_fr", "fr-FR"), ("en-us", "en-US"), ("pt-br", "pt-BR"), ("es-419", "es-419"),
-        ("zh-hans-cn", "zh-Hans-CN"), ("sr_latn", "sr-Latn"), ("de", "de"), (" ja-jp ", "ja-JP"), ("de-CH-1996", "de-CH-1996"),
+        ("fr-fr", "fr-FR"),
+        ("FR_fr", "fr-FR"),
+        ("en-us", "en-US"),
+        ("pt-br", "pt-BR"),
+        ("es-419", "es-419"),
+        ("zh-hans-cn", "zh-Hans-CN"),
+        ("sr_latn", "sr-Latn"),
+        ("de", "de"),
+        (" ja-jp ", "ja-JP"),
+        ("de-CH-1996", "de-CH-1996"),
     ],
 )
 def test_normalize_locale(tag, canonical):
@@ -108,9 +116,7 @@ tasks:
 
 def test_bad_locale_in_routing_config_names_the_field():
     with pytest.raises(RoutingConfigError, match=r"providers.w.locales\[0\]|providers.w.locales"):
-        parse_routing_config(
-            "version: 1\nproviders:\n  w: {adapter: local-concept, locales: [english]}\ntasks:\n  concept: {route: [w]}\n"
-        )
+        parse_routing_config("version: 1\nproviders:\n  w: {adapter: local-concept, locales: [english]}\ntasks:\n  concept: {route: [w]}\n")
 
 
 def test_route_rules_match_normalized_locales_and_languages():

@@ -20,7 +20,7 @@ DURATIONS = (6, 7.5, 8, 6.5, 9, 7, 6, 8.5)
 def brief_text() -> str:
     rows = "\n".join(
         f"  - {{id: {locale.lower()}, locale: {locale.lower() if i % 2 else locale}, aspect_ratio: '1:1', duration_s: {duration}}}"
-        for i, (locale, duration) in enumerate(zip(LOCAL_LOCALES, DURATIONS))
+        for i, (locale, duration) in enumerate(zip(LOCAL_LOCALES, DURATIONS, strict=False))
     )
     return (
         "campaign_id: eight-locales\nproduct: Aurora Lamp\naudience: night owls who read in bed\ntone: warm and calm\n"
@@ -58,7 +58,6 @@ def test_eight_locales_make_videos_of_the_briefs_length(studio_home, briefs_fold
         assert writer in (("local-llm", "local-concept") if english else ("local-concept",)), (locale, writer)
 
 
-
 def test_japanese_variant_speaks_with_kokoro_and_makes_a_video_of_the_briefs_length(studio_home, briefs_folder):
     # ja-JP on the embedded default: the Japanese phrase bank writes, Kokoro speaks (phrase timings
     # for the captions, drawn in Noto Sans CJK JP), the video is exactly as long as the brief asks.
@@ -85,7 +84,7 @@ def test_japanese_variant_speaks_with_kokoro_and_makes_a_video_of_the_briefs_len
     assert "オーロラランプ" in concept.script and " " not in concept.script
     # The phrases are the script's own characters, in order, inside the speech.
     assert "".join(w.word for w in voice.words) == concept.script
-    assert all(a.start_s <= a.end_s <= b.start_s for a, b in zip(voice.words, voice.words[1:]))
+    assert all(a.start_s <= a.end_s <= b.start_s for a, b in zip(voice.words, voice.words[1:], strict=False))
     assert voice.words[-1].end_s <= voice.duration_s <= brief.duration_s
     with wave.open(io.BytesIO(read_artifact(voice.artifact))) as wav:
         assert wav.getframerate() == 24000 and wav.getnframes() / 24000 == pytest.approx(voice.duration_s)

@@ -73,8 +73,14 @@ def test_a_music_bed_pipeline_from_yaml_mixes_under_the_voice_and_feeds_the_vide
     brief_doc, refined, captions, video = manifest("brief"), manifest("refined_image"), manifest("captions"), manifest("synced_video")
     width, height = frame_size(brief_doc.aspect_ratio, 240)
     expected = VideoRequest(
-        image_sha256=refined.artifact.sha256, audio_sha256=mixed.artifact.sha256, audio_duration_s=mixed.duration_s,
-        cues=captions.cues, width=width, height=height, fps=24,
-            tail_s=round(brief_doc.duration_s - mixed.duration_s, 6), seed=brief_doc.seed,  # the brief's length
+        image_sha256=refined.artifact.sha256,
+        audio_sha256=mixed.artifact.sha256,
+        audio_duration_s=mixed.duration_s,
+        cues=captions.cues,
+        width=width,
+        height=height,
+        fps=24,
+        tail_s=round(brief_doc.duration_s - mixed.duration_s, 6),
+        seed=brief_doc.seed,  # the brief's length
     )
     assert video.provenance.request_hash == request_hash(expected)

@@ -32,7 +32,9 @@ TEXT_PATTERNS = {
         r"|hf_[A-Za-z0-9]{30,}|AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,})"
     ),
 }
-SECRET_KEY = re.compile(r"pass(word|wd)?$|passwd|password|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key|valuefrom", re.I)
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?$|passwd|password|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key|valuefrom", re.I
+)
 # Keys whose values are the *names* of secret objects (Kubernetes Secrets, Secrets Manager tags).
 SECRET_OBJECT_NAME_KEYS = {"postgres_password_secret", "env_secrets", "secrets_tag", "secrets_tags", "image_pull_secrets"}
 ENV_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")

@@ -70,19 +70,49 @@ stages:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t.replace("kind: image", "kind: imagen"), "team.yaml: stages[1] (draft_image).kind: unknown stage kind 'imagen'; known kinds: approval, captions, concept"),
-        (lambda t: t.replace("{image: draft_image}", "{}"), "stages[2] (refined_image).inputs.image: no stage 'image' produces it (the 'refine' kind reads a ImageArtifact); bind it"),
-        (lambda t: t.replace("{image: draft_image}", "{image: concept}"), "stages[2] (refined_image).inputs.image: stage 'concept' makes a ConceptDoc, the 'refine' kind reads a ImageArtifact"),
-        (lambda t: t.replace("{image: draft_image}", "{image: draft_image, mask: concept}"), "stages[2] (refined_image).inputs.mask: the 'refine' kind has no input 'mask'"),
-        (lambda t: t.replace("kind: image}", "kind: image, settings: {short_side: big}}"), "stages[1] (draft_image).settings.short_side: Input should be a valid integer"),
-        (lambda t: t.replace("kind: image}", "kind: image, settings: {shortside: 5}}"), "stages[1] (draft_image).settings.shortside: the 'image' kind has no setting 'shortside'; its settings: short_side"),
+        (
+            lambda t: t.replace("kind: image", "kind: imagen"),
+            "team.yaml: stages[1] (draft_image).kind: unknown stage kind 'imagen'; known kinds: approval, captions, concept",
+        ),
+        (
+            lambda t: t.replace("{image: draft_image}", "{}"),
+            "stages[2] (refined_image).inputs.image: no stage 'image' produces it (the 'refine' kind reads a ImageArtifact); bind it",
+        ),
+        (
+            lambda t: t.replace("{image: draft_image}", "{image: concept}"),
+            "stages[2] (refined_image).inputs.image: stage 'concept' makes a ConceptDoc, the 'refine' kind reads a ImageArtifact",
+        ),
+        (
+            lambda t: t.replace("{image: draft_image}", "{image: draft_image, mask: concept}"),
+            "stages[2] (refined_image).inputs.mask: the 'refine' kind has no input 'mask'",
+        ),
+        (
+            lambda t: t.replace("kind: image}", "kind: image, settings: {short_side: big}}"),
+            "stages[1] (draft_image).settings.short_side: Input should be a valid integer",
+        ),
+        (
+            lambda t: t.replace("kind: image}", "kind: image, settings: {shortside: 5}}"),
+            "stages[1] (draft_image).settings.shortside: the 'image' kind has no setting 'shortside'; its settings: short_side",
+        ),
         (lambda t: t.replace("kind: image}", "kind: image, task: picture}"), "stages[1] (draft_image).task: unknown task 'picture'"),
-        (lambda t: t.replace("kind: image}", "kind: image, task: voice}"), "stages[1] (draft_image).task: task 'voice' takes a VoiceRequest; the 'image' kind makes a ImageRequest"),
-        (lambda t: t.replace("kind: image}", "kind: image, checks: [png_valid, sharp]}"), "stages[1] (draft_image).checks[1]: the 'image' kind has no check 'sharp'; it offers: png_valid"),
+        (
+            lambda t: t.replace("kind: image}", "kind: image, task: voice}"),
+            "stages[1] (draft_image).task: task 'voice' takes a VoiceRequest; the 'image' kind makes a ImageRequest",
+        ),
+        (
+            lambda t: t.replace("kind: image}", "kind: image, checks: [png_valid, sharp]}"),
+            "stages[1] (draft_image).checks[1]: the 'image' kind has no check 'sharp'; it offers: png_valid",
+        ),
         (lambda t: t.replace("name: concept,", "name: brief,"), "stages[0].name: 'brief' is reserved"),
         (lambda t: t.replace("name: draft_image,", "name: concept,"), "stages[1].name: 'concept' is used by stages[0] too"),
-        (lambda t: t + "  - {name: tidy, kind: captions, task: voice}\n", "stages[3] (tidy).task: the 'captions' kind calls no model, so it takes no task"),
-        (lambda t: t + "jobs:\n  - {name: again, from_stages: [draft], description: x}\n", "jobs[0] (again).from_stages[0]: no stage 'draft'"),
+        (
+            lambda t: t + "  - {name: tidy, kind: captions, task: voice}\n",
+            "stages[3] (tidy).task: the 'captions' kind calls no model, so it takes no task",
+        ),
+        (
+            lambda t: t + "jobs:\n  - {name: again, from_stages: [draft], description: x}\n",
+            "jobs[0] (again).from_stages[0]: no stage 'draft'",
+        ),
         (lambda t: t.replace("stages:", "stage:"), "team.yaml: stages: Field required; stage: Extra inputs are not permitted"),
     ],
 )
@@ -94,13 +124,21 @@ def test_bad_pipeline_files_name_the_file_stage_and_field(routing, edit, message
 
 def test_which_checks_judge_a_providers_answer_is_declared_with_the_stage(routing):
     judging = {(c.stage, c.name): c.judges_answer for c in resolve(STILLS, routing).checks()}
-    assert judging == {("concept", "no_banned_terms"): True, ("concept", "on_brief"): True, ("draft_image", "png_valid"): True, ("refined_image", "png_valid"): True}
+    assert judging == {
+        ("concept", "no_banned_terms"): True,
+        ("concept", "on_brief"): True,
+        ("draft_image", "png_valid"): True,
+        ("refined_image", "png_valid"): True,
+    }
     text = STILLS.replace("kind: concept}", "kind: concept, checks: [no_banned_terms, {name: on_brief, judges_answer: false}]}")
     judging = {(c.stage, c.name): c.judges_answer for c in resolve(text, routing).checks()}
     assert judging[("concept", "on_brief")] is False and judging[("concept", "no_banned_terms")] is True
     # A stage that calls no model has no provider to send an answer back to.
     campaign = load_pipelines(PIPELINES, routing, str(LOCAL))["campaign"]
-    assert {c.name: c.judges_answer for c in campaign.checks() if c.stage == "captions"} == {"caption_rules": False, "no_banned_terms": False}
+    assert {c.name: c.judges_answer for c in campaign.checks() if c.stage == "captions"} == {
+        "caption_rules": False,
+        "no_banned_terms": False,
+    }
 
 
 def test_a_cycle_is_named(routing):
@@ -139,7 +177,9 @@ def test_routing_needs_routes_only_for_the_tasks_pipelines_use(tmp_path):
         shutil.copy(PIPELINES / f"{name}.yaml", folder)
     assert set(load_pipelines(folder, no_video, "no-video.yaml")) == {"stills", "audio"}
     shutil.copy(PIPELINES / "campaign.yaml", folder)
-    with pytest.raises(PipelineError, match=r"campaign.yaml: stages\[6\] \(synced_video\).task: task 'video' has no route in no-video.yaml"):
+    with pytest.raises(
+        PipelineError, match=r"campaign.yaml: stages\[6\] \(synced_video\).task: task 'video' has no route in no-video.yaml"
+    ):
         load_pipelines(folder, no_video, "no-video.yaml")
 
 
@@ -181,7 +221,9 @@ def test_unknown_task_in_routing_and_wrong_price_unit_are_routing_errors():
         parse_routing_config(yaml.safe_dump(local), "r.yaml")
     local = yaml.safe_load(LOCAL.read_text())
     local["providers"]["local-voice"]["price"] = {"per_image": 0.01}
-    with pytest.raises(ValueError, match=r"providers.local-voice.price: per_image is not how the 'voice' task is priced; use per_1k_characters"):
+    with pytest.raises(
+        ValueError, match=r"providers.local-voice.price: per_image is not how the 'voice' task is priced; use per_1k_characters"
+    ):
         parse_routing_config(yaml.safe_dump(local), "r.yaml")
 
 

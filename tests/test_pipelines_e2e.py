@@ -104,7 +104,7 @@ def test_campaign_pipeline_reproduces_the_recorded_artifact_digests(studio_home,
     assert len(recorded_signatures) == 21
     assert differences(found, expected, found_signatures, recorded_signatures) == []
     # The tolerance is not a blindfold: a picture one variant over does not pass for another.
-    swapped = dict(zip(sorted(recorded_signatures), sorted(recorded_signatures)[1:] + sorted(recorded_signatures)[:1]))
+    swapped = dict(zip(sorted(recorded_signatures), sorted(recorded_signatures)[1:] + sorted(recorded_signatures)[:1], strict=False))
     changed = {item: "0" * 64 for item in recorded_signatures}
     shifted = {item: recorded_signatures[other] for item, other in swapped.items()}
     assert len(differences({**found, **{k: {"artifact": v} for k, v in changed.items()}}, expected, shifted, recorded_signatures)) >= 18
@@ -158,13 +158,17 @@ def test_one_variant_of_each_shipped_pipeline(studio_home, briefs_folder):
         captions = load(dg.AssetKey(["audio", "captions"]), "lamp-radio.one")
         cues = parse_webvtt(read_artifact(captions.vtt).decode())
         assert " ".join(line for cue in cues for line in cue.lines).split() == [w.word for w in audio.words]
-        radio_rollup = instance.fetch_materializations(dg.AssetKey(["audio", "campaign_rollup"]), limit=1).records[0].asset_materialization.metadata
+        radio_rollup = (
+            instance.fetch_materializations(dg.AssetKey(["audio", "campaign_rollup"]), limit=1).records[0].asset_materialization.metadata
+        )
         assert "lamp-radio/costs" in radio_rollup and "lamp-radio/contact_sheet" not in radio_rollup
         assert not list((studio_home / "manifests" / "audio").glob("*image*"))
 
         # campaign: the video decodes, H.264 + AAC, faststart.
         video = load(dg.AssetKey("synced_video"), "lamp-video.one")
-        assert mp4_top_level_boxes(read_artifact(video.artifact)).index("moov") < mp4_top_level_boxes(read_artifact(video.artifact)).index("mdat")
+        assert mp4_top_level_boxes(read_artifact(video.artifact)).index("moov") < mp4_top_level_boxes(read_artifact(video.artifact)).index(
+            "mdat"
+        )
         assert (video.width, video.height) == (360, 360)
 
         # Each pipeline's checks ran on its own assets.
@@ -188,7 +192,9 @@ def test_a_brief_naming_an_unknown_pipeline_is_refused_by_file_and_field(studio_
     from tests.helpers import shipped_pipelines
 
     outcome = plan_brief_changes(definitions.resources["briefs"].scan(), {}, {}, shipped_pipelines())
-    assert outcome.problems == [f"{briefs_folder / 'odd.yaml'}: pipeline: unknown pipeline 'posters'; loaded pipelines: audio, campaign, stills"]
+    assert outcome.problems == [
+        f"{briefs_folder / 'odd.yaml'}: pipeline: unknown pipeline 'posters'; loaded pipelines: audio, campaign, stills"
+    ]
 
 
 def test_make_demo_runs_each_brief_through_its_pipeline(studio_home, briefs_folder, capsys):

@@ -13,10 +13,9 @@ from assets.reuse import RecordedMaterialization, ReusePlan
 from assets.stages import BrokenInput, Pipeline, PipelineStage, StageCall, StageKind
 from assets.variant_media import _StageHooks
 from model_adapters import registry
+from model_adapters.simulator import ProviderSimulator, SimulatorSettings
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import AdapterInfo, ImageRequest, ImageResult, Price
-
-from model_adapters.simulator import ProviderSimulator, SimulatorSettings
 from orchestration.definitions import build_definitions
 from resources.artifact_store import ArtifactStore
 from resources.io_manager import JsonManifestIOManager
@@ -137,13 +136,12 @@ def test_an_exhausted_route_blocks_the_variant_naming_every_answer(studio_home, 
         assert sim.stats()["calls_by_group"]["openai_chat"] == 2 * len(keys)
         # The last answer is recorded with its failed check; nothing downstream was made.
         evaluations = [
-            e.asset_check_evaluation_data for e in result.all_events
+            e.asset_check_evaluation_data
+            for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == "on_brief"
         ]
         assert len(evaluations) == len(keys) and not any(e.passed for e in evaluations)
-        warnings = [
-            e.message for e in instance.all_logs(result.run_id) if e.user_message and "failed a blocking check" in e.user_message
-        ]
+        warnings = [e.message for e in instance.all_logs(result.run_id) if e.user_message and "failed a blocking check" in e.user_message]
         assert len(warnings) == len(keys)
         for message in warnings:
             assert message.count("hosted-concept (seed") == 2 and "answered headline 'Placeholder headline'" in message
@@ -189,12 +187,20 @@ class SvgImages:
 
     def __init__(self, adapter_id: str, max_concurrency: int = 1):
         self.info = AdapterInfo(
-            adapter_id=adapter_id, task="image", provider="fake", model="svg", model_version="1", price=Price(), max_concurrency=max_concurrency
+            adapter_id=adapter_id,
+            task="image",
+            provider="fake",
+            model="svg",
+            model_version="1",
+            price=Price(),
+            max_concurrency=max_concurrency,
         )
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         SvgImages.calls += 1
-        return ImageResult(png=b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>', width=request.width, height=request.height)
+        return ImageResult(
+            png=b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>', width=request.width, height=request.height
+        )
 
     async def aclose(self):
         pass
@@ -204,7 +210,9 @@ async def _store_unchecked(call: StageCall):
     """A stage that stores what the provider answered without decoding it (no check either)."""
     routed = await call.call_model(ImageRequest(prompt="p", width=8, height=8, palette=("#000000",), seed=call.spec.seed))
     ref = await call.off_loop(call.artifacts.put, routed.value.png, extension=".png", media_type="image/png")
-    return ImageArtifact(partition_key=call.partition_key, artifact=ref, width=8, height=8, aspect_ratio="1:1", provenance=routed.provenance), {}
+    return ImageArtifact(
+        partition_key=call.partition_key, artifact=ref, width=8, height=8, aspect_ratio="1:1", provenance=routed.provenance
+    ), {}
 
 
 async def _read_image(call: StageCall):
@@ -215,23 +223,40 @@ async def _read_image(call: StageCall):
 def test_an_input_a_later_stage_proves_broken_is_never_served_or_reused_again(studio_home, monkeypatch):
     monkeypatch.setitem(registry.ADAPTER_KINDS, "svg-image", registry.AdapterKind("svg-image", "image", f"{__name__}:SvgImages", "1"))
     SvgImages.calls = 0
-    routing = parse_routing_config(
-        "providers: {svg: {adapter: svg-image}}\ntasks: {image: {route: [svg]}}\n"
-    )
+    routing = parse_routing_config("providers: {svg: {adapter: svg-image}}\ntasks: {image: {route: [svg]}}\n")
     router = ModelRouter.from_config(routing, "test")
     maker = StageKind("unchecked", "", {}, ImageArtifact, TASK_SPECS["image"], _store_unchecked)
     reader = StageKind("reader", "", {"image": ImageArtifact}, ImageArtifact, None, _read_image)
     pipeline = Pipeline(
-        "broken", "test", "", ("broken",), "broken_variants",
+        "broken",
+        "test",
+        "",
+        ("broken",),
+        "broken_variants",
         (
             PipelineStage("made", maker, {}, None, "image", (), ""),
             PipelineStage("read", reader, {"image": "made"}, None, None, (), ""),
         ),
     )
     brief = VariantBriefDoc(
-        partition_key="c.v", campaign_id="c", variant_id="v", brief_path="b.yaml", brief_sha256="0" * 64, fingerprint="f",
-        product="Lamp", audience="readers", tone="warm", palette=("#000000",), banned_terms=(), budget_usd=1.0, locale="en-US",
-        voice="default", aspect_ratio="1:1", duration_s=10.0, tier="standard", seed=7,
+        partition_key="c.v",
+        campaign_id="c",
+        variant_id="v",
+        brief_path="b.yaml",
+        brief_sha256="0" * 64,
+        fingerprint="f",
+        product="Lamp",
+        audience="readers",
+        tone="warm",
+        palette=("#000000",),
+        banned_terms=(),
+        budget_usd=1.0,
+        locale="en-US",
+        voice="default",
+        aspect_ratio="1:1",
+        duration_s=10.0,
+        tier="standard",
+        seed=7,
     )
     artifacts = ArtifactStore()
     stored: dict = {}
@@ -243,11 +268,15 @@ def test_an_input_a_later_stage_proves_broken_is_never_served_or_reused_again(st
 
     async def run_step() -> list:
         events: list = []
-        hooks = _StageHooks(pipeline, {"made": "1", "read": "1"}, {"made": None, "read": None}, [], {"c.v": brief}, artifacts, None, load_stored)
+        hooks = _StageHooks(
+            pipeline, {"made": "1", "read": "1"}, {"made": None, "read": None}, [], {"c.v": brief}, artifacts, None, load_stored
+        )
         async with router.session(store=artifacts) as session:
             hooks.session = session
             nodes = [Node(stage.name, dict(stage.inputs)) for stage in pipeline.stages]
-            await Engine(nodes, ["made", "read"], make=hooks.make, check=hooks.check, load_stored=hooks.load_stored, emit=events.append).run(["c.v"])
+            await Engine(
+                nodes, ["made", "read"], make=hooks.make, check=hooks.check, load_stored=hooks.load_stored, emit=events.append
+            ).run(["c.v"])
         return events
 
     events = asyncio.run(run_step())

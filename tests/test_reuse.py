@@ -34,10 +34,7 @@ def _made(instance) -> dict[str, int]:
 
 
 def _evaluations(instance, run_id: str) -> list:
-    return [
-        e.dagster_event.event_specific_data
-        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    ]
+    return [e.dagster_event.event_specific_data for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
 
 
 def _manifests(keys) -> dict[tuple[str, str], str]:
@@ -63,7 +60,11 @@ def test_an_unchanged_rerun_makes_nothing_and_a_change_remakes_only_what_it_touc
         for stage in STAGES:
             manifest = load(dg.AssetKey(stage), keys[0])
             assert manifest.input_fingerprint and len(manifest.input_fingerprint) == 64
-        assert set(load(dg.AssetKey("voiceover"), keys[0]).checks_passed) == {"loudness_within_spec", "fits_duration", "speech_intelligible"}
+        assert set(load(dg.AssetKey("voiceover"), keys[0]).checks_passed) == {
+            "loudness_within_spec",
+            "fits_duration",
+            "speech_intelligible",
+        }
 
         # 1. The same run again: no stage made or checked; each is recorded as `reused`, with the
         # metadata of the materialization it repeats, so the partition shows as materialized by this run.
@@ -72,10 +73,15 @@ def test_an_unchanged_rerun_makes_nothing_and_a_change_remakes_only_what_it_touc
         assert _made(instance) == counts
         assert _materializations(instance) == {stage: 2 * n for stage, n in counts.items()}
         for stage in STAGES:
-            records = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(stage), asset_partitions=[keys[0]]), limit=2).records
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(dg.AssetKey(stage), asset_partitions=[keys[0]]), limit=2
+            ).records
             first_record, repeat = sorted(records, key=lambda r: r.storage_id)
             assert repeat.run_id == again.run_id and repeat.asset_materialization.metadata["reused"].value is True
-            assert repeat.asset_materialization.metadata["input_fingerprint"] == first_record.asset_materialization.metadata["input_fingerprint"]
+            assert (
+                repeat.asset_materialization.metadata["input_fingerprint"]
+                == first_record.asset_materialization.metadata["input_fingerprint"]
+            )
         assert _manifests(keys) == manifests
         # The media checks are not evaluated again: their last evaluations judged the same
         # manifests (the budget check, its own step, runs as always).
@@ -111,7 +117,11 @@ def test_an_unchanged_rerun_makes_nothing_and_a_change_remakes_only_what_it_touc
         assert {e.partition for e in evaluations} == {keys[1]}  # the remade one is checked; the others' verdicts stand
         refreshed = instance.fetch_materializations(dg.AssetKey("refined_image"), limit=len(keys)).records
         assert {r.partition_key for r in refreshed} == set(keys)
-        assert all(r.asset_materialization.metadata["input_fingerprint"].value == load(dg.AssetKey("refined_image"), r.partition_key).input_fingerprint for r in refreshed)
+        assert all(
+            r.asset_materialization.metadata["input_fingerprint"].value
+            == load(dg.AssetKey("refined_image"), r.partition_key).input_fingerprint
+            for r in refreshed
+        )
 
         # 4. `force`: everything is made and recorded again (from the response cache).
         before = _made(instance)

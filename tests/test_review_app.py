@@ -30,7 +30,7 @@ from model_adapters.types import CaptionCue, WordTiming
 from orchestration.review_app import ReviewAuth, ReviewConfigError, build_app, serve
 from orchestration.review_app.auth import CSRF_COOKIE, SESSION_COOKIE, is_loopback_host, parse_tokens
 from orchestration.review_app.catalog import ReviewGate
-from orchestration.review_app.media import parse_range, Unsatisfiable
+from orchestration.review_app.media import Unsatisfiable, parse_range
 from resources.artifact_store import FilesystemArtifactStore
 from resources.io_manager import JsonManifestIOManager
 from resources.manifests import (
@@ -43,7 +43,6 @@ from resources.manifests import (
     VariantBriefDoc,
     VideoArtifact,
 )
-
 from tests.helpers import shipped_pipelines
 
 CAMPAIGN = "lamp-test"
@@ -111,8 +110,16 @@ def _png(width: int, height: int, seed: int) -> bytes:
 def _provenance(task: str, adapter: str, model: str, cost: float, arm: str | None = None) -> Provenance:
     extra = {"experiment": "image-trial", "experiment_arm": arm} if arm and "experiment_arm" in Provenance.model_fields else {}
     return Provenance(
-        task=task, provider=adapter, adapter_id=adapter, model=model, model_version="1", seed=7,
-        request_hash="0" * 64, latency_s=0.25, cost_usd=cost, **extra,
+        task=task,
+        provider=adapter,
+        adapter_id=adapter,
+        model=model,
+        model_version="1",
+        seed=7,
+        request_hash="0" * 64,
+        latency_s=0.25,
+        cost_usd=cost,
+        **extra,
     )
 
 
@@ -131,14 +138,33 @@ def _store_variant(store, io_manager, pipeline, key: str, index: int, arm: str |
     """Every media stage of the `campaign` pipeline for one variant, with real bytes."""
     campaign, variant = key.split(".")
     brief = VariantBriefDoc(
-        partition_key=key, campaign_id=campaign, variant_id=variant, brief_path="briefs/x.yaml", brief_sha256="1" * 64,
-        fingerprint="2" * 64, product="Lamp", audience="readers", tone="warm", palette=("#000000",), banned_terms=(),
-        budget_usd=5.0, locale="en-US", voice="default", aspect_ratio="1:1", duration_s=4.0, tier="standard", seed=11,
+        partition_key=key,
+        campaign_id=campaign,
+        variant_id=variant,
+        brief_path="briefs/x.yaml",
+        brief_sha256="1" * 64,
+        fingerprint="2" * 64,
+        product="Lamp",
+        audience="readers",
+        tone="warm",
+        palette=("#000000",),
+        banned_terms=(),
+        budget_usd=5.0,
+        locale="en-US",
+        voice="default",
+        aspect_ratio="1:1",
+        duration_s=4.0,
+        tier="standard",
+        seed=11,
         **({"approval": "required"} if "approval" in VariantBriefDoc.model_fields else {}),
     )
     concept = ConceptDoc(
-        partition_key=key, headline=f"Headline {variant} <b>not bold</b>", script="Read late. Sleep well.",
-        image_prompt="a warm lamp on a night stand", caption_lines=("Read late.",), word_count=4,
+        partition_key=key,
+        headline=f"Headline {variant} <b>not bold</b>",
+        script="Read late. Sleep well.",
+        image_prompt="a warm lamp on a night stand",
+        caption_lines=("Read late.",),
+        word_count=4,
         provenance=_provenance("concept", "smollm2-writer", "SmolLM2-360M", 0.0),
     )
     draft = store.put(_png(96, 96, index), extension=".png", media_type="image/png")
@@ -154,16 +180,47 @@ def _store_variant(store, io_manager, pipeline, key: str, index: int, arm: str |
     manifests = {
         "brief": brief,
         "concept": concept,
-        "draft_image": ImageArtifact(partition_key=key, artifact=draft, width=96, height=96, aspect_ratio="1:1",
-                                     provenance=_provenance("image", "torch-painter", "painter", 0.002, arm)),
-        "refined_image": ImageArtifact(partition_key=key, artifact=refined, width=128, height=128, aspect_ratio="1:1",
-                                       provenance=_provenance("refine", "torch-refiner", "refiner", 0.001), thumbnail=thumb),
-        "voiceover": AudioArtifact(partition_key=key, artifact=wav, duration_s=1.0, sample_rate=16000, loudness_lufs=-16.0,
-                                   true_peak_dbtp=-2.0, words=words, provenance=_provenance("voice", "espeak-ng", "espeak", 0.0)),
+        "draft_image": ImageArtifact(
+            partition_key=key,
+            artifact=draft,
+            width=96,
+            height=96,
+            aspect_ratio="1:1",
+            provenance=_provenance("image", "torch-painter", "painter", 0.002, arm),
+        ),
+        "refined_image": ImageArtifact(
+            partition_key=key,
+            artifact=refined,
+            width=128,
+            height=128,
+            aspect_ratio="1:1",
+            provenance=_provenance("refine", "torch-refiner", "refiner", 0.001),
+            thumbnail=thumb,
+        ),
+        "voiceover": AudioArtifact(
+            partition_key=key,
+            artifact=wav,
+            duration_s=1.0,
+            sample_rate=16000,
+            loudness_lufs=-16.0,
+            true_peak_dbtp=-2.0,
+            words=words,
+            provenance=_provenance("voice", "espeak-ng", "espeak", 0.0),
+        ),
         "captions": CaptionTrack(partition_key=key, vtt=vtt, srt=srt, cues=cues, source_audio_sha256=wav.sha256),
-        "synced_video": VideoArtifact(partition_key=key, artifact=video, captions_vtt=vtt, width=128, height=128, fps=24,
-                                      duration_s=4.0, video_duration_s=4.0, audio_duration_s=4.0, drift_s=0.0,
-                                      provenance=_provenance("video", "pyav-composer", "composer", 0.0005)),
+        "synced_video": VideoArtifact(
+            partition_key=key,
+            artifact=video,
+            captions_vtt=vtt,
+            width=128,
+            height=128,
+            fps=24,
+            duration_s=4.0,
+            video_duration_s=4.0,
+            audio_duration_s=4.0,
+            drift_s=0.0,
+            provenance=_provenance("video", "pyav-composer", "composer", 0.0005),
+        ),
     }
     for stage, manifest in manifests.items():
         if stage == "brief" or stage in pipeline.stage_names:
@@ -195,7 +252,11 @@ def _subjects(stored: Stored) -> dict[str, Any]:
 
 def _client(stored: Stored, auth: ReviewAuth, gate: RecordingGate | None = None, base_url: str = BASE) -> TestClient:
     app = build_app(
-        instance=stored.instance, pipelines=stored.pipelines, artifacts=stored.store, manifests=stored.manifests, auth=auth,
+        instance=stored.instance,
+        pipelines=stored.pipelines,
+        artifacts=stored.store,
+        manifests=stored.manifests,
+        auth=auth,
         gate=gate.as_gate() if gate else False,
     )
     return TestClient(app, base_url=base_url, follow_redirects=False)
@@ -324,12 +385,21 @@ def test_the_reviewer_is_the_signed_in_identity_never_a_form_field(stored):
     csrf = _csrf(client, f"/campaigns/{CAMPAIGN}/review", headers=bearer)
     response = client.post(
         f"/campaigns/{CAMPAIGN}/review",
-        data={"csrf": csrf, "partition_key": KEYS[1], "gate": "approve_concept", "decision": "rejected",
-              "comment": "too cold", "regenerate": "1", "reviewer": "mallory"},
+        data={
+            "csrf": csrf,
+            "partition_key": KEYS[1],
+            "gate": "approve_concept",
+            "decision": "rejected",
+            "comment": "too cold",
+            "regenerate": "1",
+            "reviewer": "mallory",
+        },
         headers={**bearer, **ORIGIN},
     )
     assert response.status_code == 303
-    assert gate.verdicts == [dict(partition_key=KEYS[1], decision="rejected", reviewer="ben", comment="too cold", gate="approve_concept", regenerate=True)]
+    assert gate.verdicts == [
+        dict(partition_key=KEYS[1], decision="rejected", reviewer="ben", comment="too cold", gate="approve_concept", regenerate=True)
+    ]
     # The page then says so, and the variant no longer waits.
     page = client.get(response.headers["location"], headers=bearer)
     assert f"Rejected: {KEYS[1]}." in page.text and f'id="review-{KEYS[1]}"' not in page.text
@@ -340,7 +410,9 @@ def test_the_reviewer_is_the_signed_in_identity_never_a_form_field(stored):
     assert again.status_code == 409 and len(gate.verdicts) == 1
     # A variant of another campaign cannot be posted through this campaign's page.
     stray = client.post(
-        f"/campaigns/{CAMPAIGN}/review", data={"csrf": csrf, "partition_key": "other.story-en", "decision": "approved"}, headers={**bearer, **ORIGIN}
+        f"/campaigns/{CAMPAIGN}/review",
+        data={"csrf": csrf, "partition_key": "other.story-en", "decision": "approved"},
+        headers={**bearer, **ORIGIN},
     )
     assert stray.status_code == 400 and len(gate.verdicts) == 1
 
@@ -372,7 +444,8 @@ def test_local_mode_is_the_os_user_and_answers_loopback_hosts_only(stored):
     csrf = _csrf(client, f"/campaigns/{CAMPAIGN}/review")
     assert rebound.get("/").status_code == 400
     refused = rebound.post(
-        f"/campaigns/{CAMPAIGN}/review", data={"csrf": csrf, "partition_key": KEYS[0], "decision": "approved"},
+        f"/campaigns/{CAMPAIGN}/review",
+        data={"csrf": csrf, "partition_key": KEYS[0], "decision": "approved"},
         headers={"Origin": "http://evil.example:3001"},
     )
     assert refused.status_code == 400 and gate.verdicts == []
@@ -458,7 +531,12 @@ def test_a_manifest_pointing_outside_the_store_is_not_served(stored):
     key = KEYS[0]
     outside = stored.root / "outside.bin"
     outside.write_bytes(b"private bytes outside STUDIO_HOME")
-    forged = ArtifactRef(uri=outside.as_uri(), sha256=hashlib.sha256(outside.read_bytes()).hexdigest(), media_type="video/mp4", size_bytes=outside.stat().st_size)
+    forged = ArtifactRef(
+        uri=outside.as_uri(),
+        sha256=hashlib.sha256(outside.read_bytes()).hexdigest(),
+        media_type="video/mp4",
+        size_bytes=outside.stat().st_size,
+    )
     video = stored.manifests.load_manifest(pipeline.key("synced_video"), key)
     stored.manifests._write(pipeline.key("synced_video"), key, video.model_copy(update={"artifact": forged}).model_dump_json())
     client = _client(stored, ReviewAuth.local("mara"))
@@ -519,7 +597,9 @@ def _verdict_events(stored: Stored, gate: str = "approve_concept") -> list:
 def test_with_the_real_gate_refusals_record_nothing_and_a_verdict_names_the_signed_in_reviewer(stored):
     approvals = pytest.importorskip("assets.approvals")
     assert "approve_concept" in stored.pipelines["campaign"].stage_names
-    app = build_app(instance=stored.instance, pipelines=stored.pipelines, artifacts=stored.store, manifests=stored.manifests, auth=_token_auth())
+    app = build_app(
+        instance=stored.instance, pipelines=stored.pipelines, artifacts=stored.store, manifests=stored.manifests, auth=_token_auth()
+    )
     client = TestClient(app, base_url=BASE, follow_redirects=False)
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     page = client.get(f"/campaigns/{CAMPAIGN}/review", headers=bearer)
@@ -542,12 +622,17 @@ def test_with_the_real_gate_refusals_record_nothing_and_a_verdict_names_the_sign
     rejected = {**form, "partition_key": KEYS[1], "decision": "rejected", "regenerate": "on", "comment": "colder, please"}
     assert client.post(path, data=rejected, headers={"Authorization": f"Bearer {OTHER_TOKEN}", **ORIGIN}).status_code == 403  # ana's CSRF
     csrf_ben = _csrf(client, path, headers={"Authorization": f"Bearer {OTHER_TOKEN}"})
-    assert client.post(path, data={**rejected, "csrf": csrf_ben}, headers={"Authorization": f"Bearer {OTHER_TOKEN}", **ORIGIN}).status_code == 303
+    assert (
+        client.post(path, data={**rejected, "csrf": csrf_ben}, headers={"Authorization": f"Bearer {OTHER_TOKEN}", **ORIGIN}).status_code
+        == 303
+    )
     events = _verdict_events(stored)
     verdicts = {e.partition_key: e.asset_observation.metadata for e in events}
     assert verdicts[KEYS[0]]["reviewer"].value == "ana" and verdicts[KEYS[0]]["decision"].value == "approved"
     assert verdicts[KEYS[1]]["reviewer"].value == "ben" and verdicts[KEYS[1]]["regenerate"].value is True
-    assert approvals.approval_state(stored.instance, stored.pipelines, KEYS[0], manifests=stored.manifests) == {"approve_concept": "approved"}
+    assert approvals.approval_state(stored.instance, stored.pipelines, KEYS[0], manifests=stored.manifests) == {
+        "approve_concept": "approved"
+    }
     gallery = client.get(f"/campaigns/{CAMPAIGN}/gallery", headers=bearer).text
     assert "approve_concept: approved" in gallery and "approve_concept: regenerating" in gallery
     # Nothing is pending now: another verdict is a 409 and records nothing more.
@@ -562,10 +647,20 @@ def _arm(arm: str, keys: tuple[str, ...], provider: str, cost: float, latency: f
     from assets.report import ArmFigures
 
     return ArmFigures(
-        arm=arm, variants=len(keys), partition_keys=keys, failed=0, providers={provider: len(keys)},
-        total_cost_usd=round(cost * len(keys), 6), mean_cost_usd=cost, mean_latency_s=latency, p50_latency_s=latency,
-        check_pass_rates={"png_valid": passed}, on_brief_score=on_brief, on_brief_measured=len(keys),
-        word_error_rate=None, word_error_rate_measured=0,
+        arm=arm,
+        variants=len(keys),
+        partition_keys=keys,
+        failed=0,
+        providers={provider: len(keys)},
+        total_cost_usd=round(cost * len(keys), 6),
+        mean_cost_usd=cost,
+        mean_latency_s=latency,
+        p50_latency_s=latency,
+        check_pass_rates={"png_valid": passed},
+        on_brief_score=on_brief,
+        on_brief_measured=len(keys),
+        word_error_rate=None,
+        word_error_rate_measured=0,
     )
 
 
@@ -581,17 +676,25 @@ def _store_report(stored: Stored, campaign: str, colours: tuple[str, str], pipel
         Image.new("RGB", (90, 160), colour).save(buffer, format="PNG")
         return buffer.getvalue()
 
-    sheet = pairs_sheet(f"{campaign}: image-trial (draft_image)", ("control", "candidate"), [(("a", plain(colours[0])), ("b", plain(colours[1])))])
+    sheet = pairs_sheet(
+        f"{campaign}: image-trial (draft_image)", ("control", "candidate"), [(("a", plain(colours[0])), ("b", plain(colours[1])))]
+    )
     sheet_ref = stored.store.put(sheet_png(sheet), extension=".png", media_type="image/png")
     keys = (f"{campaign}.story-en", f"{campaign}.feed-en")
     doc = CampaignReportDoc(
-        campaign_id=campaign, product="Lamp",
+        campaign_id=campaign,
+        product="Lamp",
         experiments=(
             ExperimentReport(
-                experiment="image-trial", task="image", stage="draft_image", mode="share", share=0.5,
+                experiment="image-trial",
+                task="image",
+                stage="draft_image",
+                mode="share",
+                share=0.5,
                 control=_arm("control", keys[:1], "torch-painter", 0.002, 0.25, 1.0, 0.6123),
                 candidate=_arm("candidate", keys[1:], "sim-b", 0.0125, 1.5, 0.5, 0.4871),
-                outside=(), contact_sheet=sheet_ref,
+                outside=(),
+                contact_sheet=sheet_ref,
             ),
         ),
     )
@@ -669,7 +772,8 @@ def test_a_report_file_outside_the_store_is_neither_read_nor_served(stored):
     outside.write_bytes(data)
     stored.instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            asset_key=stored.pipelines["campaign"].key("campaign_report"), metadata={f"{CAMPAIGN}/report_file": dg.MetadataValue.path(str(outside))}
+            asset_key=stored.pipelines["campaign"].key("campaign_report"),
+            metadata={f"{CAMPAIGN}/report_file": dg.MetadataValue.path(str(outside))},
         )
     )
     client = _client(stored, ReviewAuth.local("mara"))

@@ -21,7 +21,6 @@ in-process (what the daemon does on its next tick). Checked:
 from __future__ import annotations
 
 import contextlib
-import io
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +72,10 @@ def review_server(instance, *, auth=None) -> Iterator[str]:
     pipelines, _ = StudioPipelines().resolve_pipelines()
     with built_storage() as (artifacts, manifests):
         app = build_app(
-            instance=instance, pipelines=pipelines, artifacts=artifacts, manifests=manifests,
+            instance=instance,
+            pipelines=pipelines,
+            artifacts=artifacts,
+            manifests=manifests,
             auth=auth or ReviewAuth.from_environment("127.0.0.1"),
         )
         port = free_port()
@@ -101,8 +103,12 @@ def run_verdicts(instance, definitions, cursor: str | None = None) -> tuple[list
         job = definitions.resolve_job_def(request.job_name)
         results.append(
             job.execute_in_process(
-                instance=instance, run_config=FAST_VIDEO, partition_key=request.partition_key, tags=dict(request.tags),
-                asset_selection=list(request.asset_selection) if request.asset_selection else None, raise_on_error=False,
+                instance=instance,
+                run_config=FAST_VIDEO,
+                partition_key=request.partition_key,
+                tags=dict(request.tags),
+                asset_selection=list(request.asset_selection) if request.asset_selection else None,
+                raise_on_error=False,
             )
         )
     return results, result.cursor
@@ -113,7 +119,9 @@ def materializations(instance, stage: str, key: str) -> list:
 
 
 def verdicts(instance, key: str) -> list:
-    return instance.fetch_observations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("approve_concept"), asset_partitions=[key]), limit=50).records
+    return instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("approve_concept"), asset_partitions=[key]), limit=50
+    ).records
 
 
 def review_card(page, key: str):
@@ -131,7 +139,9 @@ def gated(studio_home, briefs_folder, monkeypatch):
     with dg.instance_for_test(temp_dir=str(studio_home / "dagster")) as instance:
         assert register(instance, definitions) == keys
         job = definitions.resolve_job_def("produce_campaign")
-        first = job.execute_in_process(instance=instance, run_config=FAST_VIDEO, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False)
+        first = job.execute_in_process(
+            instance=instance, run_config=FAST_VIDEO, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False
+        )
         assert first.success
         yield instance, definitions, keys, studio_home
 
@@ -216,7 +226,9 @@ def test_review_in_the_browser_then_watch_the_approved_variant(gated, tmp_path):
         # The captions are burned into the picture too, so the track is off until the viewer turns
         # it on (the player's CC menu); turned on here, its cues load.
         player.evaluate("v => { v.textTracks[0].mode = 'showing'; }")
-        page.wait_for_function("v => v.textTracks.length > 0 && v.textTracks[0].cues && v.textTracks[0].cues.length > 0", arg=handle, timeout=30_000)
+        page.wait_for_function(
+            "v => v.textTracks.length > 0 && v.textTracks[0].cues && v.textTracks[0].cues.length > 0", arg=handle, timeout=30_000
+        )
         shown = player.evaluate(
             """v => ({duration: v.duration, ready: v.readyState, error: v.error && v.error.code,
                      width: v.videoWidth, height: v.videoHeight,

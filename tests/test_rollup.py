@@ -32,8 +32,6 @@ ROLLUP = dg.AssetKey("campaign_rollup")
 rollup_only_job = dg.define_asset_job("rollup_only", selection=[ROLLUP])
 
 
-
-
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     """aurora-lamp materialized once, roll-up included (it is in `produce_campaign`'s selection)."""
@@ -81,7 +79,11 @@ def test_summary_holds_uris_and_provenance_figures_per_variant(campaign):
         for stage in PAID_STAGES:
             provenance = load(dg.AssetKey(stage), key).provenance
             figures = variant.stages[stage]
-            assert (figures.cost_usd, figures.latency_s, figures.cache_hit) == (provenance.cost_usd, provenance.latency_s, provenance.cache_hit)
+            assert (figures.cost_usd, figures.latency_s, figures.cache_hit) == (
+                provenance.cost_usd,
+                provenance.latency_s,
+                provenance.cache_hit,
+            )
             assert figures.model == f"{provenance.model}@{provenance.model_version}"
         assert variant.latency_s == pytest.approx(sum(s.latency_s for s in variant.stages.values()), abs=1e-3)
     assert doc.total_latency_s == pytest.approx(sum(v.latency_s for v in doc.variants), abs=1e-3)
@@ -125,7 +127,10 @@ def test_rollup_lists_an_unfinished_campaign_as_pending_and_is_reproducible(camp
     assert after["campaigns"].value == [SAMPLE_CAMPAIGN]
     pending = after["pending_campaigns"].value
     assert pending.startswith("- **trail-runner**: ")
-    assert "trail-runner.reel-en lacks brief, concept, approve_concept, draft_image, refined_image, voiceover, captions, synced_video" in pending
+    assert (
+        "trail-runner.reel-en lacks brief, concept, approve_concept, draft_image, refined_image, voiceover, captions, synced_video"
+        in pending
+    )
     # Same manifests, same bytes: the summary and the sheet land on the same content address.
     assert after[f"{SAMPLE_CAMPAIGN}/summary"].value == before[f"{SAMPLE_CAMPAIGN}/summary"].value
     assert after[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value == before[f"{SAMPLE_CAMPAIGN}/contact_sheet_file"].value

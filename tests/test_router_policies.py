@@ -8,7 +8,15 @@ import pytest
 
 from model_adapters import registry
 from model_adapters.types import (
-    AdapterInfo, FatalProviderError, ImageRequest, ImageResult, MalformedResponse, Price, ProviderTimeout, RateLimited, RetryableError,
+    AdapterInfo,
+    FatalProviderError,
+    ImageRequest,
+    ImageResult,
+    MalformedResponse,
+    Price,
+    ProviderTimeout,
+    RateLimited,
+    RetryableError,
 )
 from resources.artifact_store import ArtifactStore
 from resources.model_router import ModelRouter, NoProviderSucceeded, VariantContext
@@ -26,8 +34,14 @@ class FakeImages:
     def __init__(self, adapter_id: str, max_concurrency: int = 1):
         caps = frozenset({"locale:en"}) if adapter_id.endswith("-en") else frozenset()
         self.info = AdapterInfo(
-            adapter_id=adapter_id, task="image", provider="fake", model="fake-img", model_version="1",
-            price=Price(per_image=1.0), capabilities=caps, max_concurrency=max_concurrency,
+            adapter_id=adapter_id,
+            task="image",
+            provider="fake",
+            model="fake-img",
+            model_version="1",
+            price=Price(per_image=1.0),
+            capabilities=caps,
+            max_concurrency=max_concurrency,
         )
 
     async def generate(self, request: ImageRequest) -> ImageResult:
@@ -313,7 +327,9 @@ def test_requests_per_minute_holds_across_workers(studio_home, monkeypatch):
     from resources.policies import shared_limits
 
     monkeypatch.setattr(shared_limits, "RATE_WINDOW_S", 1.0)  # a one-second "minute", to keep the test short
-    config = CONFIG.replace("primary: {adapter: fake-image, max_concurrency: 2,", "primary: {adapter: fake-image, max_concurrency: 2, requests_per_minute: 3,")
+    config = CONFIG.replace(
+        "primary: {adapter: fake-image, max_concurrency: 2,", "primary: {adapter: fake-image, max_concurrency: 2, requests_per_minute: 3,"
+    )
     router = ModelRouter.from_config(parse_routing_config(config), "test")
     started: list[float] = []
     original = FakeImages.generate

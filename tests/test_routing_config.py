@@ -54,7 +54,11 @@ def test_a_route_only_the_pipelines_need_and_a_missing_one_named_by_the_pipeline
 
 def test_route_change_changes_only_that_assets_code_version(tmp_path):
     changed = tmp_path / "routing.yaml"
-    changed.write_text(LOCAL.replace("local-image:\n    adapter: local-procedural-image", "local-image:\n    adapter: local-procedural-image\n    model: v2-prompts"))
+    changed.write_text(
+        LOCAL.replace(
+            "local-image:\n    adapter: local-procedural-image", "local-image:\n    adapter: local-procedural-image\n    model: v2-prompts"
+        )
+    )
     before = {s.key.to_user_string(): s.code_version for s in build_definitions().resolve_all_asset_specs()}
     after = {s.key.to_user_string(): s.code_version for s in build_definitions(changed).resolve_all_asset_specs()}
     # The image task's stages, in every pipeline that has one; nothing else.

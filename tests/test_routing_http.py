@@ -185,9 +185,7 @@ def test_cloud_campaign_through_the_simulator_twice(studio_home, one_campaign, t
                 assert manifests.load_manifest(dg.AssetKey(asset), key).provenance.cache_hit, (asset, key)
 
         # The key appears nowhere: event log, metadata, manifests, cache, ledger, output.
-        event_text = "\n".join(
-            dg.serialize_value(entry) for run in instance.get_runs() for entry in instance.all_logs(run.run_id)
-        )
+        event_text = "\n".join(dg.serialize_value(entry) for run in instance.get_runs() for entry in instance.all_logs(run.run_id))
     assert CANARY_KEY not in event_text
     for path in studio_home.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".vtt", ".srt", ""):

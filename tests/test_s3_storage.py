@@ -140,7 +140,14 @@ def test_s3_get_refuses_tampered_outside_or_missing(s3_env):
 
 def _manifest(key: str, store: BaseArtifactStore) -> ImageArtifact:
     prov = Provenance(task="image", provider="local", adapter_id="a", model="m", model_version="1", request_hash="0" * 64, latency_s=0.1)
-    return ImageArtifact(partition_key=key, artifact=store.put(key.encode(), extension=".png", media_type="image/png"), width=2, height=2, aspect_ratio="1:1", provenance=prov)
+    return ImageArtifact(
+        partition_key=key,
+        artifact=store.put(key.encode(), extension=".png", media_type="image/png"),
+        width=2,
+        height=2,
+        aspect_ratio="1:1",
+        provenance=prov,
+    )
 
 
 def _run_range(assets, instance, first, last, resources):

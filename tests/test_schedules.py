@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -6,7 +6,7 @@ from orchestration.schedules import nightly_repair as repair_schedule
 from orchestration.schedules import variants_needing_repair
 from tests.helpers import request_keys, shipped_pipelines
 
-NIGHT = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
+NIGHT = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 
 
 def test_repair_requests_only_variants_without_a_video():

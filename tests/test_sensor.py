@@ -32,8 +32,13 @@ def test_sensor_registers_one_partition_per_variant_and_requests_runs(sample_bri
         result = evaluate(instance)
         keys = set(instance.get_dynamic_partitions("variants"))
         assert keys == {
-            "aurora-lamp.story-en", "aurora-lamp.feed-en", "aurora-lamp.banner-de", "aurora-lamp.story-fr",
-            "trail-runner.reel-en", "trail-runner.square-es", "trail-runner.wide-en",
+            "aurora-lamp.story-en",
+            "aurora-lamp.feed-en",
+            "aurora-lamp.banner-de",
+            "aurora-lamp.story-fr",
+            "trail-runner.reel-en",
+            "trail-runner.square-es",
+            "trail-runner.wide-en",
         }
         # Both campaigns' 7 variants (under max_variants_per_run) are one run over their range.
         (request,) = result.run_requests
@@ -55,7 +60,9 @@ def test_sensor_registers_one_partition_per_variant_and_requests_runs(sample_bri
         # A campaign-level change touches every variant of that campaign, and only those.
         path.write_text(path.read_text().replace("tone: Energetic", "tone: Playful"))
         campaign_change = evaluate(instance, changed.cursor)
-        assert [set(request_keys(instance, r)) for r in campaign_change.run_requests] == [{k for k in keys if k.startswith("trail-runner.")}]
+        assert [set(request_keys(instance, r)) for r in campaign_change.run_requests] == [
+            {k for k in keys if k.startswith("trail-runner.")}
+        ]
 
 
 def test_invalid_brief_is_reported_and_does_not_stop_others(sample_briefs):
@@ -90,9 +97,7 @@ def test_fixing_a_brief_requests_only_its_variants(briefs_folder, sample_briefs)
 def test_sensor_is_in_definitions_and_targets_each_pipelines_produce_job():
     definitions = build_definitions()
     sensor = definitions.resolve_sensor_def("brief_sensor")
-    assert {job.name for job in sensor.jobs} == {
-        "produce_campaign", "produce_stills", "produce_audio"
-    }
+    assert {job.name for job in sensor.jobs} == {"produce_campaign", "produce_stills", "produce_audio"}
     assert definitions.resolve_job_def("produce_campaign")
 
 
@@ -104,7 +109,9 @@ def test_removed_brief_keeps_partitions_and_says_so(sample_briefs, capfd):
         assert after.run_requests == []
         keys = set(instance.get_dynamic_partitions("variants"))
         assert {k for k in keys if k.startswith("trail-runner.")} == {
-            "trail-runner.reel-en", "trail-runner.square-es", "trail-runner.wide-en"
+            "trail-runner.reel-en",
+            "trail-runner.square-es",
+            "trail-runner.wide-en",
         }
         logged = capfd.readouterr().err
         assert "brief for campaign 'trail-runner'" in logged and "are kept" in logged
@@ -128,8 +135,13 @@ def test_variant_removed_from_a_brief_keeps_its_partition(sample_briefs, capfd):
 
 def _big_brief(variants: int, duration_of=lambda i: 6) -> str:
     lines = [
-        "campaign_id: big", "product: Desk lamp", "audience: night readers", "tone: Calm",
-        "palette: ['#101820', '#f2aa4c']", "budget_usd: 100", "variants:",
+        "campaign_id: big",
+        "product: Desk lamp",
+        "audience: night readers",
+        "tone: Calm",
+        "palette: ['#101820', '#f2aa4c']",
+        "budget_usd: 100",
+        "variants:",
     ]
     lines += [f"  - {{id: v{i:02d}, locale: en-US, aspect_ratio: '1:1', duration_s: {duration_of(i)}}}" for i in range(variants)]
     return "\n".join(lines) + "\n"
@@ -144,7 +156,10 @@ def test_a_big_campaign_is_requested_in_chunks_of_max_variants_per_run(briefs_fo
         spans = [request_keys(instance, r) for r in result.run_requests]
         assert [len(s) for s in spans] == [16, 16, 8]
         assert [k for s in spans for k in s] == [f"big.v{i:02d}" for i in range(40)]
-        assert all(r.tags["campaign"] == "big" and r.tags["studio/variants"] == str(len(s)) for r, s in zip(result.run_requests, spans))
+        assert all(
+            r.tags["campaign"] == "big" and r.tags["studio/variants"] == str(len(s))
+            for r, s in zip(result.run_requests, spans, strict=False)
+        )
         assert len({r.run_key for r in result.run_requests}) == 3
 
         (briefs_folder / "big.yaml").write_text(_big_brief(40, lambda i: 8 if i in (3, 5) else 6))

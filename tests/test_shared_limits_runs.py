@@ -45,8 +45,14 @@ PIPELINE = {
 def routing(sim_url: str) -> dict:
     local = yaml.safe_load((PROJECT_ROOT / "config" / "routing.local.yaml").read_text())
     local["providers"]["hosted-image"] = {
-        "adapter": "openai-images", "base_url": sim_url + "/v1", "model": "img-1", "api_key_env": "RUNS_KEY",
-        "allowed_hosts": [], "max_concurrency": CAP, "requests_per_minute": PER_WINDOW, "price": {"per_image": PRICE},
+        "adapter": "openai-images",
+        "base_url": sim_url + "/v1",
+        "model": "img-1",
+        "api_key_env": "RUNS_KEY",
+        "allowed_hosts": [],
+        "max_concurrency": CAP,
+        "requests_per_minute": PER_WINDOW,
+        "price": {"per_image": PRICE},
         "options": {"response_format": "b64_json"},
     }
     local["tasks"]["image"] = {"route": ["hosted-image"]}
@@ -59,8 +65,14 @@ def routing(sim_url: str) -> dict:
 
 def brief() -> str:
     lines = [
-        f"campaign_id: {CAMPAIGN}", "pipeline: hosted_stills", "product: Aurora desk lamp",
-        "audience: night owls who read in bed", "tone: Warm", "palette: ['#1b1f3b', '#f4a259']", f"budget_usd: {BUDGET}", "variants:",
+        f"campaign_id: {CAMPAIGN}",
+        "pipeline: hosted_stills",
+        "product: Aurora desk lamp",
+        "audience: night owls who read in bed",
+        "tone: Warm",
+        "palette: ['#1b1f3b', '#f4a259']",
+        f"budget_usd: {BUDGET}",
+        "variants:",
     ]
     lines += [f"  - {{id: v{i:02d}, locale: en-US, aspect_ratio: '1:1', duration_s: 6}}" for i in range(VARIANTS)]
     return "\n".join(lines) + "\n"
@@ -91,13 +103,19 @@ def studio(tmp_path, postgres_url, monkeypatch):  # noqa: F811
     home, dagster_home, briefs, pipelines = (tmp_path / n for n in ("studio", "dagster", "briefs", "pipelines"))
     for folder in (home, dagster_home, briefs, pipelines):
         folder.mkdir()
-    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_url": postgres_url}}, "telemetry": {"enabled": False}}))
+    (dagster_home / "dagster.yaml").write_text(
+        yaml.safe_dump({"storage": {"postgres": {"postgres_url": postgres_url}}, "telemetry": {"enabled": False}})
+    )
     shutil.copy(PROJECT_ROOT / "config" / "pipelines" / "campaign.yaml", pipelines)  # the default pipeline stays loadable
     (pipelines / "hosted_stills.yaml").write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
     (briefs / f"{CAMPAIGN}.yaml").write_text(brief())
     environment = {
-        "STUDIO_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "STUDIO_BRIEFS_DIR": str(briefs),
-        "STUDIO_PIPELINES_DIR": str(pipelines), "STUDIO_ROUTING": str(tmp_path / "routing.yaml"), "RUNS_KEY": KEY,
+        "STUDIO_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "STUDIO_BRIEFS_DIR": str(briefs),
+        "STUDIO_PIPELINES_DIR": str(pipelines),
+        "STUDIO_ROUTING": str(tmp_path / "routing.yaml"),
+        "RUNS_KEY": KEY,
         "STUDIO_ENV": "local",
     }
     for name, value in environment.items():
@@ -116,7 +134,9 @@ def test_a_campaign_in_four_chunked_runs_on_four_workers_shares_the_providers_li
 
         definitions = build_definitions()
         with dg.DagsterInstance.get() as instance:
-            tick = definitions.resolve_sensor_def("brief_sensor")(dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()}))
+            tick = definitions.resolve_sensor_def("brief_sensor")(
+                dg.build_sensor_context(instance=instance, resources={"briefs": BriefSource()})
+            )
             for request in tick.dynamic_partitions_requests:
                 instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
             spans = [request_keys(instance, r, "hosted_stills_variants") for r in tick.run_requests]
@@ -149,7 +169,10 @@ def test_a_campaign_in_four_chunked_runs_on_four_workers_shares_the_providers_li
     # Every image paid for is in the response cache (a re-run never pays for it again).
     entries = [json.loads(p.read_text()) for p in Path(environment["STUDIO_HOME"]).rglob("cache/*/*.json")]
     cached_images = [e for e in entries if e.get("provider") == "hosted-image"]
-    assert totals["spent_usd"] <= BUDGET + 1e-9 and totals["calls"] == VARIANTS + 40 and len(cached_images) == 40, (totals, len(cached_images))
+    assert totals["spent_usd"] <= BUDGET + 1e-9 and totals["calls"] == VARIANTS + 40 and len(cached_images) == 40, (
+        totals,
+        len(cached_images),
+    )
     assert stats["statuses"] == {"200": 40}, stats["statuses"]  # the provider answered exactly the 40 it was paid for
     # A run whose every variant got its image records them; a run with refused variants records
     # none (a partition-range output is all or nothing), its paid images wait in the cache.

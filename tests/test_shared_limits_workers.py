@@ -33,14 +33,22 @@ PRICE, BUDGET = 0.01, 0.40  # 40 of the 64 images fit
 def routing(sim_url: str, lease_s: float = 30.0, backup: bool = False) -> dict:
     providers = {
         "hosted-image": {
-            "adapter": "openai-images", "base_url": sim_url + "/v1", "model": "img-1", "api_key_env": "WORKERS_KEY",
-            "max_concurrency": CAP, "requests_per_minute": PER_WINDOW, "price": {"per_image": PRICE},
+            "adapter": "openai-images",
+            "base_url": sim_url + "/v1",
+            "model": "img-1",
+            "api_key_env": "WORKERS_KEY",
+            "max_concurrency": CAP,
+            "requests_per_minute": PER_WINDOW,
+            "price": {"per_image": PRICE},
             "options": {"response_format": "b64_json"},
         },
         "local-image": {"adapter": "local-procedural-image", "max_concurrency": 2},
     }
     return {
-        "defaults": {"retry": {"max_attempts": 2, "base_delay_s": 0.05, "max_delay_s": 0.1, "retry_after_cap_s": 0.5}, "slot_lease_s": lease_s},
+        "defaults": {
+            "retry": {"max_attempts": 2, "base_delay_s": 0.05, "max_delay_s": 0.1, "retry_after_cap_s": 0.5},
+            "slot_lease_s": lease_s,
+        },
         "providers": providers,
         "tasks": {"image": {"route": ["hosted-image", "local-image"] if backup else ["hosted-image"]}},
     }
@@ -68,11 +76,14 @@ def worker(url: str, config: dict, prompts: list[str], results, home: str, campa
             return await asyncio.gather(*(session.call("image", r, variant=variant) for r in requests), return_exceptions=True)
 
     outcomes = asyncio.run(main())
-    results.put([
-        {"ok": False, "error": f"{type(o).__name__}: {o}"} if isinstance(o, BaseException)
-        else {"ok": True, "adapter": o.provenance.adapter_id, "errors": list(o.provenance.errors)}
-        for o in outcomes
-    ])
+    results.put(
+        [
+            {"ok": False, "error": f"{type(o).__name__}: {o}"}
+            if isinstance(o, BaseException)
+            else {"ok": True, "adapter": o.provenance.adapter_id, "errors": list(o.provenance.errors)}
+            for o in outcomes
+        ]
+    )
 
 
 def run_workers(url: str, config: dict, prompt_sets: list[list[str]], home, campaign: str = CAMPAIGN) -> list[dict]:

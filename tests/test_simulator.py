@@ -74,9 +74,7 @@ def test_bad_settings_are_rejected_with_the_field(data, message):
 
 def test_latency_draws_are_seeded():
     def draws(seed: int) -> list[float]:
-        settings = SimulatorSettings(
-            seed=seed, default={"latency": {"distribution": "lognormal", "median_ms": 20, "sigma": 0.5}}
-        )
+        settings = SimulatorSettings(seed=seed, default={"latency": {"distribution": "lognormal", "median_ms": 20, "sigma": 0.5}})
         sim = ProviderSimulator(settings)
         return [sim._sample(settings.default.latency) for _ in range(5)]
 
@@ -109,10 +107,7 @@ def test_images_are_real_pngs_of_the_requested_size_and_deterministic():
         decoded.load()
         assert decoded.format == "PNG" and decoded.size == (160, 90)
         assert image("a red bicycle") == first != image("a blue boat")
-        assert (
-            httpx.post(f"{sim.base_url}/v1/images/generations", json={"prompt": "x", "size": "9000x10"}).status_code
-            == 422
-        )
+        assert httpx.post(f"{sim.base_url}/v1/images/generations", json={"prompt": "x", "size": "9000x10"}).status_code == 422
 
 
 def test_speech_duration_follows_the_text_and_alignment_matches_the_audio():
@@ -121,7 +116,7 @@ def test_speech_duration_follows_the_text_and_alignment_matches_the_audio():
     text = "Bright light, calm nights."
     speech = synth_speech(text, 22050)
     assert "".join(speech.characters) == text
-    assert speech.starts == sorted(speech.starts) and all(s <= e for s, e in zip(speech.starts, speech.ends))
+    assert speech.starts == sorted(speech.starts) and all(s <= e for s, e in zip(speech.starts, speech.ends, strict=False))
     assert speech.duration_s - speech.ends[-1] == pytest.approx(0.2, abs=1e-3)  # a tail of silence
     rms = lambda a, b: float(np.sqrt(np.mean(speech.samples[int(a * 22050) : int(b * 22050)] ** 2)))  # noqa: E731
     for match in re.finditer(r"\S+", text):
@@ -149,19 +144,14 @@ def test_openai_speech_and_elevenlabs_endpoints():
         pcm = base64.b64decode(body["audio_base64"])
         duration = len(pcm) / 2 / 16000
         assert 0 < duration - body["alignment"]["character_end_times_seconds"][-1] < 0.25
-        assert (
-            httpx.post(f"{sim.base_url}/v1/audio/speech", json={"model": "m", "voice": "a", "input": "x"}).status_code
-            == 400
-        )
+        assert httpx.post(f"{sim.base_url}/v1/audio/speech", json={"model": "m", "voice": "a", "input": "x"}).status_code == 400
 
 
 def test_chat_answers_a_concept_of_the_requested_length():
     with ProviderSimulator() as sim:
         brief = {"product": "Kettle", "audience": "tea people", "target_words": 17}
         body = {"model": "m", "messages": [{"role": "user", "content": "Brief (JSON):\n" + json.dumps(brief)}]}
-        content = json.loads(
-            httpx.post(f"{sim.base_url}/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
-        )
+        content = json.loads(httpx.post(f"{sim.base_url}/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"])
         assert set(content) == {"headline", "script", "image_prompt", "caption_lines"}
         assert len(content["script"].split()) == 17 and "Kettle" in content["headline"]
 
@@ -169,9 +159,7 @@ def test_chat_answers_a_concept_of_the_requested_length():
 def test_queue_jobs_are_in_progress_until_their_latency_has_passed():
     settings = SimulatorSettings(endpoints={"replicate": {"job_latency": {"ms": 300}}})
     with ProviderSimulator(settings) as sim:
-        created = httpx.post(
-            f"{sim.base_url}/v1/predictions", json={"version": "v", "input": {"prompt": "p", "width": 64, "height": 64}}
-        )
+        created = httpx.post(f"{sim.base_url}/v1/predictions", json={"version": "v", "input": {"prompt": "p", "width": 64, "height": 64}})
         assert created.status_code == 201
         get_url = created.json()["urls"]["get"]
         assert httpx.get(get_url).json()["status"] in ("starting", "processing")
@@ -203,18 +191,14 @@ def test_fault_sequence_then_rates():
 
 
 def test_malformed_kinds():
-    settings = SimulatorSettings(
-        endpoints={"openai_speech": {"faults": {"malformed": 1.0}}, "openai_chat": {"faults": {"malformed": 1.0}}}
-    )
+    settings = SimulatorSettings(endpoints={"openai_speech": {"faults": {"malformed": 1.0}}, "openai_chat": {"faults": {"malformed": 1.0}}})
     with ProviderSimulator(settings) as sim:
         wav = httpx.post(
             f"{sim.base_url}/v1/audio/speech",
             json={"model": "m", "voice": "a", "input": "Hi.", "response_format": "wav"},
         )
         assert wav.content[:4] == b"RIFX"
-        chat = httpx.post(
-            f"{sim.base_url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]}
-        )
+        chat = httpx.post(f"{sim.base_url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
         with pytest.raises(json.JSONDecodeError):
             json.loads(chat.content)
 
@@ -226,12 +210,7 @@ def test_api_key_is_required_and_only_its_presence_is_recorded():
         assert httpx.post(url, json=body).status_code == 401
         assert httpx.post(url, json=body, headers={"authorization": "Bearer nope"}).status_code == 401
         assert httpx.post(url, json=body, headers=AUTH).status_code == 200
-        assert (
-            httpx.post(
-                f"{sim.base_url}/fal/m", json={"prompt": "x"}, headers={"authorization": f"Key {KEY}"}
-            ).status_code
-            == 200
-        )
+        assert httpx.post(f"{sim.base_url}/fal/m", json={"prompt": "x"}, headers={"authorization": f"Key {KEY}"}).status_code == 200
         over_http = httpx.get(f"{sim.base_url}/_sim/stats")
         stats = over_http.json()
         assert stats == sim.stats()
@@ -298,21 +277,14 @@ def _start_cli(*args: str) -> subprocess.Popen[str]:
 def test_cli_starts_answers_and_stops_cleanly(tmp_path: Path):
     settings = tmp_path / "sim.yaml"
     settings.write_text("seed: 1\ndefault:\n  latency: {ms: 1}\n")
-    process = _start_cli(
-        "--port", "0", "--settings", str(settings), "--api-key-env", "SIM_TEST_KEY", "--set", "max_concurrency=3"
-    )
+    process = _start_cli("--port", "0", "--settings", str(settings), "--api-key-env", "SIM_TEST_KEY", "--set", "max_concurrency=3")
     try:
         line = process.stdout.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
         assert match, line + process.stderr.read()
         base_url = match.group(1)
         assert httpx.post(f"{base_url}/v1/images/generations", json={"prompt": "x", "size": "32x32"}).status_code == 401
-        assert (
-            httpx.post(
-                f"{base_url}/v1/images/generations", json={"prompt": "x", "size": "32x32"}, headers=AUTH
-            ).status_code
-            == 200
-        )
+        assert httpx.post(f"{base_url}/v1/images/generations", json={"prompt": "x", "size": "32x32"}, headers=AUTH).status_code == 200
         assert httpx.get(f"{base_url}/_sim/stats").json()["calls"]["openai.images.generations"] == 2
     finally:
         process.send_signal(signal.SIGINT)

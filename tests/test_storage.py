@@ -1,4 +1,3 @@
-
 import hashlib
 
 import dagster as dg
@@ -41,7 +40,14 @@ def test_get_refuses_tampered_outside_or_missing(studio_home, tmp_path):
 
 def _manifest(key: str, store: ArtifactStore) -> ImageArtifact:
     prov = Provenance(task="image", provider="local", adapter_id="a", model="m", model_version="1", request_hash="0" * 64, latency_s=0.1)
-    return ImageArtifact(partition_key=key, artifact=store.put(key.encode(), extension=".png", media_type="image/png"), width=2, height=2, aspect_ratio="1:1", provenance=prov)
+    return ImageArtifact(
+        partition_key=key,
+        artifact=store.put(key.encode(), extension=".png", media_type="image/png"),
+        width=2,
+        height=2,
+        aspect_ratio="1:1",
+        provenance=prov,
+    )
 
 
 def _run_range(assets, instance, first, last):

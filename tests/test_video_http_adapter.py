@@ -241,7 +241,10 @@ def _track(kind: str, url: str, duration: int = 1000) -> dict[str, Any]:
     [
         ({}, "tracks must be a non-empty list"),
         ({"tracks": [{"id": "1", "type": "video"}]}, "tracks[0].keyframes must be a non-empty list"),
-        ({"tracks": [{"id": "1", "type": "video", "keyframes": [{"timestamp": 0, "duration": 1000}]}]}, "tracks[0].keyframes[0].url is required"),
+        (
+            {"tracks": [{"id": "1", "type": "video", "keyframes": [{"timestamp": 0, "duration": 1000}]}]},
+            "tracks[0].keyframes[0].url is required",
+        ),
         ({"tracks": [_track("video", "data:image/png;base64,%%%")]}, "not valid base64"),
         ({"tracks": [_track("video", "data:image/png;base64," + base64.b64encode(b"not a png").decode())]}, "the image does not decode"),
         ({"tracks": [_track("audio", "data:audio/wav;base64," + base64.b64encode(WAV).decode())]}, "a video track"),

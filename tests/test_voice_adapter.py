@@ -228,9 +228,7 @@ def test_unspaced_script_is_split_into_espeak_words(adapter):
 
 
 def test_other_loudness_targets_are_honoured(adapter):
-    request = VoiceRequest(
-        text=EN_TEXT, locale="en-US", voice="default", target_lufs=-23.0, true_peak_dbtp=-2.0
-    )
+    request = VoiceRequest(text=EN_TEXT, locale="en-US", voice="default", target_lufs=-23.0, true_peak_dbtp=-2.0)
     result = asyncio.run(adapter.synthesize(request))
     samples, rate, _, _ = decode(result.wav)
     assert independent_lufs(samples, rate) == pytest.approx(-23.0, abs=1.0)

@@ -72,7 +72,15 @@ def test_one_partition_through_the_webserver(webserver):
     assert sorted(s["name"] for s in repository["schedules"]) == ["audio__nightly_repair", "nightly_repair", "stills__nightly_repair"]
     nodes = {n["assetKey"]["path"][-1]: n for n in repository["assetNodes"]}
     assert set(nodes) == {
-        "brief", "concept", "approve_concept", "draft_image", "refined_image", "voiceover", "captions", "synced_video", "campaign_rollup"
+        "brief",
+        "concept",
+        "approve_concept",
+        "draft_image",
+        "refined_image",
+        "voiceover",
+        "captions",
+        "synced_video",
+        "campaign_rollup",
     }
     assert all(n["description"] and n["groupName"] for n in nodes.values())
     checks = {c["name"] for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])}
@@ -92,5 +100,8 @@ def test_one_partition_through_the_webserver(webserver):
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
     variants = sorted(p.stem for p in (home / "manifests" / "brief").glob(f"{SAMPLE_CAMPAIGN}.*.json"))
     assert len(variants) == 4 and tags["studio/variants"] == "4" and tags["campaign"] == SAMPLE_CAMPAIGN
-    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (f"{SAMPLE_CAMPAIGN}.story-en", f"{SAMPLE_CAMPAIGN}.story-fr")
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+        f"{SAMPLE_CAMPAIGN}.story-en",
+        f"{SAMPLE_CAMPAIGN}.story-fr",
+    )
     assert all((home / "manifests" / "synced_video" / f"{key}.json").exists() for key in variants)

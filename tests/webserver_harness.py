@@ -74,7 +74,11 @@ def dagster_webserver(env: dict[str, str], log_path: Path, *, daemon: bool = Fal
         command = [str(bin_dir / "dagster-webserver"), "--workspace", "workspace.yaml", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:

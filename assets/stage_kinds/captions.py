@@ -42,9 +42,12 @@ def _caption_rules(item: StageCheckInput) -> CheckOutcome:
     words, settings = item.inputs["voiceover"].words, item.settings
     results = {
         name: check_captions(
-            item.artifacts.get(ref).decode("utf-8"), words,
-            max_chars_per_line=settings.max_chars_per_line, max_lines=settings.max_lines,
-            min_cue_s=settings.min_cue_s, start_tolerance_s=settings.cue_start_tolerance_s,
+            item.artifacts.get(ref).decode("utf-8"),
+            words,
+            max_chars_per_line=settings.max_chars_per_line,
+            max_lines=settings.max_lines,
+            min_cue_s=settings.min_cue_s,
+            start_tolerance_s=settings.cue_start_tolerance_s,
         )
         for name, ref in (("vtt", track.vtt), ("srt", track.srt))
     }
@@ -55,7 +58,9 @@ def _caption_rules(item: StageCheckInput) -> CheckOutcome:
 
 def _banned_terms(item: StageCheckInput) -> CheckOutcome:
     track: CaptionTrack = item.manifest
-    texts = {name: caption_text(parse_webvtt(item.artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))}
+    texts = {
+        name: caption_text(parse_webvtt(item.artifacts.get(ref).decode("utf-8"))) for name, ref in (("vtt", track.vtt), ("srt", track.srt))
+    }
     return check_banned_terms(texts, item.brief.banned_terms)
 
 
@@ -69,7 +74,8 @@ CAPTIONS = StageKind(
     settings=CaptionSettings,
     checks=(
         CheckKind(
-            "caption_rules", True,
+            "caption_rules",
+            True,
             lambda s: (
                 f"From the stored WebVTT and SRT: <= {s.max_chars_per_line} chars a line, <= {s.max_lines} lines a cue, "
                 f"cues >= {s.min_cue_s:g} s except the last, each starting within {s.cue_start_tolerance_s * 1000:.0f} ms of a word start."
@@ -77,7 +83,8 @@ CAPTIONS = StageKind(
             _caption_rules,
         ),
         CheckKind(
-            "no_banned_terms", True,
+            "no_banned_terms",
+            True,
             lambda s: "No banned term of the brief (whole word, any case) in the stored caption text (WebVTT and SRT).",
             _banned_terms,
         ),

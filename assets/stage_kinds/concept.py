@@ -10,7 +10,6 @@ from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ConceptRequest, ConceptResult
 from resources.manifests import ConceptDoc
 
-
 # The share of the time before the held tail (the voiceover's min_tail_s) a script is written to
 # fill at the voice's rate: room for rate differences between scripts.
 SCRIPT_FILL = 0.9
@@ -37,9 +36,7 @@ async def write_concept(call: StageCall):
         seed=spec.seed,
         # The script is sized for the voice that will read it (its measured rate), to fill
         # SCRIPT_FILL of the time before the held tail: the voiceover rarely needs re-pacing.
-        words_per_second=round(
-            call.session.speaking_rate(call.variant()) * SCRIPT_FILL * max(0.5, 1 - MIN_TAIL_S / spec.duration_s), 3
-        ),
+        words_per_second=round(call.session.speaking_rate(call.variant()) * SCRIPT_FILL * max(0.5, 1 - MIN_TAIL_S / spec.duration_s), 3),
     )
     routed = await call.call_model(request)
     result: ConceptResult = routed.value
@@ -76,7 +73,9 @@ def _banned_terms(item: StageCheckInput) -> CheckOutcome:
 
 def _on_brief(item: StageCheckInput) -> CheckOutcome:
     brief = item.brief
-    return check_semantic_alignment(item.manifest.script, brief.product, brief.audience, brief.tone, threshold=item.settings.on_brief_min_cosine)
+    return check_semantic_alignment(
+        item.manifest.script, brief.product, brief.audience, brief.tone, threshold=item.settings.on_brief_min_cosine
+    )
 
 
 CONCEPT = StageKind(
@@ -89,12 +88,14 @@ CONCEPT = StageKind(
     settings=ConceptSettings,
     checks=(
         CheckKind(
-            "no_banned_terms", True,
+            "no_banned_terms",
+            True,
             lambda s: "No banned term of the brief (whole word, any case) in the headline, script or image prompt.",
             _banned_terms,
         ),
         CheckKind(
-            "on_brief", True,
+            "on_brief",
+            True,
             lambda s: f"MiniLM cosine between the script and the brief's product, audience and tone >= {s.on_brief_min_cosine:.2f}.",
             _on_brief,
         ),

@@ -31,7 +31,9 @@ def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int]
             fmt = image.format
             thumbnail = thumbnail_of(image)
     except Exception as exc:  # PIL raises many types for bad data
-        raise ValueError(f"{provider} returned an image that does not decode ({error_text(exc)}); {describe_received(result.png)}") from None
+        raise ValueError(
+            f"{provider} returned an image that does not decode ({error_text(exc)}); {describe_received(result.png)}"
+        ) from None
     if fmt != "PNG":
         raise ValueError(f"{provider} returned {fmt}, not PNG")
     if size != (result.width, result.height):

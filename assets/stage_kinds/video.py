@@ -42,7 +42,9 @@ async def compose_video(call: StageCall):
     result: VideoResult = routed.value
     drift = abs(result.video_duration_s - result.audio_duration_s)
     if drift > settings.max_drift_frames / settings.fps + 1e-6:
-        raise ValueError(f"{routed.provenance.adapter_id}: audio and video differ by {drift:.3f}s, more than {settings.max_drift_frames:g} frame")
+        raise ValueError(
+            f"{routed.provenance.adapter_id}: audio and video differ by {drift:.3f}s, more than {settings.max_drift_frames:g} frame"
+        )
     manifest = VideoArtifact(
         partition_key=call.partition_key,
         artifact=await call.off_loop(artifacts.put, result.mp4, extension=".mp4", media_type="video/mp4"),
@@ -90,12 +92,14 @@ VIDEO = StageKind(
     settings=VideoSettings,
     checks=(
         CheckKind(
-            "av_in_sync", True,
+            "av_in_sync",
+            True,
             lambda s: f"Measured with PyAV: audio and video stream durations within {s.max_drift_frames:g} frame; moov before mdat.",
             _av_in_sync,
         ),
         CheckKind(
-            "duration_matches_brief", True,
+            "duration_matches_brief",
+            True,
             lambda s: "Measured with PyAV: the video and audio streams each last the brief's duration_s within one frame.",
             _duration_matches_brief,
         ),

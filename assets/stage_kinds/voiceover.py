@@ -14,7 +14,6 @@ from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import VoiceRequest, VoiceResult
 from resources.manifests import AudioArtifact, ConceptDoc
 
-
 # Set from measured distributions (benchmarks/results/voice_wer.md): clean voices stay far below,
 # garbled speech far above.
 MAX_WORD_ERROR_RATE = 0.6
@@ -62,7 +61,9 @@ def checked_wav(result: VoiceResult, provider: str) -> bytes:
         with wave.open(io.BytesIO(result.wav)) as wav:
             frames, rate = wav.getnframes(), wav.getframerate()
     except (wave.Error, EOFError) as exc:
-        raise ValueError(f"{provider} returned audio that is not a valid WAV ({error_text(exc)}); {describe_received(result.wav)}") from None
+        raise ValueError(
+            f"{provider} returned audio that is not a valid WAV ({error_text(exc)}); {describe_received(result.wav)}"
+        ) from None
     if rate != result.sample_rate or frames == 0:
         raise ValueError(f"{provider} returned a WAV with {frames} frames at {rate} Hz (reported {result.sample_rate} Hz)")
     return result.wav
@@ -71,8 +72,11 @@ def checked_wav(result: VoiceResult, provider: str) -> bytes:
 async def speak(call: StageCall):
     spec, idea, settings = call.spec, call.inputs["concept"], call.settings
     request = VoiceRequest(
-        text=idea.script, locale=spec.locale, voice=spec.voice,
-        target_lufs=settings.target_lufs, true_peak_dbtp=settings.max_true_peak_dbtp,
+        text=idea.script,
+        locale=spec.locale,
+        voice=spec.voice,
+        target_lufs=settings.target_lufs,
+        true_peak_dbtp=settings.max_true_peak_dbtp,
     )
     routed = await call.call_model(request)
     result: VoiceResult = routed.value
@@ -98,8 +102,11 @@ async def speak(call: StageCall):
         provenance=routed.provenance,
     )
     return manifest, {
-        **audio_metadata(manifest), "duration_target_s": spec.duration_s, "words": len(result.words),
-        "locale": spec.locale, "speed": dg.MetadataValue.float(speed),
+        **audio_metadata(manifest),
+        "duration_target_s": spec.duration_s,
+        "words": len(result.words),
+        "locale": spec.locale,
+        "speed": dg.MetadataValue.float(speed),
     }
 
 
@@ -129,7 +136,8 @@ def _loudness(item: StageCheckInput) -> CheckOutcome:
 
 
 LOUDNESS_WITHIN_SPEC = CheckKind(
-    "loudness_within_spec", True,
+    "loudness_within_spec",
+    True,
     lambda s: (
         f"Measured from the WAV: integrated loudness {s.target_lufs:g} LUFS +/- {s.loudness_tolerance_lu:g} LU, "
         f"true peak <= {s.max_true_peak_dbtp:g} dBTP."
@@ -137,21 +145,27 @@ LOUDNESS_WITHIN_SPEC = CheckKind(
     _loudness,
 )
 
+
 def _fits_duration(item: StageCheckInput) -> CheckOutcome:
     audio: AudioArtifact = item.manifest
     with wave.open(io.BytesIO(item.artifacts.get(audio.artifact))) as wav:
         measured_s = wav.getnframes() / wav.getframerate()
     available_s = item.brief.duration_s - item.settings.min_tail_s
     fits = measured_s <= available_s + 1e-6
-    return CheckOutcome(fits, {
-        "problems": [] if fits else [
-            f"the speech lasts {measured_s:.3f} s; the brief's {item.brief.duration_s:g} s leaves it {available_s:.3f} s "
-            f"before the held tail, even paced up to {item.settings.max_speed:g}x"
-        ],
-        "voice_s": dg.MetadataValue.float(round(measured_s, 3)),
-        "available_s": dg.MetadataValue.float(round(available_s, 3)),
-        "brief_duration_s": dg.MetadataValue.float(item.brief.duration_s),
-    })
+    return CheckOutcome(
+        fits,
+        {
+            "problems": []
+            if fits
+            else [
+                f"the speech lasts {measured_s:.3f} s; the brief's {item.brief.duration_s:g} s leaves it {available_s:.3f} s "
+                f"before the held tail, even paced up to {item.settings.max_speed:g}x"
+            ],
+            "voice_s": dg.MetadataValue.float(round(measured_s, 3)),
+            "available_s": dg.MetadataValue.float(round(available_s, 3)),
+            "brief_duration_s": dg.MetadataValue.float(item.brief.duration_s),
+        },
+    )
 
 
 def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
@@ -161,34 +175,45 @@ def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
     audio: AudioArtifact = item.manifest
     language = supported_language(item.brief.locale)
     if language is None:
-        return CheckOutcome(True, {
-            "judged": False,
-            "why": f"no local recognizer for {item.brief.locale}: Whisper tiny.en hears English only",
-            "problems": [],
-        })
+        return CheckOutcome(
+            True,
+            {
+                "judged": False,
+                "why": f"no local recognizer for {item.brief.locale}: Whisper tiny.en hears English only",
+                "problems": [],
+            },
+        )
     script = item.inputs["concept"].script
     transcript = get_transcriber().transcribe(item.artifacts.get(audio.artifact), language)
     error_rate = word_error_rate(script, transcript.text)
     offsets = offset_summary(start_offsets(audio.words, transcript))
     passed = error_rate <= item.settings.max_word_error_rate
-    problems = [] if passed else [
-        f"Whisper heard {transcript.text!r}: word error rate {error_rate:.2f} against the script, "
-        f"above {item.settings.max_word_error_rate:.2f}"
-    ]
-    return CheckOutcome(passed, {
-        "judged": True,
-        "transcript": dg.MetadataValue.md(f"**Heard:** {transcript.text}\n\n**Script:** {script}"),
-        "word_error_rate": dg.MetadataValue.float(round(error_rate, 4)),
-        "recognizer": f"{transcript.model} {transcript.model_version}",
-        "word_start_offset_median_ms": dg.MetadataValue.float(round(offsets["median_abs_s"] * 1000, 1)),
-        "word_start_offset_p90_ms": dg.MetadataValue.float(round(offsets["p90_abs_s"] * 1000, 1)),
-        "words_matched": offsets["matched"],
-        "problems": problems,
-    })
+    problems = (
+        []
+        if passed
+        else [
+            f"Whisper heard {transcript.text!r}: word error rate {error_rate:.2f} against the script, "
+            f"above {item.settings.max_word_error_rate:.2f}"
+        ]
+    )
+    return CheckOutcome(
+        passed,
+        {
+            "judged": True,
+            "transcript": dg.MetadataValue.md(f"**Heard:** {transcript.text}\n\n**Script:** {script}"),
+            "word_error_rate": dg.MetadataValue.float(round(error_rate, 4)),
+            "recognizer": f"{transcript.model} {transcript.model_version}",
+            "word_start_offset_median_ms": dg.MetadataValue.float(round(offsets["median_abs_s"] * 1000, 1)),
+            "word_start_offset_p90_ms": dg.MetadataValue.float(round(offsets["p90_abs_s"] * 1000, 1)),
+            "words_matched": offsets["matched"],
+            "problems": problems,
+        },
+    )
 
 
 SPEECH_INTELLIGIBLE = CheckKind(
-    "speech_intelligible", True,
+    "speech_intelligible",
+    True,
     lambda s: (
         f"Whisper tiny.en transcribes the WAV (English locales): word error rate against the script "
         f"<= {s.max_word_error_rate:.2f}; the transcript and each word's start against the voice's own timings "
@@ -198,7 +223,8 @@ SPEECH_INTELLIGIBLE = CheckKind(
 )
 
 FITS_DURATION = CheckKind(
-    "fits_duration", True,
+    "fits_duration",
+    True,
     lambda s: (
         f"Measured from the WAV: the speech ends at least {s.min_tail_s:g} s before the brief's duration "
         f"(paced {s.min_speed:g}x-{s.max_speed:g}x to fit), so the video can be exactly that long."

@@ -45,7 +45,9 @@ from tests.webserver_harness import chromium_page, find_chromium  # noqa: E402
 REPORT_MAX_BYTES = 200_000
 REPORT_VARIANTS_PER_ARM = 3
 # Drafts big enough to fill the contact sheet's cells (360 px), small enough to stay quick.
-REPORT_RUN_CONFIG = {"ops": {"stills__variant_media": {"config": {"draft_image": {"short_side": 360}, "refined_image": {"min_short_side": 720}}}}}
+REPORT_RUN_CONFIG = {
+    "ops": {"stills__variant_media": {"config": {"draft_image": {"short_side": 360}, "refined_image": {"min_short_side": 720}}}}
+}
 
 
 def throwaway_home(root: Path, routing: Path) -> Path:
@@ -56,8 +58,11 @@ def throwaway_home(root: Path, routing: Path) -> Path:
     briefs.mkdir()
     shutil.copy(PROJECT_ROOT / "config" / "dagster.yaml", home / "dagster" / "dagster.yaml")
     os.environ.update(
-        STUDIO_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), STUDIO_BRIEFS_DIR=str(briefs),
-        STUDIO_ROUTING=str(routing), USER=os.environ.get("USER") or "reviewer",
+        STUDIO_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        STUDIO_BRIEFS_DIR=str(briefs),
+        STUDIO_ROUTING=str(routing),
+        USER=os.environ.get("USER") or "reviewer",
     )
     for name in ("STUDIO_REVIEW_TOKEN", "STUDIO_REVIEW_IDENTITY_HEADER"):
         os.environ.pop(name, None)
@@ -95,7 +100,9 @@ def capture_review(chromium: str) -> None:
         with dg.DagsterInstance.get() as instance:
             register(instance, definitions)
             job = definitions.resolve_job_def("produce_campaign")
-            if not job.execute_in_process(instance=instance, run_config=FAST_VIDEO, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False).success:
+            if not job.execute_in_process(
+                instance=instance, run_config=FAST_VIDEO, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False
+            ).success:
                 raise SystemExit("the campaign's first run failed")
             with review_server(instance) as base, chromium_page(chromium, 1400, 900) as page:
                 page.goto(f"{base}/campaigns/{CAMPAIGN}/review")
@@ -139,14 +146,22 @@ def capture_report(chromium: str) -> None:
         # The arm is a hash of the experiment and the key: take the first variants of each arm.
         ids = [f"v{i:02d}" for i in range(40)]
         chosen = [
-            variant for arm in ("control", "candidate")
+            variant
+            for arm in ("control", "candidate")
             for variant in [v for v in ids if expected_arm(f"{campaign}.{v}", 0.5) == arm][:REPORT_VARIANTS_PER_ARM]
         ]
         ratios = ("1:1", "9:16", "16:9")
         brief = {
-            "campaign_id": campaign, "product": "Lumen Kettle", "audience": "tea drinkers who wake up early", "tone": "Calm",
-            "palette": ["#20303f", "#e8c07d", "#f5f1e8"], "budget_usd": 5, "pipeline": "stills",
-            "variants": [{"id": v, "locale": "en-US", "aspect_ratio": ratios[i % 3], "duration_s": 10} for i, v in enumerate(sorted(chosen))],
+            "campaign_id": campaign,
+            "product": "Lumen Kettle",
+            "audience": "tea drinkers who wake up early",
+            "tone": "Calm",
+            "palette": ["#20303f", "#e8c07d", "#f5f1e8"],
+            "budget_usd": 5,
+            "pipeline": "stills",
+            "variants": [
+                {"id": v, "locale": "en-US", "aspect_ratio": ratios[i % 3], "duration_s": 10} for i, v in enumerate(sorted(chosen))
+            ],
         }
         with simulator() as control_sim, simulator() as candidate_sim:
             experiment = {"name": EXPERIMENT, "control": ["image-a"], "candidate": ["image-b"], "share": 0.5}

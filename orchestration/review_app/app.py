@@ -182,8 +182,14 @@ def build_app(
             if decision in DECISIONS:
                 notice = f"{decision.capitalize()}: {key}."
         return render(
-            request, "review", reviewer, title=f"Review {campaign_id}", campaign_id=campaign_id,
-            pending=catalog.pending(campaign_id), gate_installed=catalog.gate is not None, notice=notice,
+            request,
+            "review",
+            reviewer,
+            title=f"Review {campaign_id}",
+            campaign_id=campaign_id,
+            pending=catalog.pending(campaign_id),
+            gate_installed=catalog.gate is not None,
+            notice=notice,
         )
 
     async def record(request: Request, reviewer: str) -> Response:
@@ -220,14 +226,23 @@ def build_app(
         by_arm = {arm: [v for v in variants if v.arm == arm] for arm in ARMS}
         arms = [arm for arm in ARMS if by_arm[arm]]
         return render(
-            request, "gallery", reviewer, title=f"Gallery {campaign_id}", campaign_id=campaign_id, variants=variants,
-            arms=arms, by_arm=by_arm, unassigned=[v for v in variants if v.arm not in ARMS],
+            request,
+            "gallery",
+            reviewer,
+            title=f"Gallery {campaign_id}",
+            campaign_id=campaign_id,
+            variants=variants,
+            arms=arms,
+            by_arm=by_arm,
+            unassigned=[v for v in variants if v.arm not in ARMS],
             experiments=sorted({v.experiment for v in variants if v.experiment}),
         )
 
     async def report(request: Request, reviewer: str) -> Response:
         campaign_id = _campaign_id(request.path_params["campaign_id"])
-        return render(request, "report", reviewer, title=f"Report {campaign_id}", campaign_id=campaign_id, reports=catalog.reports(campaign_id))
+        return render(
+            request, "report", reviewer, title=f"Report {campaign_id}", campaign_id=campaign_id, reports=catalog.reports(campaign_id)
+        )
 
     async def serve_file(request: Request, reviewer: str) -> Response:
         partition_key, name = request.path_params["partition_key"], request.path_params["name"]
@@ -248,8 +263,13 @@ def build_app(
     async def sign_in_page(request: Request, reviewer: str) -> Response:
         next_path = _local_path(request.query_params.get("next"))
         return render(
-            request, "sign_in", reviewer, title="Sign in", next=next_path,
-            token_sign_in=bool(auth.tokens), identity_header=auth.identity_header or "",
+            request,
+            "sign_in",
+            reviewer,
+            title="Sign in",
+            next=next_path,
+            token_sign_in=bool(auth.tokens),
+            identity_header=auth.identity_header or "",
         )
 
     async def sign_in(request: Request, reviewer: str) -> Response:
@@ -259,8 +279,15 @@ def build_app(
         if found is None:
             log.warning("sign-in refused: wrong token")
             return render(
-                request, "sign_in", None, status=401, title="Sign in", next=next_path, token_sign_in=bool(auth.tokens),
-                identity_header=auth.identity_header or "", notice="That token is not valid.",
+                request,
+                "sign_in",
+                None,
+                status=401,
+                title="Sign in",
+                next=next_path,
+                token_sign_in=bool(auth.tokens),
+                identity_header=auth.identity_header or "",
+                notice="That token is not valid.",
             )
         response = RedirectResponse(next_path, status_code=303)
         _set_cookie(request, response, SESSION_COOKIE, auth.session_cookie(found), max_age=SESSION_LIFETIME_S)
@@ -302,6 +329,4 @@ def _local_path(value: str | None) -> str:
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int | None) -> None:
-    response.set_cookie(
-        name, value, max_age=max_age, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
-    )
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")

@@ -92,7 +92,9 @@ def parse_tokens(value: str) -> dict[str, str]:
         if not _REVIEWER_NAME.fullmatch(name):
             raise ReviewConfigError(f"{where}: reviewer name {name!r} must be letters, digits and . _ @ + -")
         if len(token) < MIN_TOKEN_CHARS:
-            raise ReviewConfigError(f"{where} ({name}): a token must be at least {MIN_TOKEN_CHARS} characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            raise ReviewConfigError(
+                f"{where} ({name}): a token must be at least {MIN_TOKEN_CHARS} characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         if name in tokens:
             raise ReviewConfigError(f"{where}: reviewer {name!r} is named twice")
         tokens[name] = token

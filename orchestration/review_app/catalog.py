@@ -185,7 +185,9 @@ class Catalog:
                 pending_by_campaign[review.campaign_id] += 1
         return [
             CampaignSummary(
-                campaign, tuple(sorted(names[campaign])), tuple(sorted(keys[campaign])),
+                campaign,
+                tuple(sorted(names[campaign])),
+                tuple(sorted(keys[campaign])),
                 pending_by_campaign.get(campaign, 0) if self.gate is not None else None,
                 has_report=self.has_report(campaign),
             )
@@ -320,9 +322,7 @@ class Catalog:
         experiment = arm = None
         for stage in pipeline.stages:
             manifest = manifests.get(stage.name)
-            checks = tuple(
-                results.get((partition_key, stage.name, name), CheckView(name, "not run", False)) for name, _, _ in stage.checks
-            )
+            checks = tuple(results.get((partition_key, stage.name, name), CheckView(name, "not run", False)) for name, _, _ in stage.checks)
             provenance = getattr(manifest, "provenance", None)
             stage_arm = getattr(provenance, "experiment_arm", None) or getattr(provenance, "arm", None)
             stage_experiment = getattr(provenance, "experiment", None)

@@ -225,7 +225,14 @@ MESSAGE = """{% extends "base" %}
 """
 
 TEMPLATES = {
-    "base": BASE, "index": INDEX, "review": REVIEW, "variant": VARIANT, "gallery": GALLERY, "report": REPORT, "sign_in": SIGN_IN, "message": MESSAGE,
+    "base": BASE,
+    "index": INDEX,
+    "review": REVIEW,
+    "variant": VARIANT,
+    "gallery": GALLERY,
+    "report": REPORT,
+    "sign_in": SIGN_IN,
+    "message": MESSAGE,
 }
 
 
@@ -236,11 +243,13 @@ def file_url(partition_key: str, ref: Any) -> str:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "unknown"
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def environment() -> Environment:
-    env = Environment(loader=DictLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
+    env = Environment(
+        loader=DictLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined
+    )
     env.globals.update(file_url=file_url, report_rows=report_rows, style=STYLE)
     env.filters["when"] = _when
     return env

@@ -82,8 +82,9 @@ LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES")
 RATIOS = ("9:16", "1:1", "16:9")
 
 
-def write_brief(folder: Path, campaign_id: str, count: int, *, tiers=("standard", "premium", "draft"), budget_usd: float = 100.0,
-                duration_s: float = 3) -> list[str]:
+def write_brief(
+    folder: Path, campaign_id: str, count: int, *, tiers=("standard", "premium", "draft"), budget_usd: float = 100.0, duration_s: float = 3
+) -> list[str]:
     """A campaign of `count` variants cycling through locales, ratios and tiers; returns its partition keys."""
     variants = [
         {

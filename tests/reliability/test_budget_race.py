@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 import sqlalchemy as sa
 
 from resources.policies.budget import BudgetExceeded, CampaignBudget
@@ -46,8 +45,9 @@ def _race(root: str, campaign: str, calls: int, barrier=None, start_at: float | 
 def _state(root, campaign) -> dict:
     ledger = SharedLimits(_url(root))
     with ledger.engine.connect() as conn:
-        reserved = conn.execute(sa.select(sa.func.count()).select_from(ledger.t["reservations"])
-                                .where(ledger.t["reservations"].c.campaign_id == campaign)).scalar()
+        reserved = conn.execute(
+            sa.select(sa.func.count()).select_from(ledger.t["reservations"]).where(ledger.t["reservations"].c.campaign_id == campaign)
+        ).scalar()
     return {**ledger.totals(campaign), "reserved": reserved}
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from pydantic import BaseModel
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from pydantic import BaseModel
 
 from model_adapters.captions import parse_webvtt
 from orchestration.definitions import build_definitions
@@ -77,8 +77,7 @@ PAID = {
     "voice": ("elevenlabs-voice", "elevenlabs.tts.with_timestamps"),
 }
 # Stage -> the routed task whose answer it stores.
-STAGE_TASKS = {"concept": "concept", "draft_image": "image", "refined_image": "refine", "voiceover": "voice",
-               "synced_video": "video"}
+STAGE_TASKS = {"concept": "concept", "draft_image": "image", "refined_image": "refine", "voiceover": "voice", "synced_video": "video"}
 MEDIA_DECODERS = {".png": decode_png, ".wav": decode_wav, ".mp4": decode_mp4}
 
 CHILD = """
@@ -154,7 +153,11 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
         log = (tmp_path / "child.log").open("wb")
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD.format(root=str(PROJECT_ROOT)), json.dumps(keys), json.dumps(RUN_CONFIG)],
-            cwd=PROJECT_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=PROJECT_ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 60
@@ -212,13 +215,18 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
         after = sim.stats()["calls"]
         # Stages recorded for every variant before the kill are unchanged: the re-run leaves
         # them alone (assets/reuse.py), not even a cache lookup.
-        made_in = {stage: {(r.run_id, r.partition_key) for r in instance.fetch_materializations(dg.AssetKey(stage), limit=100).records}
-                   for stage in STAGE_TASKS}
-        recorded_at_kill = {stage: sorted(k for run_id, k in made if run_id == killed.run_id) == sorted(keys) for stage, made in made_in.items()}
+        made_in = {
+            stage: {(r.run_id, r.partition_key) for r in instance.fetch_materializations(dg.AssetKey(stage), limit=100).records}
+            for stage in STAGE_TASKS
+        }
+        recorded_at_kill = {
+            stage: sorted(k for run_id, k in made if run_id == killed.run_id) == sorted(keys) for stage, made in made_in.items()
+        }
         # A stage recorded before the kill is recorded again by the re-run, marked `reused` (nothing made).
         made_on_rerun = {
             stage: sum(
-                1 for r in instance.fetch_materializations(dg.AssetKey(stage), limit=100).records
+                1
+                for r in instance.fetch_materializations(dg.AssetKey(stage), limit=100).records
                 if r.run_id == result.run_id and not r.asset_materialization.metadata["reused"].value
             )
             for stage in STAGE_TASKS
@@ -257,7 +265,7 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
     entries_now = cache_entries(artifacts)
     for path, raw in entries_at_kill.items():
         assert entries_now.get(path) == raw, path
-    for path, raw in entries_now.items():
+    for raw in entries_now.values():
         entry = json.loads(raw)
         decode_result(entry["task"], entry["result"], lambda ref: store.get(ArtifactRef.model_validate(ref)))
 
@@ -265,11 +273,14 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
     # exactly the calls that had not been answered; a call in flight at the kill is the only repeat.
     figures = {}
     for task, (provider_id, endpoint) in PAID.items():
-        done = sum(1 for raw in entries_at_kill.values()
-                   if json.loads(raw)["task"] == task and json.loads(raw)["provider"] == provider_id)
+        done = sum(1 for raw in entries_at_kill.values() if json.loads(raw)["task"] == task and json.loads(raw)["provider"] == provider_id)
         sent_before, sent_rerun = before.get(endpoint, 0), after.get(endpoint, 0) - before.get(endpoint, 0)
-        figures[task] = {"answered_before_kill": done, "sent_before_kill": sent_before, "sent_on_rerun": sent_rerun,
-                         "repeated": sent_before + sent_rerun - VARIANTS}
+        figures[task] = {
+            "answered_before_kill": done,
+            "sent_before_kill": sent_before,
+            "sent_on_rerun": sent_rerun,
+            "repeated": sent_before + sent_rerun - VARIANTS,
+        }
     hits = {stage: sum(manifests[(stage, key)].provenance.cache_hit for key in keys) for stage in STAGE_TASKS}
     for stage in ("concept", "draft_image", "voiceover"):  # one distinct paid request per variant (see the brief)
         assert len({manifests[(stage, key)].provenance.request_hash for key in keys}) == VARIANTS, stage
@@ -287,11 +298,20 @@ def test_a_killed_backfill_resumes_without_paying_twice(studio_home, briefs_fold
             assert hits[stage] == done_at_kill.get(task, 0), (stage, hits, done_at_kill)
     assert after["fal.submit"] - figures["image"]["repeated"] == VARIANTS
 
-    print("crash:", {
-        "variants": VARIANTS, "killed_after_s": round(killed_at, 1), "seconds": round(seconds, 1),
-        "answered_before_kill": done_at_kill, "recorded_before_kill": recorded_at_kill, "rerun_cache_hits": hits, "paid_calls": figures,
-        "orphan_temp_files_at_kill": len(orphan_temps), "leaked_pool_slot": leaked_slot,
-    })
+    print(
+        "crash:",
+        {
+            "variants": VARIANTS,
+            "killed_after_s": round(killed_at, 1),
+            "seconds": round(seconds, 1),
+            "answered_before_kill": done_at_kill,
+            "recorded_before_kill": recorded_at_kill,
+            "rerun_cache_hits": hits,
+            "paid_calls": figures,
+            "orphan_temp_files_at_kill": len(orphan_temps),
+            "leaked_pool_slot": leaked_slot,
+        },
+    )
     # The shipped local instance must free a dead run's pool slots by itself (run monitoring with
     # free_slots_after_run_end_seconds, as deploy/dagster.yaml has); otherwise every later run that
     # needs the `torch` pool waits forever after a crash.

@@ -80,8 +80,12 @@ def test_every_variant_survives_faults_and_a_dead_provider(studio_home, briefs_f
     keys = write_brief(briefs_folder, "stormy-kettle", VARIANTS, tiers=("standard", "premium", "standard", "draft"))
     endpoints = {group: {"faults": {**FAULTS, "malformed_kind": kind}} for group, kind in MALFORMED_KIND.items()}
     started = time.perf_counter()
-    with simulator(seed=8, endpoints=endpoints) as sim, simulator(seed=9, endpoints=endpoints) as refine_sim, \
-            simulator(down="refuse") as dead, dg.instance_for_test() as instance:
+    with (
+        simulator(seed=8, endpoints=endpoints) as sim,
+        simulator(seed=9, endpoints=endpoints) as refine_sim,
+        simulator(down="refuse") as dead,
+        dg.instance_for_test() as instance,
+    ):
         routing = sim_routing(
             sim,
             tmp_path,
@@ -94,9 +98,16 @@ def test_every_variant_survives_faults_and_a_dead_provider(studio_home, briefs_f
             # longer than the stalls, which then read as latency for this provider.
             providers={"elevenlabs-voice": {"sim": dead}, "comfy-refine": {"sim": refine_sim}, "openai-voice": {"timeout_s": 5.0}},
             # ComfyUI img2img in front of the local refiner: refine meets the faults too (and stays quick).
-            extra_providers={"comfy-refine": {"adapter": "comfyui-refine", "model": "sdxl_refiner_1.0.safetensors",
-                                              "max_concurrency": 4,
-                                              "timeout_s": 1.0, "api_key_env": "OPENAI_API_KEY", "options": {"poll_interval_s": 0.02}}},
+            extra_providers={
+                "comfy-refine": {
+                    "adapter": "comfyui-refine",
+                    "model": "sdxl_refiner_1.0.safetensors",
+                    "max_concurrency": 4,
+                    "timeout_s": 1.0,
+                    "api_key_env": "OPENAI_API_KEY",
+                    "options": {"poll_interval_s": 0.02},
+                }
+            },
             tasks={"refine": {"route": ["comfy-refine", "local-refiner"]}},
         )
         definitions = build_definitions(routing)
@@ -110,15 +121,17 @@ def test_every_variant_survives_faults_and_a_dead_provider(studio_home, briefs_f
                 step_seconds.setdefault(entry.step_key, []).append(entry.timestamp)
         step_seconds = {k: round(v[-1] - v[0], 1) for k, v in step_seconds.items() if len(v) == 2}
         records = {
-            asset: {r.partition_key: r.asset_materialization.metadata
-                    for r in instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records}
+            asset: {
+                r.partition_key: r.asset_materialization.metadata
+                for r in instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+            }
             for asset in VARIANT_ASSETS
         }
     seconds = time.perf_counter() - started
 
     # The faults really happened, of every kind asked for.
     fault_counts = collections.Counter()
-    for group, counts in stats["faults"].items():
+    for counts in stats["faults"].values():
         fault_counts.update({k: v for k, v in counts.items() if k != "ok"})
     assert fault_counts["server_error"] >= 20 and fault_counts["rate_limit"] >= 10, fault_counts
     assert fault_counts["timeout"] >= 2 and fault_counts["malformed"] >= 3, fault_counts
@@ -136,15 +149,24 @@ def test_every_variant_survives_faults_and_a_dead_provider(studio_home, briefs_f
         brief = load(dg.AssetKey("brief"), key)
         concept = load(dg.AssetKey("concept"), key)
         draft, refined = load(dg.AssetKey("draft_image"), key), load(dg.AssetKey("refined_image"), key)
-        audio, track, video = load(dg.AssetKey("voiceover"), key), load(dg.AssetKey("captions"), key), load(dg.AssetKey("synced_video"), key)
+        audio, track, video = (
+            load(dg.AssetKey("voiceover"), key),
+            load(dg.AssetKey("captions"), key),
+            load(dg.AssetKey("synced_video"), key),
+        )
         assert decode_png(local_bytes(draft.artifact)) == (draft.width, draft.height)
         assert decode_png(local_bytes(refined.artifact)) == (refined.width, refined.height)
         assert abs(decode_wav(local_bytes(audio.artifact)) - audio.duration_s) < 0.01
         assert parse_webvtt(local_bytes(track.vtt).decode())
         frames, _ = decode_mp4(local_bytes(video.artifact))
         assert abs(frames / video.fps - video.video_duration_s) <= 1 / video.fps + 1e-6
-        for asset, manifest in (("concept", concept), ("draft_image", draft), ("refined_image", refined),
-                                ("voiceover", audio), ("synced_video", video)):
+        for asset, manifest in (
+            ("concept", concept),
+            ("draft_image", draft),
+            ("refined_image", refined),
+            ("voiceover", audio),
+            ("synced_video", video),
+        ):
             p = manifest.provenance
             if p.cache_hit:
                 # Two variants may ask for the very same thing (the simulator's script depends on

@@ -45,8 +45,14 @@ def trap():
 
 def build(kind: str, sim, suffix: str, extra: dict):
     return adapter_kind(kind).build(
-        adapter_id=f"test-{kind}", max_concurrency=1, model="m-1", base_url=sim.base_url + suffix,
-        api_key_env="SIM_KEY", timeout_s=10, allowed_hosts=(), price=None,
+        adapter_id=f"test-{kind}",
+        max_concurrency=1,
+        model="m-1",
+        base_url=sim.base_url + suffix,
+        api_key_env="SIM_KEY",
+        timeout_s=10,
+        allowed_hosts=(),
+        price=None,
         options={**({} if kind.startswith("openai") else {"poll_interval_s": 0.02}), **extra.get("options", {})},
     )
 

@@ -24,8 +24,15 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         self.rfile.read(length)
         headers = {k: v for k, v in self.headers.items()}
         status = 500 if self.path.endswith("/chat/completions") else 400
-        body = json.dumps({"error": {"message": f"bad request {self.path}; you sent {headers}; key={headers.get('Authorization', '')[7:]}",
-                                     "type": "invalid_request_error", "code": "echo"}}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"bad request {self.path}; you sent {headers}; key={headers.get('Authorization', '')[7:]}",
+                    "type": "invalid_request_error",
+                    "code": "echo",
+                }
+            }
+        ).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("x-echo-auth", headers.get("Authorization", ""))
@@ -59,7 +66,8 @@ def test_canary_key_appears_nowhere(tmp_path, monkeypatch, capfd):
     try:
         with simulator() as sim, dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
             routing = sim_routing(
-                sim, tmp_path,
+                sim,
+                tmp_path,
                 retry={"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05},
                 providers={
                     "openai-concept": {"sim": EchoSim},  # 500 echoing the Authorization header, retried, then local

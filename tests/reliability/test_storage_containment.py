@@ -15,15 +15,32 @@ from resources.brief_schema import split_partition_key
 from resources.io_manager import JsonManifestIOManager, S3JsonManifestIOManager
 from resources.manifests import ArtifactRef
 from resources.policies.budget import CampaignBudget
-from resources.policies.shared_limits import shared_limits_for
 from resources.policies.cache import ResponseCache
+from resources.policies.shared_limits import shared_limits_for
 from resources.s3 import S3Location
 from tests.conftest import PROJECT_ROOT
 
 HOSTILE_KEYS = [
-    "../escape", "../../etc/passwd", "/etc/passwd", "a/../../b", "a/b", "..", ".", ".hidden", "a..b",
-    "a\\..\\b", "a\x00b", "camp.var\n", "\u0430urora.x", "camp.\uff56ar", "", " camp.var", "camp.var/",
-    "C:\\Windows\\x", "%2e%2e%2fetc", "~root",
+    "../escape",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/../../b",
+    "a/b",
+    "..",
+    ".",
+    ".hidden",
+    "a..b",
+    "a\\..\\b",
+    "a\x00b",
+    "camp.var\n",
+    "\u0430urora.x",
+    "camp.\uff56ar",
+    "",
+    " camp.var",
+    "camp.var/",
+    "C:\\Windows\\x",
+    "%2e%2e%2fetc",
+    "~root",
 ]
 SHA = hashlib.sha256(b"x").hexdigest()
 
@@ -67,8 +84,13 @@ def test_artifact_store_refuses_hostile_extensions(studio_home, tmp_path, extens
 
 @pytest.mark.parametrize(
     "uri",
-    ["file:///etc/passwd", "file://{root}/../../secret.png", "file://{root}/sha256/2d/{sha}.png/../../../x.png",
-     "s3://bucket/x.png", "file://{root}/sha256/2d/{sha}.png\n"],
+    [
+        "file:///etc/passwd",
+        "file://{root}/../../secret.png",
+        "file://{root}/sha256/2d/{sha}.png/../../../x.png",
+        "s3://bucket/x.png",
+        "file://{root}/sha256/2d/{sha}.png\n",
+    ],
 )
 def test_artifact_store_reads_only_inside_the_store(studio_home, uri):
     store = ArtifactStore()
@@ -137,16 +159,20 @@ def test_s3_stores_refuse_hostile_keys_against_a_real_s3_api(tmp_path, monkeypat
         for extension in ("/../../x", ".png/../..", "png"):
             with pytest.raises(ValueError):
                 store.put(b"data", extension=extension, media_type="x/y")
-        for uri in (f"s3://other-bucket/tenant/a/sha256/2d/{SHA}.png", f"s3://studio-bucket/tenant/b/sha256/2d/{SHA}.png",
-                    f"s3://studio-bucket/tenant/a/../b/sha256/2d/{SHA}.png"):
+        for uri in (
+            f"s3://other-bucket/tenant/a/sha256/2d/{SHA}.png",
+            f"s3://studio-bucket/tenant/b/sha256/2d/{SHA}.png",
+            f"s3://studio-bucket/tenant/a/../b/sha256/2d/{SHA}.png",
+        ):
             with pytest.raises(ValueError):
                 store.get(ArtifactRef(uri=uri, sha256=SHA, media_type="image/png", size_bytes=1))
         with pytest.raises(ValueError):
             store.write_entry("cache", "../../x", b"{}")
         # A good write lands under the prefix, and only there.
         ref = store.put(b"fine", extension=".png", media_type="image/png")
-        listed = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="studio-bucket")
-                  for o in page.get("Contents", [])]
+        listed = [
+            o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="studio-bucket") for o in page.get("Contents", [])
+        ]
         assert listed == [ref.uri.removeprefix("s3://studio-bucket/")] and listed[0].startswith("tenant/a/sha256/")
         assert client.list_objects_v2(Bucket="other-bucket").get("KeyCount") == 0
     finally:
@@ -190,10 +216,18 @@ def test_damaged_cache_entries_are_misses_not_crashes(studio_home):
     store = ArtifactStore()
     session = RouterSession({}, {}, retry=None, cooldowns=None, ledger=None, cache=ResponseCache(store), store=store)
     shapes = [
-        [], "text", {"result": None}, {"result": {"kind": "dataclass", "value": {"evil": 1}}},
-        {"result": {"kind": "dataclass", "value": {"png": {"$blob": {"uri": "file:///etc/passwd", "sha256": SHA,
-                                                                   "media_type": "image/png", "size_bytes": 1}}}}},
-        {"result": {"kind": "model", "value": {"headline": 1}}}, {"result": {"kind": "dataclass", "value": []}},
+        [],
+        "text",
+        {"result": None},
+        {"result": {"kind": "dataclass", "value": {"evil": 1}}},
+        {
+            "result": {
+                "kind": "dataclass",
+                "value": {"png": {"$blob": {"uri": "file:///etc/passwd", "sha256": SHA, "media_type": "image/png", "size_bytes": 1}}},
+            }
+        },
+        {"result": {"kind": "model", "value": {"headline": 1}}},
+        {"result": {"kind": "dataclass", "value": []}},
     ]
     for index, shape in enumerate(shapes):
         key = hashlib.sha256(str(index).encode()).hexdigest()
