@@ -68,10 +68,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_adapters import loudness
 from model_adapters.local_piper import _Phone, word_timings
 from model_adapters.locales import language_of
-from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -80,6 +78,7 @@ from model_adapters.types import (
     VoiceRequest,
     VoiceResult,
 )
+from model_adapters.voice_delivery import deliver_voice
 
 if TYPE_CHECKING:
     from pyopenjtalk.types import NJDFeature
@@ -575,19 +574,7 @@ class KokoroVoiceAdapter:
 
         words = [phrase.text for reading in readings for phrase in reading.phrases]
         timings = word_timings(words, phones, labels, samples, SAMPLE_RATE)
-        normalized, _, _ = loudness.normalize(samples, SAMPLE_RATE, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp)
-        pcm16 = to_pcm16(normalized)
-        # Report what the delivered 16-bit samples measure, not the float ones.
-        lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, SAMPLE_RATE)
-        return VoiceResult(
-            wav=encode_wav(pcm16, SAMPLE_RATE),
-            sample_rate=SAMPLE_RATE,
-            duration_s=len(pcm16) / SAMPLE_RATE,
-            words=timings,
-            loudness_lufs=lufs,
-            true_peak_dbtp=peak_dbtp,
-            characters=len(request.text),
-        )
+        return deliver_voice(samples, SAMPLE_RATE, timings, request)
 
     async def aclose(self) -> None:
         """Drop the loaded model (the next synthesis loads it again)."""

@@ -78,9 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_adapters import loudness
 from model_adapters.local_voice import canonical_locale
-from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
 from model_adapters.types import (
     AdapterError,
     AdapterInfo,
@@ -90,6 +88,7 @@ from model_adapters.types import (
     VoiceResult,
     WordTiming,
 )
+from model_adapters.voice_delivery import deliver_voice
 
 if TYPE_CHECKING:  # piper imports onnxruntime: loaded on first synthesis only
     from piper import PiperVoice
@@ -622,19 +621,7 @@ class PiperVoiceAdapter:
         labelled = [(phones[k], label) for k, label in zip(phone_index, labels, strict=False) if k >= 0]
         timings = word_timings(words, [phone for phone, _ in labelled], [label for _, label in labelled], samples, sample_rate)
 
-        normalized, _, _ = loudness.normalize(samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp)
-        pcm16 = to_pcm16(normalized)
-        # Report what the delivered 16-bit samples measure, not the float ones.
-        lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, sample_rate)
-        return VoiceResult(
-            wav=encode_wav(pcm16, sample_rate),
-            sample_rate=sample_rate,
-            duration_s=len(pcm16) / sample_rate,
-            words=timings,
-            loudness_lufs=lufs,
-            true_peak_dbtp=peak_dbtp,
-            characters=len(request.text),
-        )
+        return deliver_voice(samples, sample_rate, timings, request)
 
     async def aclose(self) -> None:
         """Drop the loaded model (the next synthesis loads it again)."""

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model_adapters import loudness
 from model_adapters.locales import ESPEAK_LOCALE_VOICES, normalize_locale
-from model_adapters.media.wav import PCM16_SCALE, encode_wav, to_pcm16
+from model_adapters.media.wav import PCM16_SCALE
 from model_adapters.types import AdapterError, AdapterInfo, Price, VoiceRequest, VoiceResult, WordTiming
+from model_adapters.voice_delivery import deliver_voice
 
 PROVIDER = "local"
 MODEL = "espeak-ng"
@@ -571,24 +571,7 @@ class EspeakVoiceAdapter:
             raise AdapterError(f"espeak produced no audio for {request.text[:60]!r}", provider=PROVIDER)
         # Timings come from the raw audio: gain and limiting do not move anything.
         words = word_timings(text, raw.word_events, raw.pcm, raw.sample_rate)
-        normalized, _, _ = loudness.normalize(
-            raw.pcm.astype(np.float32) / PCM16_SCALE,
-            raw.sample_rate,
-            target_lufs=request.target_lufs,
-            true_peak_dbtp=request.true_peak_dbtp,
-        )
-        pcm16 = to_pcm16(normalized)
-        # Report what the delivered 16-bit samples measure, not the float ones.
-        lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float32) / PCM16_SCALE, raw.sample_rate)
-        return VoiceResult(
-            wav=encode_wav(pcm16, raw.sample_rate),
-            sample_rate=raw.sample_rate,
-            duration_s=len(pcm16) / raw.sample_rate,
-            words=words,
-            loudness_lufs=lufs,
-            true_peak_dbtp=peak_dbtp,
-            characters=len(request.text),
-        )
+        return deliver_voice(raw.pcm.astype(np.float32) / PCM16_SCALE, raw.sample_rate, words, request)
 
     async def aclose(self) -> None:
         """Nothing to release: each synthesis loads and unloads its own espeak."""

@@ -18,11 +18,11 @@ import struct
 import numpy as np
 from PIL import Image
 
-from model_adapters import loudness
 from model_adapters.media.errors import MediaError
-from model_adapters.media.wav import PCM16_SCALE, decode_wav, encode_wav, pcm16_to_float, to_pcm16
+from model_adapters.media.wav import decode_wav, pcm16_to_float
 from model_adapters.received import describe_received, error_text
 from model_adapters.types import ImageResult, VoiceRequest, VoiceResult, WordTiming
+from model_adapters.voice_delivery import deliver_voice
 
 MAX_IMAGE_PIXELS = 8192 * 8192
 
@@ -106,17 +106,5 @@ def decode_data_uri(uri: str) -> bytes:
 
 
 def finish_voice(samples: np.ndarray, sample_rate: int, words: tuple[WordTiming, ...], request: VoiceRequest) -> VoiceResult:
-    """Normalise to the request's loudness and true-peak ceiling, encode 16-bit WAV,
-    and report what the delivered samples measure (as the local voice does)."""
-    normalized, _, _ = loudness.normalize(samples, sample_rate, target_lufs=request.target_lufs, true_peak_dbtp=request.true_peak_dbtp)
-    pcm16 = to_pcm16(normalized)
-    lufs, peak_dbtp = loudness.measure(pcm16.astype(np.float64) / PCM16_SCALE, sample_rate)
-    return VoiceResult(
-        wav=encode_wav(pcm16, sample_rate),
-        sample_rate=sample_rate,
-        duration_s=len(pcm16) / sample_rate,
-        words=words,
-        loudness_lufs=lufs,
-        true_peak_dbtp=peak_dbtp,
-        characters=len(request.text),
-    )
+    """Normalise, encode and measure as every voice does (model_adapters/voice_delivery.py)."""
+    return deliver_voice(samples, sample_rate, words, request)
