@@ -23,12 +23,14 @@ MODEL_LOAD_LOCK = threading.RLock()
 
 _offline_lock = threading.Lock()
 _offline_depth = 0
-_offline_saved: tuple[str | None, Any, Any] | None = None
+_offline_saved: tuple[str | None, Any, Any, bool] | None = None
 
 
 @contextlib.contextmanager
 def hub_offline() -> Iterator[None]:
-    """``HF_HUB_OFFLINE=1`` and huggingface_hub's offline flag for the duration of a load.
+    """``HF_HUB_OFFLINE=1`` and huggingface_hub's offline flag for the duration of a load, and
+    transformers' weight-loading progress bars off (a local load is quick; the bars were the
+    demo's only noise on stderr).
 
     huggingface_hub reads the variable once at import, so its constant is set too
     (and diffusers' copy). Nested and concurrent uses are counted: the first one in
@@ -36,6 +38,7 @@ def hub_offline() -> Iterator[None]:
     """
     global _offline_depth, _offline_saved
     import huggingface_hub.constants as hub_constants
+    import transformers.utils.logging as transformers_logging
 
     diffusers_hub: ModuleType | None
     try:
@@ -48,7 +51,9 @@ def hub_offline() -> Iterator[None]:
                 os.environ.get("HF_HUB_OFFLINE"),
                 hub_constants.HF_HUB_OFFLINE,
                 getattr(diffusers_hub, "HF_HUB_OFFLINE", None),
+                transformers_logging.is_progress_bar_enabled(),
             )
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
             os.environ["HF_HUB_OFFLINE"] = "1"
             hub_constants.HF_HUB_OFFLINE = True
             if diffusers_hub is not None and hasattr(diffusers_hub, "HF_HUB_OFFLINE"):
@@ -60,7 +65,9 @@ def hub_offline() -> Iterator[None]:
         with _offline_lock:
             _offline_depth -= 1
             if _offline_depth == 0 and _offline_saved is not None:
-                env, constant, diffusers_constant = _offline_saved
+                env, constant, diffusers_constant, progress_bars = _offline_saved
+                if progress_bars:
+                    transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # as above
                 if env is None:
                     os.environ.pop("HF_HUB_OFFLINE", None)
                 else:

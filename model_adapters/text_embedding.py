@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from model_adapters.devices import pick_device
-from model_adapters.model_loading import MODEL_LOAD_LOCK
+from model_adapters.model_loading import MODEL_LOAD_LOCK, hub_offline
 
 if TYPE_CHECKING:
     from transformers.modeling_utils import PreTrainedModel
@@ -90,7 +90,7 @@ class MiniLMEmbedder:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"no MiniLM model at {path} (config.json missing)")
             device = self._requested_device or pick_device()
-            with MODEL_LOAD_LOCK:
+            with MODEL_LOAD_LOCK, hub_offline():
                 tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
                 model = AutoModel.from_pretrained(str(path), local_files_only=True)
                 model.eval()
