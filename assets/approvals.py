@@ -123,6 +123,7 @@ class ReviewState:
     version: str = ""
     verdict: Verdict | None = None  # the verdict on this version, if any
     waiting_since: float | None = None  # when this version of the subject was made
+    mode: str = "auto"  # the brief's approval mode ("auto" when there is no brief yet)
 
 
 # What the review app's API was written against: a pending state is a PendingReview.
@@ -174,12 +175,13 @@ def review_states(
                 base = dict(
                     pipeline=pipeline.name, gate=gate.name, subject_stage=subject_stage, partition_key=key, campaign_id=key.split(".", 1)[0]
                 )
+                mode = getattr(brief, "approval", "auto")
                 if brief is None or subject is None:
-                    states.append(ReviewState(**base, state="not made"))
+                    states.append(ReviewState(**base, state="not made", mode=mode))
                     continue
                 version = subject_version(subject)
                 verdict = reviews.verdict_for(gate.name, key, version)
-                if getattr(brief, "approval", "auto") != "required":
+                if mode != "required":
                     state = "auto"
                 elif verdict is None:
                     state = "pending"
@@ -188,7 +190,9 @@ def review_states(
                 else:
                     state = "regenerating" if verdict.regenerate else "rejected"
                 states.append(
-                    ReviewState(**base, state=state, subject=subject, version=version, verdict=verdict, waiting_since=made_at.get(key))
+                    ReviewState(
+                        **base, state=state, subject=subject, version=version, verdict=verdict, waiting_since=made_at.get(key), mode=mode
+                    )
                 )
     return states
 

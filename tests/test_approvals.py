@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -276,3 +277,33 @@ def test_verdicts_survive_on_the_postgres_instance(studio_home, briefs_folder, t
 
 
 from tests.test_postgres_instance import postgres_database  # noqa: E402,F401  (the fixture)
+
+
+def test_the_nightly_repair_leaves_waiting_variants_to_the_reviewers(gated, briefs_folder):
+    """Variants waiting for a verdict are not broken; an approved one without its video is, and it
+    never shares a repair run with a campaign that asks for no approval."""
+    from orchestration.schedules import nightly_repair
+
+    instance, definitions, home = gated
+    auto = yaml.safe_load((briefs_folder / f"{CAMPAIGN}.yaml").read_text())
+    auto.update(campaign_id="day-lamp", approval="auto", variants=auto["variants"][:1])
+    (briefs_folder / "day-lamp.yaml").write_text(yaml.safe_dump(auto, sort_keys=False))
+    keys = register(instance, definitions)
+    gated_keys = [key for key in keys if key.startswith(f"{CAMPAIGN}.")]
+    job = definitions.resolve_job_def("produce_campaign")
+    concepts_only = [dg.AssetKey("brief"), dg.AssetKey("concept"), dg.AssetKey("approve_concept")]
+    for key in gated_keys:  # each waits after its concept
+        assert job.execute_in_process(
+            instance=instance, run_config=FAST_VIDEO, partition_key=key, asset_selection=concepts_only, raise_on_error=False
+        ).success
+    repair = nightly_repair(shipped_pipelines()["campaign"])
+    night = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 12, 5, 3, 0, tzinfo=UTC))
+
+    # Only the auto campaign's variant, which has no video for no reviewer's reason.
+    assert [r.partition_key for r in repair(night)] == ["day-lamp.approve-me"]
+
+    # Approved but its run never came: now it is a repair too, in a run of its own.
+    record_verdict(instance, shipped_pipelines(), gated_keys[0], "approved", "lead", manifests=JsonManifestIOManager())
+    requests = repair(night)
+    assert [r.partition_key for r in requests] == ["day-lamp.approve-me", gated_keys[0]]
+    assert [r.tags["campaign"] for r in requests] == ["day-lamp", CAMPAIGN]
