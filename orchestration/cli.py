@@ -49,14 +49,12 @@ def _error(message: str) -> None:
 
 
 def cmd_brief_validate(args: argparse.Namespace) -> int:
-    from orchestration.pipelines import PipelineError, load_pipelines, pipeline_for
+    from orchestration.environment import environment_pipelines
+    from orchestration.pipelines import PipelineError, pipeline_for
     from resources.brief_schema import BriefError, load_brief
-    from resources.routing_config import load_routing_config
-    from resources.settings import pipelines_dir, routing_config_path
 
     try:  # a brief is valid for the pipelines and routes this environment loads (its locales served)
-        routing_path = routing_config_path()
-        pipelines = load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path))
+        pipelines = environment_pipelines()
     except ValueError as exc:
         _error(str(exc))
         return EXIT_INVALID
@@ -287,46 +285,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # --- review ------------------------------------------------------------------------
 
 
-def _environment_pipelines() -> dict:
-    from orchestration.pipelines import load_pipelines
-    from resources.routing_config import load_routing_config
-    from resources.settings import pipelines_dir, routing_config_path
-
-    routing_path = routing_config_path()
-    return load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path))
-
-
 def cmd_review_verdict(args: argparse.Namespace) -> int:
     """approve / reject: the reviewer is the OS user running the command (its identity here)."""
     import getpass
 
     from assets.approvals import ReviewError, record_verdict
-    from orchestration.instance import local_instance
-    from orchestration.storage import built_storage
+    from orchestration.environment import studio_environment
 
-    try:
-        pipelines = _environment_pipelines()
-    except ValueError as exc:
-        _error(str(exc))
-        return EXIT_INVALID
-    instance = local_instance()
     decision = "approved" if args.review_command == "approve" else "rejected"
-    with built_storage() as (_, manifests):
-        try:
+    try:
+        with studio_environment() as env:
             verdict = record_verdict(
-                instance,
-                pipelines,
+                env.instance,
+                env.pipelines,
                 args.variant,
                 decision,
                 getpass.getuser(),
                 args.comment or "",
-                manifests=manifests,
+                manifests=env.manifests,
                 gate=args.gate,
                 regenerate=getattr(args, "regenerate", False),
             )
-        except ReviewError as exc:
-            _error(str(exc))
-            return EXIT_INVALID
+    except (ReviewError, ValueError) as exc:  # nothing waits, or the environment's config is invalid
+        _error(str(exc))
+        return EXIT_INVALID
     then = (
         "the approval sensor resumes it"
         if decision == "approved"
@@ -338,16 +320,14 @@ def cmd_review_verdict(args: argparse.Namespace) -> int:
 
 def cmd_review_list(args: argparse.Namespace) -> int:
     from assets.approvals import review_states
-    from orchestration.instance import local_instance
-    from orchestration.storage import built_storage
+    from orchestration.environment import studio_environment
 
     try:
-        pipelines = _environment_pipelines()
-    except ValueError as exc:
+        with studio_environment() as env:
+            states = review_states(env.instance, env.pipelines, manifests=env.manifests, campaign_id=args.campaign)
+    except ValueError as exc:  # the routing config or a pipeline file
         _error(str(exc))
         return EXIT_INVALID
-    with built_storage() as (_, manifests):
-        states = review_states(local_instance(), pipelines, manifests=manifests, campaign_id=args.campaign)
     shown = [s for s in states if args.all or s.state == "pending"]
     for state in shown:
         headline = getattr(state.subject, "headline", "")

@@ -32,15 +32,13 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from assets.common import MANIFEST_IO_MANAGER_KEY
 from assets.dagster_api import check_verdicts_by_target
 from assets.reuse import artifact_refs
 from assets.stages import Pipeline
@@ -56,6 +54,7 @@ from assets.versions import (
     recorded_version,
     version_action,
 )
+from orchestration.environment import StudioEnvironment, studio_environment
 from resources.io_manager import MANIFEST_VERSIONS_METADATA_KEY, BaseManifestIOManager
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -439,34 +438,9 @@ def history_lines(history: StageHistory) -> list[str]:
     return lines
 
 
-@dataclass
-class _Studio:
-    instance: dg.DagsterInstance
-    pipelines: Mapping[str, Pipeline]
-    manifests: BaseManifestIOManager
-    artifacts: Any
-
-
-@contextmanager
-def _studio() -> Iterator[_Studio]:
-    """This environment's instance ($DAGSTER_HOME), pipelines and storage (STUDIO_ENV)."""
-    from orchestration.instance import local_instance
-    from orchestration.pipelines import load_pipelines
-    from orchestration.storage import ARTIFACTS_KEY, storage_resources
-    from resources.routing_config import load_routing_config
-    from resources.settings import pipelines_dir, routing_config_path
-
-    routing_path = routing_config_path()
-    pipelines = load_pipelines(pipelines_dir(), load_routing_config(routing_path), str(routing_path))
-    resources = storage_resources()
-    instance = local_instance()
-    with dg.build_resources({key: resources[key] for key in (ARTIFACTS_KEY, MANIFEST_IO_MANAGER_KEY)}) as built:
-        yield _Studio(instance, pipelines, getattr(built, MANIFEST_IO_MANAGER_KEY), getattr(built, ARTIFACTS_KEY))
-
-
 def _run(action: Any) -> int:
     try:
-        with _studio() as studio:
+        with studio_environment() as studio:
             return action(studio)
     except HistoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -480,7 +454,7 @@ def _run(action: Any) -> int:
 
 
 def history_command(args: argparse.Namespace) -> int:
-    def action(studio: _Studio) -> int:
+    def action(studio: StudioEnvironment) -> int:
         pipeline = resolve_pipeline(studio.instance, studio.pipelines, args.variant)
         stages = [resolve_stage(pipeline, args.variant, args.stage)] if args.stage else list(pipeline.stage_names)
         for index, stage in enumerate(stages):
@@ -503,7 +477,7 @@ def _follow_up(pipeline: Pipeline, stage: str) -> str:
 
 
 def pin_command(args: argparse.Namespace) -> int:
-    def action(studio: _Studio) -> int:
+    def action(studio: StudioEnvironment) -> int:
         pipeline = resolve_pipeline(studio.instance, studio.pipelines, args.variant)
         stage = resolve_stage(pipeline, args.variant, args.stage)
         row, recorded = pin(studio.instance, pipeline, stage, args.variant, args.version, studio.manifests, studio.artifacts)
@@ -518,7 +492,7 @@ def pin_command(args: argparse.Namespace) -> int:
 
 
 def unpin_command(args: argparse.Namespace) -> int:
-    def action(studio: _Studio) -> int:
+    def action(studio: StudioEnvironment) -> int:
         pipeline = resolve_pipeline(studio.instance, studio.pipelines, args.variant)
         stage = resolve_stage(pipeline, args.variant, args.stage)
         row, recorded = unpin(studio.instance, pipeline, stage, args.variant, studio.manifests, studio.artifacts)
