@@ -55,11 +55,11 @@ from assets.rollup import (
     _font,
     _load_variant,
     _uri_metadata,
+    campaign_variants,
     sheet_png,
     variant_stages,
 )
 from assets.stages import REPORT_ASSET, Pipeline, PipelineStage
-from resources.brief_schema import split_partition_key
 from resources.manifests import ArtifactRef, Provenance
 from resources.routing_config import RoutingConfig
 
@@ -403,13 +403,10 @@ def build_campaign_report_asset(pipeline: Pipeline, routing: RoutingConfig) -> d
     def campaign_report_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         io_manager = getattr(context.resources, MANIFEST_IO_MANAGER_KEY)
         store = context.resources.artifacts
-        by_campaign: dict[str, list[str]] = defaultdict(list)
-        for key in context.instance.get_dynamic_partitions(pipeline.partitions_name):
-            by_campaign[split_partition_key(key)[0]].append(key)
         metadata: dict[str, object] = {}
         done, pending = [], []
-        for campaign_id, keys in sorted(by_campaign.items()):
-            loaded = {key: _load_variant(io_manager, pipeline, key) for key in sorted(keys)}
+        for campaign_id, keys in campaign_variants(context.instance, pipeline):
+            loaded = {key: _load_variant(io_manager, pipeline, key) for key in keys}
             if any(gaps for _, gaps in loaded.values()):
                 pending.append(campaign_id)
                 continue

@@ -307,6 +307,15 @@ def cost_table_markdown(doc: CampaignRollupDoc) -> str:
 # --- the asset ----------------------------------------------------------------------------
 
 
+def campaign_variants(instance: dg.DagsterInstance, pipeline: Pipeline) -> list[tuple[str, list[str]]]:
+    """(campaign id, its partition keys sorted) for every campaign registered in the pipeline's
+    partitions, by campaign id: what the roll-up and the report go through."""
+    by_campaign: dict[str, list[str]] = defaultdict(list)
+    for key in instance.get_dynamic_partitions(pipeline.partitions_name):
+        by_campaign[split_partition_key(key)[0]].append(key)
+    return [(campaign_id, sorted(keys)) for campaign_id, keys in sorted(by_campaign.items())]
+
+
 def _load_variant(io_manager, pipeline: Pipeline, partition_key: str) -> tuple[dict[str, object], list[str]]:
     """({stage: manifest}, [missing stages]) for one variant."""
     manifests, missing = {}, []
@@ -363,14 +372,10 @@ def build_campaign_rollup_asset(pipeline: Pipeline) -> dg.AssetsDefinition:
         store = context.resources.artifacts
         ledger = context.resources.router.ledger(context.instance)
 
-        by_campaign: dict[str, list[str]] = defaultdict(list)
-        for key in context.instance.get_dynamic_partitions(pipeline.partitions_name):
-            by_campaign[split_partition_key(key)[0]].append(key)
-
         metadata: dict[str, object] = {}
         done, pending = [], {}
-        for campaign_id, keys in sorted(by_campaign.items()):
-            loaded = {key: _load_variant(io_manager, pipeline, key) for key in sorted(keys)}
+        for campaign_id, keys in campaign_variants(context.instance, pipeline):
+            loaded = {key: _load_variant(io_manager, pipeline, key) for key in keys}
             missing = {key: gaps for key, (_, gaps) in loaded.items() if gaps}
             if missing:
                 pending[campaign_id] = missing
