@@ -51,3 +51,13 @@ def one_campaign(briefs_folder) -> Path:
     """The briefs folder with only the sample campaign in it."""
     shutil.copy(SAMPLE_BRIEFS / f"{SAMPLE_CAMPAIGN}.yaml", briefs_folder)
     return briefs_folder
+
+
+@pytest.fixture(scope="session")
+def sample_campaign(tmp_path_factory):
+    """The sample campaign registered and produced once per session (about 30 s on 2 cores): the
+    tests that read a good campaign open a view of it (tests/helpers.py: `sample_campaign_view`)
+    instead of each producing the same four variants again."""
+    from tests.helpers import materialize_sample_campaign
+
+    return materialize_sample_campaign(tmp_path_factory.mktemp("sample-campaign"))

@@ -193,30 +193,51 @@ def studio_definitions(extra_jobs=()) -> dg.Definitions:
     return dg.Definitions.merge(definitions, dg.Definitions(jobs=list(extra_jobs)))
 
 
-@contextlib.contextmanager
-def materialized_sample_campaign(root, extra_jobs=()):
-    """The sample campaign materialized once under its own STUDIO_HOME (for module-scoped fixtures)."""
-    home, briefs = root / "studio", root / "briefs"
+def materialize_sample_campaign(root) -> SimpleNamespace:
+    """The sample campaign registered and produced once under `root` (conftest's session fixture
+    `sample_campaign`): its studio (artifacts, manifests, cached model answers), its briefs folder and
+    the Dagster instance that recorded the run, closed, so `sample_campaign_view` can copy it."""
+    home, briefs, instance_dir = root / "studio", root / "briefs", root / "instance"
     (home / "dagster").mkdir(parents=True)
     briefs.mkdir()
+    instance_dir.mkdir()
     shutil.copy(SAMPLE_BRIEFS / f"{CAMPAIGN}.yaml", briefs)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("STUDIO_HOME", str(home))
-        env.setenv("DAGSTER_HOME", str(home / "dagster"))
         env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
-        definitions = studio_definitions(extra_jobs)
-        with dg.instance_for_test() as instance:
+        with dg.instance_for_test(temp_dir=str(instance_dir)) as instance:
             keys = register(instance)
             started = time.perf_counter()
-            result = run_campaign(instance, keys, definitions=definitions)
+            result = run_campaign(instance, keys)
             seconds = time.perf_counter() - started
+    return SimpleNamespace(home=home, briefs=briefs, instance_dir=instance_dir, keys=keys, result=result, seconds=seconds)
+
+
+@contextlib.contextmanager
+def sample_campaign_view(template: SimpleNamespace, root, extra_jobs=()):
+    """The session's materialized sample campaign, for one module or test, with its own instance.
+
+    The instance is a copy of the one that recorded the campaign (its run, events, partitions and
+    check results), so what one module records there (runs, check evaluations, partitions) no other
+    sees; the briefs folder is a copy too. The studio's files are the template's, shared: a test
+    that would change them works on a copy of `home` with a fresh instance (as
+    test_asset_checks' blocking-check test does); STUDIO_HOME points at the template while the view
+    is open."""
+    briefs, instance_dir = root / "briefs", root / "instance"
+    shutil.copytree(template.briefs, briefs)
+    shutil.copytree(template.instance_dir, instance_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STUDIO_HOME", str(template.home))
+        env.setenv("STUDIO_BRIEFS_DIR", str(briefs))
+        definitions = studio_definitions(extra_jobs)
+        with dg.instance_for_test(temp_dir=str(instance_dir)) as instance:
             yield SimpleNamespace(
-                home=home,
+                home=template.home,
                 briefs=briefs,
                 instance=instance,
-                keys=keys,
-                result=result,
-                seconds=seconds,
+                keys=template.keys,
+                result=template.result,
+                seconds=template.seconds,
                 definitions=definitions,
                 load=JsonManifestIOManager().load_manifest,
             )

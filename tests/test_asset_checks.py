@@ -1,7 +1,7 @@
 """Asset checks: they pass on a good campaign and fail, saying why, on bad artifacts.
 
-One sample campaign is materialized once for the module (with every check in
-the run); the bad cases are crafted bytes fed to the check functions, plus
+The session's sample campaign (conftest's `sample_campaign`, every check in
+the run) is read through a view with the module's own instance; the bad cases are crafted bytes fed to the check functions, plus
 two runs through Dagster: an over-budget ledger (a non-blocking check that
 fails) and a clipped voiceover (a blocking check that stops captions and the
 video from being made).
@@ -44,7 +44,7 @@ from resources.brief_schema import load_brief
 from resources.policies.budget import CampaignBudget
 from resources.policies.shared_limits import shared_limits
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.helpers import materialized_sample_campaign, read_artifact, register, run_campaign, studio_definitions
+from tests.helpers import read_artifact, register, run_campaign, sample_campaign_view, studio_definitions
 
 CHECKS = {
     ("draft_image", "png_valid"),
@@ -78,9 +78,9 @@ def evaluations(result) -> list[dg.AssetCheckEvaluation]:
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory):
-    """aurora-lamp (4 variants) materialized once, with every check, under its own STUDIO_HOME."""
-    with materialized_sample_campaign(tmp_path_factory.mktemp("checks"), extra_jobs=[budget_check_job]) as campaign:
+def campaign(sample_campaign, tmp_path_factory):
+    """aurora-lamp (4 variants, every check in the run), the session's: a view with its own instance."""
+    with sample_campaign_view(sample_campaign, tmp_path_factory.mktemp("checks"), extra_jobs=[budget_check_job]) as campaign:
         yield campaign
 
 

@@ -4,22 +4,18 @@ import dagster as dg
 import pytest
 
 from model_adapters import registry
-from resources.io_manager import JsonManifestIOManager
-from tests.helpers import assert_campaign_media, assert_materialized_per_partition, register, run_campaign
+from tests.helpers import assert_campaign_media, assert_materialized_per_partition, register, run_campaign, sample_campaign_view
 
 pytestmark = pytest.mark.e2e
 
 
-def test_campaign_end_to_end(studio_home, one_campaign):
-    with dg.instance_for_test() as instance:
-        keys = register(instance)
-        assert len(keys) == 4
-        result = run_campaign(instance, keys)
-        assert result.success
-
-        assert_materialized_per_partition(instance, keys)
-
-    assert_campaign_media(keys, JsonManifestIOManager().load_manifest)
+def test_campaign_end_to_end(sample_campaign, tmp_path):
+    # The session's sample campaign (conftest): registered as the brief sensor does, produced in one run.
+    with sample_campaign_view(sample_campaign, tmp_path) as campaign:
+        assert len(campaign.keys) == 4
+        assert campaign.result.success
+        assert_materialized_per_partition(campaign.instance, campaign.keys)
+        assert_campaign_media(campaign.keys, campaign.load)
 
 
 class _FailingForWide:

@@ -11,7 +11,7 @@ import pytest
 
 from assets.reuse import content_digest
 from resources.io_manager import JsonManifestIOManager
-from tests.helpers import CAMPAIGN_STAGES, FAST_VIDEO, assert_campaign_media, register, run_campaign
+from tests.helpers import CAMPAIGN_STAGES, FAST_VIDEO, assert_campaign_media, register, run_campaign, sample_campaign_view
 
 pytestmark = pytest.mark.e2e
 
@@ -139,12 +139,9 @@ def test_an_unchanged_rerun_makes_nothing_and_a_change_remakes_only_what_it_touc
         assert _made(fresh) == {stage: len(keys) for stage in STAGES}
 
 
-def test_the_fingerprint_follows_content_not_how_it_was_made(studio_home, one_campaign):
-    with dg.instance_for_test() as instance:
-        keys = register(instance)
-        assert run_campaign(instance, keys).success
-    load = JsonManifestIOManager().load_manifest
-    refined = load(dg.AssetKey("refined_image"), keys[0])
+def test_the_fingerprint_follows_content_not_how_it_was_made(sample_campaign, tmp_path):
+    with sample_campaign_view(sample_campaign, tmp_path) as campaign:
+        refined = campaign.load(dg.AssetKey("refined_image"), campaign.keys[0])
     as_cache_hit = refined.model_copy(update={"provenance": refined.provenance.model_copy(update={"cache_hit": True, "latency_s": 0.0})})
     assert content_digest(as_cache_hit) == content_digest(refined)
     other_file = refined.model_copy(update={"artifact": refined.artifact.model_copy(update={"sha256": "0" * 64})})

@@ -22,7 +22,7 @@ from assets.rollup import (
 )
 from resources.io_manager import JsonManifestIOManager
 from tests.conftest import SAMPLE_BRIEFS, SAMPLE_CAMPAIGN
-from tests.helpers import materialized_sample_campaign, read_artifact, register, shipped_pipelines
+from tests.helpers import read_artifact, register, sample_campaign_view, shipped_pipelines
 
 PAID_STAGES = paid_stages(shipped_pipelines()["campaign"])  # the campaign pipeline's routed stages
 
@@ -33,9 +33,10 @@ rollup_only_job = dg.define_asset_job("rollup_only", selection=[ROLLUP])
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory):
-    """aurora-lamp materialized once, roll-up included (it is in `produce_campaign`'s selection)."""
-    with materialized_sample_campaign(tmp_path_factory.mktemp("rollup"), extra_jobs=[rollup_only_job]) as campaign:
+def campaign(sample_campaign, tmp_path_factory):
+    """aurora-lamp, roll-up included (it is in `produce_campaign`'s selection): the session's
+    campaign through a view with the module's own instance and briefs folder."""
+    with sample_campaign_view(sample_campaign, tmp_path_factory.mktemp("rollup"), extra_jobs=[rollup_only_job]) as campaign:
         assert campaign.result.success
         yield campaign
 
