@@ -22,7 +22,10 @@ the orchestration gets to what the providers allow.
 Reported per size: wall time, variants per hour, ratio to the bound, the share of the
 campaign's time each provider had all its slots busy (from the simulator's request and job
 spans), the most requests in flight per provider (never above the cap, across all workers),
-and the event-log writes per variant (events in the runs' logs / variants).
+and the event-log writes per variant (events in the runs' logs / variants); and where the
+CPU went over each timed window, for the bound and for ours: the machine's busy cores, the
+simulator's process, the driver, the workers (each reports its own CPU time) and the rest
+(mostly the Postgres server).
 """
 
 from __future__ import annotations
@@ -95,6 +98,48 @@ def postgres_database() -> tuple[str, Any]:
     return f"postgresql+psycopg2://{server['user']}@{server['host']}:{server['port']}/{name}", drop
 
 
+# --- where the CPU goes --------------------------------------------------------------------------
+
+
+def process_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class CpuSplit:
+    """CPU seconds over a window: the whole machine (every process: Postgres too), the
+    simulator's process, this process, and what the workers report. On 2 cores the simulator
+    (the providers' stand-in) shares the machine with what is measured."""
+
+    def __init__(self, sim: Any):
+        import psutil
+
+        self._psutil, self._sim = psutil, psutil.Process(sim.proc.pid)
+        self._start = self._reading()
+
+    def _reading(self) -> tuple[float, float, float]:
+        machine = self._psutil.cpu_times()
+        sim = self._sim.cpu_times()
+        return (
+            machine.user + machine.nice + machine.system + machine.irq + machine.softirq,
+            sim.user + sim.system,
+            process_cpu_s(),
+        )
+
+    def stop(self, seconds: float, variants: int, workers_cpu_s: float = 0.0) -> dict[str, float]:
+        end = self._reading()
+        machine, sim, driver = (b - a for a, b in zip(self._start, end, strict=True))
+        return {
+            "machine_cpu_s": round(machine, 1),
+            "cores_busy": round(machine / seconds, 2),
+            "simulator_cpu_s": round(sim, 1),
+            "driver_cpu_s": round(driver, 1),
+            "workers_cpu_s": round(workers_cpu_s, 1),
+            "other_cpu_s": round(machine - sim - driver - workers_cpu_s, 1),  # the Postgres server, the OS
+            "cpu_s_per_variant": round(machine / variants, 3),
+        }
+
+
 # --- the run workers -------------------------------------------------------------------------
 
 
@@ -111,11 +156,12 @@ def run_worker(environment: dict[str, str], spans, results) -> None:
     job = build_definitions().resolve_job_def("produce_campaign")
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {"variant_media": {"config": cb.FANOUT_MEDIA}}}
     with dg.DagsterInstance.get() as instance:
-        results.put({"ready": os.getpid()})
+        results.put({"ready": os.getpid(), "cpu_s": process_cpu_s()})
         while (tags := spans.get()) is not None:
             started = time.perf_counter()
             result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
             results.put({"run_id": result.run_id, "success": result.success, "seconds": time.perf_counter() - started, "pid": os.getpid()})
+        results.put({"done": os.getpid(), "cpu_s": process_cpu_s()})
 
 
 def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
@@ -158,9 +204,13 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
             worker.start()
         # Timed from when every worker has imported and built the definitions: a worker's start
         # is paid once per deployment, not per campaign.
+        workers_cpu_s = 0.0
         for _ in workers:
-            assert "ready" in results.get(timeout=300)
+            ready = results.get(timeout=300)
+            assert "ready" in ready
+            workers_cpu_s -= ready["cpu_s"]
         before = sim.stats()
+        cpu = CpuSplit(sim)
         started, wall_started = time.perf_counter(), time.time()
         for span in spans:
             queue.put(
@@ -172,8 +222,16 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
             )
         for _ in workers:
             queue.put(None)
-        runs = [results.get(timeout=3600) for _ in spans]
+        runs, finished = [], 0
+        while len(runs) < len(spans) or finished < len(workers):
+            message = results.get(timeout=3600)
+            if "done" in message:
+                finished += 1
+                workers_cpu_s += message["cpu_s"]
+            else:
+                runs.append(message)
         seconds, wall_ended = time.perf_counter() - started, time.time()
+        cpu_split = cpu.stop(seconds, variants, workers_cpu_s)
         for worker in workers:
             worker.join(timeout=120)
         stats = sim.stats()
@@ -188,6 +246,7 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str) -> dict[str, Any]:
         "stats": stats,
         "stats_before": before,
         "window": (wall_started, wall_ended),  # the simulator's spans are wall-clock times
+        "cpu": cpu_split,
     }
 
 
@@ -213,11 +272,13 @@ def saturation(stats: dict[str, Any], window: tuple[float, float], cap: int) -> 
     return shares
 
 
-def bound(variants: int, sim: Any) -> float:
+def bound(variants: int, sim: Any) -> tuple[float, dict[str, float]]:
     brief = cb.campaign_brief(f"scale-{variants}", variants, durations=cb.FANOUT_DURATIONS)
+    cpu = CpuSplit(sim)
     started = time.perf_counter()
     asyncio.run(cb.bound_campaign(brief, cb.routing_config(sim.base_url)))
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return seconds, cpu.stop(seconds, variants)
 
 
 def main() -> int:
@@ -258,8 +319,8 @@ def main() -> int:
     try:
         for variants in args.sizes:
             with cb.simulator(workdir) as sim:
-                bound_s = bound(variants, sim)
-            print(f"{variants}: bound {bound_s:.1f} s", flush=True)
+                bound_s, bound_cpu = bound(variants, sim)
+            print(f"{variants}: bound {bound_s:.1f} s, cpu {bound_cpu}", flush=True)
             pg_url, drop = postgres_database() if args.instance == "postgres" else ("", lambda: None)
             try:
                 with cb.simulator(workdir) as sim:
@@ -278,12 +339,13 @@ def main() -> int:
                 "bound_variants_per_hour": round(variants * 3600 / bound_s),
                 "max_in_flight": stats.get("max_in_flight", {}),
                 "saturated_share": saturation(stats, window, SCALE_CAP),
+                "bound_cpu": bound_cpu,
             }
             results["sizes"].append(row)
             print(
                 f"{variants}: ours {row['seconds']:.1f} s over {WORKERS} workers ({row['runs']} runs, failed {len(row['failed_runs'])}), "
                 f"ratio {row['ratio_to_bound']:.3f}, {row['variants_per_hour']} variants/h, saturated {row['saturated_share']}, "
-                f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes a variant",
+                f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes a variant, cpu {row['cpu']}",
                 flush=True,
             )
     finally:
@@ -300,6 +362,19 @@ def main() -> int:
             f"{row['variants_per_hour']:,} | {', '.join(f'{k} {v:.0%}' for k, v in row['saturated_share'].items())} | "
             f"{max(row['max_in_flight'].values()) if row['max_in_flight'] else '-'} | {row['event_log_writes_per_variant']} |"
         )
+    lines += [
+        "",
+        "Where the CPU went (CPU seconds over the timed window; `other` is every process not named, mostly the Postgres server):",
+        "",
+        "| variants | run | cores busy | simulator | driver | workers | other | CPU s a variant |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["sizes"]:
+        for name, split in (("bound", row["bound_cpu"]), ("ours", row["cpu"])):
+            lines.append(
+                f"| {row['variants']} | {name} | {split['cores_busy']:.2f} | {split['simulator_cpu_s']:.0f} | {split['driver_cpu_s']:.0f} | "
+                f"{split['workers_cpu_s']:.0f} | {split['other_cpu_s']:.0f} | {split['cpu_s_per_variant']:.2f} |"
+            )
     table = "\n".join(lines)
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
