@@ -72,7 +72,7 @@ def dagster_webserver(env: dict[str, str], log_path: Path, *, daemon: bool = Fal
         command = [str(bin_dir / "dagster"), "dev", "--workspace", "workspace.yaml", "--host", "127.0.0.1", "--port", str(port)]
     else:
         command = [str(bin_dir / "dagster-webserver"), "--workspace", "workspace.yaml", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, sigint_not_ignored():
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
@@ -97,6 +97,21 @@ def dagster_webserver(env: dict[str, str], log_path: Path, *, daemon: bool = Fal
             yield port
         finally:
             stop_process_group(process)
+
+
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """While children are started: SIGINT handled, not ignored. A process started by a shell's
+    bare `&` (a CI script, `make test &`) inherits SIGINT ignored, an exec keeps it ignored, and
+    so does Python: `dagster dev` then outlives SIGTERM by the grace period below (30 s seen)."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
