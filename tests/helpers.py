@@ -219,9 +219,10 @@ def sample_campaign_view(template: SimpleNamespace, root, extra_jobs=()):
 
     The instance is a copy of the one that recorded the campaign (its run, events, partitions and
     check results), so what one module records there (runs, check evaluations, partitions) no other
-    sees; the briefs folder is a copy too. The studio's files are the template's, shared: a test
-    that would change them works on a copy of `home` with a fresh instance (as
-    test_asset_checks' blocking-check test does); STUDIO_HOME points at the template while the view
+    sees; the briefs folder is a copy too. The studio's files are the template's, shared: tests
+    may add files (the roll-up tests make the roll-up again) but never change a variant's manifests
+    or media; a test that would works on a copy of `home` with a fresh instance (as
+    test_asset_checks' blocking-check test does). STUDIO_HOME points at the template while the view
     is open."""
     briefs, instance_dir = root / "briefs", root / "instance"
     shutil.copytree(template.briefs, briefs)
