@@ -125,6 +125,12 @@ class ReviewState:
     waiting_since: float | None = None  # when this version of the subject was made
     mode: str = "auto"  # the brief's approval mode ("auto" when there is no brief yet)
 
+    @property
+    def in_review(self) -> bool:
+        """The variant is the reviewers' and the approval sensor's: waiting for a verdict, stopped
+        by one, or having its subject made again after one (nothing else should run it)."""
+        return self.state in ("pending", "rejected", "regenerating")
+
 
 # What the review app's API was written against: a pending state is a PendingReview.
 PendingReview = ReviewState

@@ -18,9 +18,6 @@ def variants_needing_repair(instance: dg.DagsterInstance, pipeline: Pipeline) ->
     return [key for key in registered if key not in done]
 
 
-WAITING_FOR_REVIEW = ("pending", "rejected", "regenerating")
-
-
 def repair_groups(instance: dg.DagsterInstance, pipeline: Pipeline, missing: list[str]) -> list[list[str]]:
     """The variants to repair, as [no approval asked, approval asked]: without those that wait for
     a reviewer. A pipeline without an approval stage is one group; nothing is read for it."""
@@ -31,7 +28,7 @@ def repair_groups(instance: dg.DagsterInstance, pipeline: Pipeline, missing: lis
 
     with built_storage() as (_, manifests):
         states = review_states(instance, [pipeline], manifests=manifests, partition_keys=missing)
-    waiting = {state.partition_key for state in states if state.state in WAITING_FOR_REVIEW}
+    waiting = {state.partition_key for state in states if state.in_review}
     asked = {state.partition_key for state in states if state.mode == "required"}
     keep = [key for key in missing if key not in waiting]
     return [group for group in ([k for k in keep if k not in asked], [k for k in keep if k in asked]) if group]
