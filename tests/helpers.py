@@ -198,9 +198,8 @@ def materialize_sample_campaign(root) -> SimpleNamespace:
     `sample_campaign`): its studio (artifacts, manifests, cached model answers), its briefs folder and
     the Dagster instance that recorded the run, closed, so `sample_campaign_view` can copy it."""
     home, briefs, instance_dir = root / "studio", root / "briefs", root / "instance"
-    (home / "dagster").mkdir(parents=True)
-    briefs.mkdir()
-    instance_dir.mkdir()
+    for folder in (home, briefs, instance_dir):  # the instance lives beside the studio, not in it
+        folder.mkdir()
     shutil.copy(SAMPLE_BRIEFS / f"{CAMPAIGN}.yaml", briefs)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("STUDIO_HOME", str(home))

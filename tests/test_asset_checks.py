@@ -420,7 +420,7 @@ def test_failing_blocking_check_stops_downstream_assets(campaign, tmp_path, monk
     # A copy of the campaign's studio (artifacts, cached model answers, manifests) and a fresh
     # instance, so the module's campaign is left as it was; cached stages return at once.
     home = tmp_path / "studio"
-    shutil.copytree(campaign.home, home, ignore=shutil.ignore_patterns("dagster"))
+    shutil.copytree(campaign.home, home)
     (home / "dagster").mkdir()
     monkeypatch.setenv("STUDIO_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))

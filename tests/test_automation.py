@@ -22,7 +22,7 @@ def test_automation_follows_changes_and_nothing_else(sample_campaign, studio_hom
     # The session's sample campaign's studio (its cached model answers) under a new Dagster home:
     # the run below is recorded in full, made from cached answers in seconds instead of by the
     # models again. What is tested is what automation asks for around it.
-    shutil.copytree(sample_campaign.home, studio_home, dirs_exist_ok=True, ignore=shutil.ignore_patterns("dagster"))
+    shutil.copytree(sample_campaign.home, studio_home, dirs_exist_ok=True)
     definitions = build_definitions()
     with dg.instance_for_test() as instance:
         keys = register(instance)
