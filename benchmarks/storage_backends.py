@@ -49,6 +49,7 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
 from assets.dagster_api import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG  # noqa: E402
+from benchmarks.cpu_accounting import machine_busy_s, postgres_cpu_s, process_cpu_s  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from resources.brief_source import BriefSource  # noqa: E402
 
@@ -99,33 +100,12 @@ def postgres_instance(home: Path):
         admin.close()
 
 
-def _cpu_busy_total() -> float:
-    with open("/proc/stat") as stat:
-        fields = [float(v) for v in stat.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]  # minus idle and iowait, in clock ticks
-
-
-def _postgres_ticks() -> float:
-    """CPU ticks of the running postgres server processes (they work for this benchmark)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if "(postgres)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += float(fields[11]) + float(fields[12])  # utime, stime
-    return total
-
-
 def wait_until_idle(max_wait_s: float = 60.0, threshold_cores: float = 0.3) -> None:
-    tick = os.sysconf("SC_CLK_TCK")
     deadline = time.monotonic() + max_wait_s
     while time.monotonic() < deadline:
-        busy0, pg0 = _cpu_busy_total(), _postgres_ticks()
+        busy0, pg0 = machine_busy_s(), postgres_cpu_s()
         time.sleep(1.0)
-        if (_cpu_busy_total() - busy0 - (_postgres_ticks() - pg0)) / tick < threshold_cores:
+        if machine_busy_s() - busy0 - (postgres_cpu_s() - pg0) < threshold_cores:
             return
 
 
@@ -133,14 +113,13 @@ class Load:
     """Cores other processes used during a block (not this process, not postgres)."""
 
     def __enter__(self):
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.busy0, self.pg0, self.own0, self.t0 = _cpu_busy_total(), _postgres_ticks(), sum(os.times()[:2]), time.perf_counter()
+        self.busy0, self.pg0, self.own0, self.t0 = machine_busy_s(), postgres_cpu_s(), process_cpu_s(), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         wall = time.perf_counter() - self.t0
-        own = sum(os.times()[:2]) - self.own0
-        others = (_cpu_busy_total() - self.busy0 - (_postgres_ticks() - self.pg0)) / self.tick - own
+        own = process_cpu_s() - self.own0
+        others = machine_busy_s() - self.busy0 - (postgres_cpu_s() - self.pg0) - own
         self.others_cores = max(0.0, others / wall)
 
 

@@ -60,6 +60,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cpu_accounting import process_cpu_s  # noqa: E402
 from model_adapters import local_video  # noqa: E402
 from model_adapters.local_video import PyAVCompositor  # noqa: E402
 from model_adapters.media.wav import encode_wav  # noqa: E402
@@ -114,11 +115,6 @@ def _cpu_busy_total() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def wait_until_idle(max_wait_s: float = 60.0, threshold: float = 0.15) -> float:
     """Wait until other processes use under ``threshold`` of the machine; returns the last busy share."""
     if not os.path.exists("/proc/stat"):
@@ -140,13 +136,13 @@ class Timed:
         wait_until_idle()
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.busy0, _ = _cpu_busy_total() if os.path.exists("/proc/stat") else (0.0, 0.0)
-        self.own0 = _own_cpu()
+        self.own0 = process_cpu_s()
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t0
-        own = _own_cpu() - self.own0
+        own = process_cpu_s() - self.own0
         if os.path.exists("/proc/stat"):
             busy1, _ = _cpu_busy_total()
             others = (busy1 - self.busy0) / self.tick - own
