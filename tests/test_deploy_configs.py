@@ -23,6 +23,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_k8s import DagsterK8sJobConfig, K8sRunLauncher, construct_dagster_k8s_job, k8s_job_executor
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, get_user_defined_k8s_config
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from assets.variant_media import ACCELERATOR_TAG
 from orchestration.definitions import build_definitions
@@ -36,7 +37,8 @@ INSTANCE_CONFIGS = {
     "k8s": DEPLOY / "k8s" / "dagster.yaml",
 }
 LAUNCHERS = {"ecs": EcsRunLauncher, "k8s": K8sRunLauncher}
-SHARED_SECTIONS = ("storage", "run_coordinator", "concurrency", "run_monitoring", "run_retries")
+STORAGES = ("run_storage", "event_log_storage", "schedule_storage")
+SHARED_SECTIONS = (*STORAGES, "run_coordinator", "concurrency", "run_monitoring", "run_retries")
 
 
 def _env_names(node) -> set[str]:
@@ -65,12 +67,17 @@ def test_instance_config_validates(target, placeholder_env):
     placeholder_env(raw)
     config, custom_instance_class = dagster_instance_config(str(path.parent), path.name)
     assert custom_instance_class is None
-    assert set(config["storage"]) == {"postgres"}
+    # Dagster's Postgres storages, pooled (orchestration/postgres_storage.py), on one database.
+    for section, base in zip(STORAGES, (PostgresRunStorage, PostgresEventLogStorage, PostgresScheduleStorage), strict=True):
+        storage = config[section]
+        assert issubclass(getattr(importlib.import_module(storage["module"]), storage["class"]), base), section
+        assert raw[section]["config"]["postgres_db"] == raw["run_storage"]["config"]["postgres_db"], section
+    assert "storage" not in config
     assert config["run_monitoring"]["enabled"] is True and config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
     assert config["run_retries"]["enabled"] is True and config["run_retries"]["max_retries"] >= 1
     assert config["concurrency"]["pools"]["default_limit"] >= 1
     # Every connection setting is an env reference, never a literal.
-    assert all(set(value) == {"env"} for key, value in raw["storage"]["postgres"]["postgres_db"].items() if key != "scheme")
+    assert all(set(value) == {"env"} for key, value in raw["run_storage"]["config"]["postgres_db"].items() if key != "scheme")
 
 
 def test_deployment_configs_share_the_base_instance():

@@ -17,10 +17,13 @@ import uuid
 import dagster as dg
 import psycopg2
 import pytest
+import sqlalchemy as sa
+import yaml
 from dagster._core.instance.config import PoolGranularity
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from psycopg2 import sql
 
+from orchestration.postgres_storage import POOL_SIZE, PooledPostgresEventLogStorage, PooledPostgresRunStorage
 from resources.io_manager import JsonManifestIOManager
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import VARIANT_ASSETS, assert_campaign_media, assert_materialized_per_partition, register, run_campaign
@@ -118,3 +121,43 @@ def test_campaign_on_postgres_instance_from_deploy_config(postgres_database, stu
     assert materializations == len(VARIANT_ASSETS) * len(keys) + 1
     assert _count_in_database(postgres_database, "SELECT count(*) FROM runs WHERE status = 'SUCCESS'") == 1
     assert_campaign_media(keys, JsonManifestIOManager().load_manifest)
+
+
+def _connections_opened_for_40_events(instance: dg.DagsterInstance, asset: str) -> int:
+    """New database connections the instance's storages open to record and read 40 events."""
+    opened: list[object] = []
+    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+        sa.event.listen(storage._engine, "connect", lambda *_: opened.append(1))
+    for i in range(40):
+        instance.report_runless_asset_event(dg.AssetObservation(asset, metadata={"i": i}))
+    assert len(instance.fetch_observations(dg.AssetKey(asset), limit=100).records) == 40
+    return len(opened)
+
+
+def test_deployed_storages_keep_their_connections_between_calls(postgres_database, tmp_path):
+    """dagster-postgres alone opens a connection (a Postgres server process) for every storage
+    call; the storages deploy/dagster.yaml names keep a pool per process, on the same tables."""
+    per_call_home, pooled_home = tmp_path / "per-call", tmp_path / "pooled"
+    per_call_home.mkdir(), pooled_home.mkdir()
+    shutil.copy(DEPLOY_INSTANCE_CONFIG, pooled_home / "dagster.yaml")
+    deployed = yaml.safe_load(DEPLOY_INSTANCE_CONFIG.read_text())
+    plain = {"storage": {"postgres": deployed["run_storage"]["config"]}, "telemetry": {"enabled": False}}
+    (per_call_home / "dagster.yaml").write_text(yaml.safe_dump(plain))
+
+    instance = dg.DagsterInstance.from_config(str(per_call_home))
+    try:
+        assert type(instance.event_log_storage) is PostgresEventLogStorage
+        per_call = _connections_opened_for_40_events(instance, "per_call")
+    finally:
+        instance.dispose()
+    instance = dg.DagsterInstance.from_config(str(pooled_home))
+    try:
+        assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+        assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+        pooled = _connections_opened_for_40_events(instance, "pooled")
+        # The same database and tables: the pooled instance reads what the other one wrote.
+        assert len(instance.fetch_observations(dg.AssetKey("per_call"), limit=100).records) == 40
+    finally:
+        instance.dispose()
+    assert per_call >= 40
+    assert pooled <= POOL_SIZE
