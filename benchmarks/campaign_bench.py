@@ -219,7 +219,7 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
         adapters[task] = ProviderResource.from_config(provider_id, config).build_adapter()
         limits[task] = asyncio.Semaphore(config.providers[provider_id].max_concurrency)
 
-    async def call(task: str, method: str, *args: Any) -> Any:
+    async def ask(task: str, method: str, *args: Any) -> Any:
         # A transport error (a connection the loaded simulator dropped) is asked again, as the
         # router would; a bound that died on one would measure nothing.
         for attempt in range(3):
@@ -229,6 +229,17 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
                 except RetryableError:
                     if attempt == 2:
                         raise
+
+    # A request asked before (two variants whose concepts wrote the same script) is answered
+    # by the first asking, as the router's response cache answers it for ours: the bound makes
+    # the calls ours makes, not more (the simulator counts both sides' requests).
+    asked: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+
+    async def call(task: str, method: str, *args: Any) -> Any:
+        key = (task, method, args[0].model_dump_json())
+        if key not in asked:
+            asked[key] = asyncio.ensure_future(ask(task, method, *args))
+        return await asked[key]
 
     async def variant(v: dict[str, Any]) -> None:
         key = f"{brief['campaign_id']}.{v['id']}"
