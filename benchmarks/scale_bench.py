@@ -82,7 +82,7 @@ def configure_scenario() -> None:
 
 def postgres_database() -> tuple[str, Any, Any]:
     """A fresh database on the local server; (its SQLAlchemy URL, a function dropping it, a
-    function reading how many transactions it has committed and rolled back)."""
+    function reading how many transactions and sessions it has seen)."""
     import psycopg2
     from psycopg2 import sql
 
