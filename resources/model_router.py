@@ -257,9 +257,6 @@ class RouterSession:
         self._held_slots: set[str] = set()
         self._slot_freed: dict[str, asyncio.Condition] = {}  # per provider: a slot this process released
         self._slot_asker: dict[str, asyncio.Lock] = {}  # per provider: the one call of this process that polls
-        # Per set of cache keys: the calls asking it now, and the lock the later ones wait on.
-        self._flights: dict[tuple[str, ...], int] = {}
-        self._flight_locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 
     def _adapter(self, provider_id: str) -> Any:
@@ -393,55 +390,39 @@ class RouterSession:
             key = cache_key(self._cache_identity(provider_id, adapter), asked, blobs) if self._cache is not None else None
             candidates.append((provider_id, adapter, asked, asked_seed, key))
 
-        async def answer() -> Routed[Any]:
-            def hit(provider_id: str, asked: Any, asked_seed: int | None, key: str, value: Any) -> Routed[Any]:
-                provenance = self._provenance(task, provider_id, asked, asked_seed, 0.0, 0.0, attempts, cache_hit=True)
-                return Routed(value, provenance.model_copy(update={"cache_key": key, **in_arm}))
+        def hit(provider_id: str, asked: Any, asked_seed: int | None, key: str, value: Any) -> Routed[Any]:
+            provenance = self._provenance(task, provider_id, asked, asked_seed, 0.0, 0.0, attempts, cache_hit=True)
+            return Routed(value, provenance.model_copy(update={"cache_key": key, **in_arm}))
 
-            # Cached answers first, in route order, so an unchanged request costs no call even when
-            # a fallback answered it; but a provider whose cached answer was rejected is asked again
-            # before any later provider's answer is taken.
-            looked_up = set()
-            for provider_id, _, asked, asked_seed, key in candidates:
-                if key is None:
-                    break
-                value, was_rejected = self._cached(task, key)
+        # Cached answers first, in route order, so an unchanged request costs no call even when
+        # a fallback answered it; but a provider whose cached answer was rejected is asked again
+        # before any later provider's answer is taken.
+        looked_up = set()
+        for provider_id, _, asked, asked_seed, key in candidates:
+            if key is None:
+                break
+            value, was_rejected = self._cached(task, key)
+            if value is not None:
+                return hit(provider_id, asked, asked_seed, key, value)
+            looked_up.add(provider_id)
+            if was_rejected:
+                break
+        for index, (provider_id, adapter, asked, asked_seed, key) in enumerate(candidates):
+            if key is not None and provider_id not in looked_up:
+                value, _ = self._cached(task, key)
                 if value is not None:
                     return hit(provider_id, asked, asked_seed, key, value)
-                looked_up.add(provider_id)
-                if was_rejected:
-                    break
-            for index, (provider_id, adapter, asked, asked_seed, key) in enumerate(candidates):
-                if key is not None and provider_id not in looked_up:
-                    value, _ = self._cached(task, key)
-                    if value is not None:
-                        return hit(provider_id, asked, asked_seed, key, value)
-                last = index == len(candidates) - 1
-                if not await self._through_cooldown(provider_id, last, attempts):
-                    attempts.fallbacks.append(provider_id)
-                    continue
-                routed = await self._probed_call(task, provider_id, adapter, asked, blobs, asked_seed, variant, attempts, last)
-                if routed is not None:
-                    if key is not None:
-                        self._remember(task, key, routed.value, provider_id)
-                    return Routed(routed.value, routed.provenance.model_copy(update={"cache_key": key, **in_arm}))
+            last = index == len(candidates) - 1
+            if not await self._through_cooldown(provider_id, last, attempts):
                 attempts.fallbacks.append(provider_id)
-            raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
-
-        # Identical calls at once (two variants whose concepts wrote the same script) make one
-        # provider call: the later ones wait for the first and are served its cached answer.
-        flight = tuple(key for *_, key in candidates if key is not None)
-        if not flight:
-            return await answer()
-        self._flights[flight] = self._flights.get(flight, 0) + 1
-        lock = self._flight_locks.setdefault(flight, asyncio.Lock())
-        try:
-            async with lock:
-                return await answer()
-        finally:
-            self._flights[flight] -= 1
-            if not self._flights[flight]:
-                del self._flights[flight], self._flight_locks[flight]
+                continue
+            routed = await self._probed_call(task, provider_id, adapter, asked, blobs, asked_seed, variant, attempts, last)
+            if routed is not None:
+                if key is not None:
+                    self._remember(task, key, routed.value, provider_id)
+                return Routed(routed.value, routed.provenance.model_copy(update={"cache_key": key, **in_arm}))
+            attempts.fallbacks.append(provider_id)
+        raise NoProviderSucceeded(f"every provider for {task!r} failed ({', '.join(route)}): " + "; ".join(attempts.errors))
 
     def reject(self, provenance: Provenance, reason: str) -> None:
         """Mark the cached answer behind `provenance` rejected: no later call is served it."""

@@ -190,17 +190,6 @@ def test_cache_hits_make_no_calls_across_sessions(router):
     assert CALLS["primary"] == 2 and not other.provenance.cache_hit
 
 
-def test_identical_calls_at_once_make_one_provider_call(router):
-    """Variants asking the same thing together (two concepts that wrote the same script) pay for
-    one call: the others wait for it and are served its answer from the cache."""
-    variant = VariantContext(campaign_id="camp", budget_usd=10.0)
-    results = run(router, request("same"), request("same"), request("other"), request("same"), variant=variant)
-    assert CALLS["primary"] == 2
-    assert [r.provenance.cache_hit for r in results] == [False, True, False, True]
-    assert results[0].value == results[1].value == results[3].value != results[2].value
-    assert router.ledger().totals("camp")["spent_usd"] == 2.0
-
-
 def test_cache_hit_is_free_for_the_budget(router):
     variant = VariantContext(campaign_id="camp", budget_usd=1.0)
     run(router, request("x"), variant=variant)
