@@ -256,7 +256,6 @@ class RouterSession:
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._held_slots: set[str] = set()
         self._slot_freed: dict[str, asyncio.Condition] = {}  # per provider: a slot this process released
-        self._slot_asker: dict[str, asyncio.Lock] = {}  # per provider: the one call of this process that polls
         self._heartbeat: asyncio.Task[None] | None = None
 
     def _adapter(self, provider_id: str) -> Any:
@@ -559,26 +558,20 @@ class RouterSession:
                 return
             capacity, delay = self._providers[provider_id].max_concurrency, SLOT_POLL_S
             freed = self._slot_freed.setdefault(provider_id, asyncio.Condition())
-            # One call per provider asks the shared table at a time; the others queue here, in
-            # this process, at no cost to the database (each asking, they made 9 attempts a slot).
-            asker = self._slot_asker.setdefault(provider_id, asyncio.Lock())
-            if asker.locked():
+            while True:
+                token = await self._limits_call(self._shared.try_acquire_slot, provider_id, capacity, self._holder, self._lease_s)
+                if token:
+                    break
                 queued = time.perf_counter() if queued is None else queued
-            async with asker:
-                while True:
-                    token = await self._limits_call(self._shared.try_acquire_slot, provider_id, capacity, self._holder, self._lease_s)
-                    if token:
-                        break
-                    queued = time.perf_counter() if queued is None else queued
-                    # A slot this process frees wakes the asker at once; one freed by another
-                    # worker is found by polling, jittered so that workers do not poll in step.
-                    async with freed:
-                        try:
-                            await asyncio.wait_for(freed.wait(), delay * (0.5 + random.random()))
-                            continue
-                        except TimeoutError:
-                            pass
-                    delay = min(delay * 2, SLOT_POLL_MAX_S)
+                # A slot this process frees wakes one of its waiters at once; one freed by another
+                # worker is found by polling, jittered so that workers do not poll in step.
+                async with freed:
+                    try:
+                        await asyncio.wait_for(freed.wait(), delay * (0.5 + random.random()))
+                        continue
+                    except TimeoutError:
+                        pass
+                delay = min(delay * 2, SLOT_POLL_MAX_S)
             if queued is not None:
                 attempts.waited_s += time.perf_counter() - queued
             self._held_slots.add(token)
