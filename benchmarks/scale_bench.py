@@ -182,14 +182,12 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
     (home / "briefs" / f"{brief['campaign_id']}.yaml").write_text(yaml.safe_dump(brief, sort_keys=False))
     (home / "routing.json").write_text(json.dumps(cb.routing_config(sim.base_url)))
     if pg_url:
-        # The storages deploy/dagster.yaml names (Dagster's Postgres storages with a connection pool).
+        # The storages deploy/dagster.yaml names (Dagster's Postgres storages with a connection
+        # pool), pointed at this database.
+        deployed = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
         instance_config = {
-            f"{kind}_storage": {
-                "module": "orchestration.postgres_storage",
-                "class": f"PooledPostgres{name}Storage",
-                "config": {"postgres_url": pg_url},
-            }
-            for kind, name in (("run", "Run"), ("event_log", "EventLog"), ("schedule", "Schedule"))
+            section: {**deployed[section], "config": {"postgres_url": pg_url}}
+            for section in ("run_storage", "event_log_storage", "schedule_storage")
         }
         instance_config["telemetry"] = {"enabled": False}
     else:  # the local instance's SQLite storage, without its one-model-step-at-a-time pool

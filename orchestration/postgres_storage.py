@@ -51,43 +51,32 @@ def _arguments(inst_data: Any, config_value: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class _Pooled:
+    """What the three pooled storages add to dagster-postgres's: the pool, made on construction
+    and from the instance config, closed with the instance."""
+
+    _engine: Any
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         _use_pool(self)
 
     @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> "PooledPostgresRunStorage":  # type: ignore[override]
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
         return cls(**_arguments(inst_data, config_value))
 
     def dispose(self) -> None:
-        super().dispose()
+        super().dispose()  # type: ignore[misc]
         self._engine.dispose()  # the pool's connections close with the instance
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        _use_pool(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> "PooledPostgresEventLogStorage":  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()  # the pool's connections close with the instance
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
+    pass
 
 
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        _use_pool(self)
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
+    pass
 
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> "PooledPostgresScheduleStorage":  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
 
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()  # the pool's connections close with the instance
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
+    pass
