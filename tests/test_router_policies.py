@@ -327,6 +327,7 @@ def test_requests_per_minute_holds_across_workers(studio_home, monkeypatch):
     from resources.policies import shared_limits
 
     monkeypatch.setattr(shared_limits, "RATE_WINDOW_S", 1.0)  # a one-second "minute", to keep the test short
+    monkeypatch.setattr(shared_limits, "RATE_SEND_ALLOWANCE_S", 0.1)  # in step with it
     config = CONFIG.replace(
         "primary: {adapter: fake-image, max_concurrency: 2,", "primary: {adapter: fake-image, max_concurrency: 2, requests_per_minute: 3,"
     )

@@ -31,7 +31,6 @@ KEY = "sk-runs-test"
 CAMPAIGN = "four-runs"
 VARIANTS, CHUNK, WORKERS = 64, 16, 4
 CAP, PER_WINDOW, WINDOW_S = 4, 16, 5.0  # a five-second "minute" keeps the test short
-SEND_JITTER_S = 0.5  # see tests/test_shared_limits_workers.py
 PRICE, BUDGET = 0.01, 0.40  # 40 of the 64 images fit
 
 PIPELINE = {
@@ -161,8 +160,10 @@ def test_a_campaign_in_four_chunked_runs_on_four_workers_shares_the_providers_li
     assert len(runs) == WORKERS and all(r.tags.get("dagster/asset_partition_range_start") for r in runs.values())
     # Concurrency: four workers each allowing 4 would be 16 in flight; shared, never above 4.
     assert stats["max_in_flight"]["openai_images"] <= CAP, stats["max_in_flight"]
-    # Rate: never more than PER_WINDOW requests started in any window, all workers together.
-    assert max_in_window(stats["starts"]["openai_images"], WINDOW_S - SEND_JITTER_S) <= PER_WINDOW, sorted(stats["starts"]["openai_images"])
+    # Rate: never more than PER_WINDOW requests arrived in any window, all workers together, as
+    # the provider counts them (the limiter's shipped allowance covers the late arrivals of a
+    # loaded host: 17 arrived in 4.5 s once without it).
+    assert max_in_window(stats["starts"]["openai_images"], WINDOW_S) <= PER_WINDOW, sorted(stats["starts"]["openai_images"])
     # Budget: 40 images fit, whichever worker asked; the recorded spend never passes the budget.
     # (The ledger counts every settled call: the 64 local concepts at $0 and the 40 images.)
     totals = SharedLimits(limits_url).totals(CAMPAIGN)

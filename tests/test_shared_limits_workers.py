@@ -23,10 +23,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 KEY = "sk-workers-test"
 CAMPAIGN = "four-workers"
 CAP, PER_WINDOW, WINDOW_S = 4, 16, 5.0  # a five-second "minute" keeps the test short
-# A request is counted when the router lets it go and seen by the provider when it arrives; on
-# two loaded cores the two can be a few hundred ms apart, a lot against a 5 s window (nothing
-# against a real minute), so the provider-side check allows that much.
-SEND_JITTER_S = 0.5
 PRICE, BUDGET = 0.01, 0.40  # 40 of the 64 images fit
 
 
@@ -118,8 +114,10 @@ def test_four_workers_share_one_providers_concurrency_rate_and_budget(postgres_u
     refused = [o for o in outcomes if not o["ok"]]
     # Concurrency: 4 workers x 4 would be 16 in flight; shared, never above 4.
     assert stats["max_in_flight"]["openai_images"] <= CAP, stats["max_in_flight"]
-    # Rate: never more than PER_WINDOW requests started in any window, all workers together.
-    assert max_in_window(stats["starts"]["openai_images"], WINDOW_S - SEND_JITTER_S) <= PER_WINDOW, sorted(stats["starts"]["openai_images"])
+    # Rate: never more than PER_WINDOW requests arrived in any window, all workers together, as
+    # the provider counts them (the limiter's shipped allowance covers the late arrivals of a
+    # loaded host: 17 arrived in 4.5 s once without it).
+    assert max_in_window(stats["starts"]["openai_images"], WINDOW_S) <= PER_WINDOW, sorted(stats["starts"]["openai_images"])
     # Budget: 40 images fit; the other 24 variants were refused, naming the campaign.
     ledger = SharedLimits(postgres_url)
     totals = ledger.totals(CAMPAIGN)
