@@ -24,9 +24,10 @@ providers allow.
 Reported per size: wall time, variants per hour, ratio to the bound, the share of the
 campaign's time each provider had all its slots busy (from the simulator's request and job
 spans), the most requests in flight per provider (never above the cap, across all workers),
-the event-log writes per variant (events in the runs' logs / variants), the transactions and
-new connections per variant in the instance's database, the simulator's requests per
-endpoint group on each side (the same calls: a check on the comparison); and where the
+the event-log writes per variant (events in the runs' logs / variants), each worker's runs
+(size, start, seconds) and the tail (from the first worker running out of runs to the last
+one finishing), the transactions and new connections per variant in the instance's
+database, the simulator's requests per endpoint group on each side (the same calls: a check on the comparison); and where the
 CPU went over each timed window, for the bound and for ours: the machine's busy cores, the
 simulator's process, the driver, the workers (each reports its own CPU time), the Postgres
 server and the rest.
@@ -163,10 +164,19 @@ def run_worker(environment: dict[str, str], spans, results) -> None:
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {"variant_media": {"config": cb.FANOUT_MEDIA}}}
     with dg.DagsterInstance.get() as instance:
         results.put({"ready": os.getpid(), "cpu_s": process_cpu_s()})
-        while (tags := spans.get()) is not None:
-            started = time.perf_counter()
-            result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
-            results.put({"run_id": result.run_id, "success": result.success, "seconds": time.perf_counter() - started, "pid": os.getpid()})
+        while (span := spans.get()) is not None:
+            started, started_at = time.perf_counter(), time.time()
+            result = job.execute_in_process(instance=instance, run_config=run_config, tags=span["tags"], raise_on_error=False)
+            results.put(
+                {
+                    "run_id": result.run_id,
+                    "success": result.success,
+                    "seconds": time.perf_counter() - started,
+                    "started_at": started_at,
+                    "variants": span["variants"],
+                    "pid": os.getpid(),
+                }
+            )
         results.put({"done": os.getpid(), "cpu_s": process_cpu_s()})
 
 
@@ -227,13 +237,12 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
         cpu = CpuSplit(sim)
         started, wall_started = time.perf_counter(), time.time()
         for span in spans:
-            queue.put(
-                {
-                    "dagster/asset_partition_range_start": span[0],
-                    "dagster/asset_partition_range_end": span[-1],
-                    "campaign": brief["campaign_id"],
-                }
-            )
+            tags = {
+                "dagster/asset_partition_range_start": span[0],
+                "dagster/asset_partition_range_end": span[-1],
+                "campaign": brief["campaign_id"],
+            }
+            queue.put({"tags": tags, "variants": len(span)})
         for _ in workers:
             queue.put(None)
         runs, finished = [], 0
@@ -258,6 +267,17 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
         "runs": len(runs),
         "failed_runs": failed,
         "runs_per_worker": sorted(sum(1 for r in runs if r["pid"] == pid) for pid in {r["pid"] for r in runs}),
+        # Each worker's runs: [variants, start (s into the window), seconds]; the tail is the
+        # time between the first worker running out of runs and the last one finishing.
+        "worker_runs": [
+            [[r["variants"], round(r["started_at"] - wall_started, 1), round(r["seconds"], 1)] for r in runs if r["pid"] == pid]
+            for pid in sorted({r["pid"] for r in runs})
+        ],
+        "tail_s": round(
+            max(r["started_at"] + r["seconds"] for r in runs)
+            - min(max(r["started_at"] + r["seconds"] for r in runs if r["pid"] == pid) for pid in {r["pid"] for r in runs}),
+            1,
+        ),
         "event_log_writes_per_variant": round(events / variants, 1),
         # Transactions in the instance's database over the window (event log, runs, shared limits).
         "postgres_transactions_per_variant": round(made[0] / variants, 1) if made else None,
@@ -371,7 +391,7 @@ def main() -> int:
                 f"ratio {row['ratio_to_bound']:.3f}, {row['variants_per_hour']} variants/h, saturated {row['saturated_share']}, "
                 f"max in flight {row['max_in_flight']}, {row['event_log_writes_per_variant']} event-log writes and "
                 f"{row['postgres_transactions_per_variant']} Postgres transactions ({row['postgres_connections_per_variant']} connections) a variant, cpu {row['cpu']}, "
-                f"requests {row['requests']}",
+                f"requests {row['requests']}, tail {row['tail_s']} s, worker runs {row['worker_runs']}",
                 flush=True,
             )
     finally:
@@ -379,14 +399,14 @@ def main() -> int:
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["load_after"] = os.getloadavg()
     lines = [
-        "| variants | bound | ours (4 workers) | ratio | variants/hour | saturated (share of time, per task) | max in flight | event-log writes a variant |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variants | bound | ours (4 workers) | ratio | variants/hour | saturated (share of time, per task) | max in flight | event-log writes a variant | tail |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in results["sizes"]:
         lines.append(
             f"| {row['variants']} | {row['bound_s']:.1f} s | {row['seconds']:.1f} s ({row['runs']} runs) | **{row['ratio_to_bound']:.2f}** | "
             f"{row['variants_per_hour']:,} | {', '.join(f'{k} {v:.0%}' for k, v in row['saturated_share'].items())} | "
-            f"{max(row['max_in_flight'].values()) if row['max_in_flight'] else '-'} | {row['event_log_writes_per_variant']} |"
+            f"{max(row['max_in_flight'].values()) if row['max_in_flight'] else '-'} | {row['event_log_writes_per_variant']} | {row['tail_s']} s |"
         )
     lines += [
         "",
