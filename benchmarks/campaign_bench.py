@@ -208,6 +208,7 @@ def requests_made(stats: dict[str, Any]) -> int:
 async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None:
     from assets.brief import variant_seed
     from model_adapters.captions import build_cues
+    from model_adapters.concurrency import provider_held_by
     from model_adapters.types import ConceptRequest, ImageRequest, RefineRequest, RetryableError, VideoRequest, VoiceRequest, frame_size
     from resources.model_router import ProviderResource
     from resources.routing_config import parse_routing_config
@@ -218,12 +219,14 @@ async def bound_campaign(brief: dict[str, Any], routing: dict[str, Any]) -> None
         provider_id = route.route[0]
         adapters[task] = ProviderResource.from_config(provider_id, config).build_adapter()
         limits[task] = asyncio.Semaphore(config.providers[provider_id].max_concurrency)
+        assert adapters[task].marks_provider_turn, f"{provider_id}: the bound's providers are hosted (HTTP) adapters"
 
     async def ask(task: str, method: str, *args: Any) -> Any:
         # A transport error (a connection the loaded simulator dropped) is asked again, as the
         # router would; a bound that died on one would measure nothing.
         for attempt in range(3):
-            async with limits[task]:
+            # The cap is held as the router holds it: while the adapter talks to the provider.
+            with provider_held_by(lambda: limits[task]):
                 try:
                     return await getattr(adapters[task], method)(*args)
                 except RetryableError:

@@ -1,11 +1,14 @@
-"""Concurrency limits for adapters that may outlive an event loop, and the per-device compute slot."""
+"""Concurrency limits for adapters that may outlive an event loop, the per-device compute slot,
+and the caller's hold on a hosted provider (`provider_turn`)."""
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 
 class PerLoopSemaphores:
@@ -68,3 +71,40 @@ class ComputeSlots:
 
 
 COMPUTE_SLOTS = ComputeSlots()
+
+
+# --- the caller's hold on a provider --------------------------------------------------------
+
+ProviderHold = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+# What a caller holds a provider by (its concurrency slot and request rate), set for one call by
+# a caller whose adapter marks its turn (`marks_provider_turn`); None: nothing to enter here.
+_PROVIDER_HOLD: contextvars.ContextVar[ProviderHold | None] = contextvars.ContextVar("provider_hold", default=None)
+
+
+@contextlib.contextmanager
+def provider_held_by(hold: ProviderHold) -> Iterator[None]:
+    """For the call made inside: the adapter's `provider_turn` enters `hold` (the caller's slot
+    and rate) only around the part of the call that talks to the provider."""
+    token = _PROVIDER_HOLD.set(hold)
+    try:
+        yield
+    finally:
+        _PROVIDER_HOLD.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def provider_turn() -> AsyncIterator[None]:
+    """Where an adapter talks to its provider (requests, polls, downloads): the caller's slot is
+    held only in here, so preparing the request before and decoding and checking the answer
+    after leave it to the next call. Re-entrant: a turn inside a turn holds nothing more."""
+    hold = _PROVIDER_HOLD.get()
+    if hold is None:
+        yield
+        return
+    async with hold():
+        token = _PROVIDER_HOLD.set(None)
+        try:
+            yield
+        finally:
+            _PROVIDER_HOLD.reset(token)

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import dagster as dg
 from pydantic import Field
 
+from model_adapters.concurrency import provider_held_by
 from model_adapters.locales import capability_locales, serves_locale
 from model_adapters.registry import DEFAULT_WORDS_PER_SECOND, adapter_kind
 from model_adapters.tasks import Blob, task_spec
@@ -205,6 +206,14 @@ class _Attempts:
     waited_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Turn:
+    """How long one call held its provider: the provider's service time, the latency a
+    call's provenance reports (not the waits for a slot, nor the adapter's local work)."""
+
+    held_s: float = 0.0
 
 
 class RouterSession:
@@ -505,14 +514,17 @@ class RouterSession:
                 token = await self._limits_call(self._ledger.reserve, budget, estimate_cost(price, task, request))
                 settle = functools.partial(self._ledger.settle, variant.campaign_id, token)
             attempts.count += 1
+            turn = _Turn()
+            hold = functools.partial(self._provider_turn, provider_id, attempts, turn)
             try:
-                async with self._slot(provider_id, attempts):
-                    await self._within_rate(provider_id, attempts)
-                    # The probe window counts from here: waits for slots, rates and the ledger are ours.
-                    self._probe_started.setdefault(provider_id, asyncio.get_running_loop().time())
-                    # Latency is the provider's service time, not the wait for a slot.
-                    started = time.perf_counter()
-                    value = await method(request, *blobs)
+                if getattr(adapter, "marks_provider_turn", False):
+                    # The adapter holds the provider (slot, rate) only while it talks to it:
+                    # preparing the request and decoding the answer leave the slot to others.
+                    with provider_held_by(hold):
+                        value = await method(request, *blobs)
+                else:
+                    async with hold():
+                        value = await method(request, *blobs)
             except AdapterError as exc:
                 # The cooldown first: calls queued behind a probe read it as soon as it is known.
                 self._cooldowns.record_failure(provider_id, exc)
@@ -530,12 +542,25 @@ class RouterSession:
                 if settle:  # cancelled or broken: released (a lost release lapses with RESERVATION_TTL_S)
                     settle(None)
                 raise
-            latency = time.perf_counter() - started
+            latency = turn.held_s
             cost = estimate_cost(price, task, request, value)
             if settle:
                 await self._limits_call(settle, cost)
             self._cooldowns.record_success(provider_id)
             return Routed(value, self._provenance(task, provider_id, request, seed, latency, cost, attempts))
+
+    @asynccontextmanager
+    async def _provider_turn(self, provider_id: str, attempts: _Attempts, turn: _Turn) -> AsyncIterator[None]:
+        """A call's hold on its provider: a slot, then a request within the rate."""
+        async with self._slot(provider_id, attempts):
+            await self._within_rate(provider_id, attempts)
+            # The probe window counts from here: waits for slots, rates and the ledger are ours.
+            self._probe_started.setdefault(provider_id, asyncio.get_running_loop().time())
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                turn.held_s += time.perf_counter() - started
 
     async def _limits_call(self, fn: Callable[..., T], *args: Any) -> T:
         """A shared-limits transaction off the event loop, on threads of its own: never queued

@@ -7,6 +7,7 @@ from collections import defaultdict
 import pytest
 
 from model_adapters import registry
+from model_adapters.concurrency import provider_turn
 from model_adapters.types import (
     AdapterInfo,
     FatalProviderError,
@@ -304,6 +305,42 @@ def test_quality_retries_is_configured_per_task(studio_home):
     router = ModelRouter.from_config(parse_routing_config(config), "test")
     fallback, _ = call_with(router, request("q"), rejected=("primary",))
     assert fallback.provenance.adapter_id == "backup"
+
+
+@pytest.mark.parametrize("marks_turn", [True, False])
+def test_a_provider_is_held_for_the_adapters_turn_only(router, monkeypatch, marks_turn):
+    """An adapter that marks its turn with the provider (every HTTP adapter: its requests, polls
+    and downloads) holds the provider's slot only there; preparing the request and decoding the
+    answer run beside other calls' turns. One that does not is held for its whole call."""
+    inside = {"now": 0, "max": 0}
+
+    async def generate(self, req):
+        await asyncio.sleep(0.15)  # preparing the request
+        async with provider_turn():
+            async with provider_turn():  # a turn inside a turn holds nothing more
+                inside["now"] += 1
+                inside["max"] = max(inside["max"], inside["now"])
+                await asyncio.sleep(0.1)
+                inside["now"] -= 1
+        await asyncio.sleep(0.15)  # decoding and checking the answer
+        return ImageResult(png=req.prompt.encode(), width=req.width, height=req.height)
+
+    monkeypatch.setattr(FakeImages, "generate", generate)
+    monkeypatch.setattr(FakeImages, "marks_provider_turn", marks_turn, raising=False)
+    started = time.perf_counter()
+    results = run(router, *(request(f"turn {i}") for i in range(6)))
+    elapsed = time.perf_counter() - started
+    assert all(r.provenance.adapter_id == "primary" for r in results), results
+    assert inside["max"] <= 2  # the provider's max_concurrency, either way
+    latencies = sorted(r.provenance.latency_s for r in results)
+    if marks_turn:
+        # Six 0.1 s turns two at a time (0.3 s) between one preparing and one decoding: ~0.6 s.
+        assert elapsed < 1.0 and inside["max"] == 2, (elapsed, inside)
+        assert 0.09 <= latencies[0] and latencies[-1] < 0.3, latencies  # the provider's time, not the call's
+    else:
+        # Six 0.4 s calls two at a time.
+        assert elapsed >= 1.2, elapsed
+        assert 0.39 <= latencies[0], latencies
 
 
 def test_two_workers_sharing_the_limits_keep_a_providers_concurrency(router):

@@ -4,8 +4,11 @@
   inside the running event loop (a client is bound to the loop it was made
   in; a new loop gets a new client), with an explicit `httpx.Timeout` from
   `timeout_s`, `httpx.Limits(max_connections=max_concurrency)` and no
-  automatic redirects. A whole task call also runs under one deadline of
-  `timeout_s` (`_deadline`), which covers every request and poll it makes.
+  automatic redirects. The provider's part of a task call (every request,
+  poll and download it makes) runs in `_deadline`: the caller's turn with
+  the provider (`provider_turn`, whose slot is held only there, not while
+  the adapter prepares the request or decodes the answer) under one
+  deadline of `timeout_s`.
 - The API key is read from ``os.environ[api_key_env]`` at call time, sent only
   to base_url's origin, never stored on the adapter, never logged, and
   scrubbed from every error message the adapter builds.
@@ -40,6 +43,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from model_adapters.concurrency import provider_turn
 from model_adapters.http.decoding import (
     MAX_IMAGE_PIXELS,
     MediaError,
@@ -169,6 +173,9 @@ class HttpAdapter:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     adapter_options: ClassVar[frozenset[str]] = frozenset()
     option_prefixes: ClassVar[tuple[str, ...]] = ()
+    # Every request, poll and download runs inside `_deadline`, the provider's turn: a caller
+    # holds the provider's slot only there (model_adapters/concurrency.py).
+    marks_provider_turn: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -459,12 +466,15 @@ class HttpAdapter:
 
     @asynccontextmanager
     async def _deadline(self, what: str) -> AsyncIterator[None]:
-        """The whole task call (requests, polls, downloads) within timeout_s."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                yield
-        except TimeoutError:
-            raise self._error(ProviderTimeout, f"{what}: no result within {self.timeout_s:g} s") from None
+        """The provider's part of the task call (requests, polls, downloads): the caller's turn
+        with the provider (`provider_turn`: its slot is held only in here), within timeout_s
+        from when the turn starts."""
+        async with provider_turn():
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    yield
+            except TimeoutError:
+                raise self._error(ProviderTimeout, f"{what}: no result within {self.timeout_s:g} s") from None
 
     def _poll_schedule(self) -> PollSchedule:
         return PollSchedule(
