@@ -27,10 +27,10 @@ spans), the most requests in flight per provider (never above the cap, across al
 the event-log writes per variant (events in the runs' logs / variants), each worker's runs
 (size, start, seconds) and the tail (from the first worker running out of runs to the last
 one finishing), the transactions and new connections per variant in the instance's
-database, the simulator's requests per endpoint group on each side (the same calls: a check on the comparison); and where the
-CPU went over each timed window, for the bound and for ours: the machine's busy cores, the
-simulator's process, the driver, the workers (each reports its own CPU time), the Postgres
-server and the rest.
+database, the simulator's requests per endpoint group on each side (the same calls: a
+check on the comparison); and where the CPU went over each timed window, for the bound
+and for ours: the machine's busy cores, the simulator's process, the driver, the workers
+(each reports its own CPU time), the Postgres server and the rest.
 """
 
 from __future__ import annotations
@@ -262,22 +262,22 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
         stats = sim.stats()
         events = sum(len(instance.all_logs(run["run_id"])) for run in runs)
     failed = [r["run_id"] for r in runs if not r["success"]]
+    by_worker: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_worker.setdefault(run["pid"], []).append(run)
+    worker_done = [max(r["started_at"] + r["seconds"] for r in worker) for worker in by_worker.values()]
     return {
         "seconds": round(seconds, 2),
         "runs": len(runs),
         "failed_runs": failed,
-        "runs_per_worker": sorted(sum(1 for r in runs if r["pid"] == pid) for pid in {r["pid"] for r in runs}),
+        "runs_per_worker": sorted(len(worker) for worker in by_worker.values()),
         # Each worker's runs: [variants, start (s into the window), seconds]; the tail is the
         # time between the first worker running out of runs and the last one finishing.
         "worker_runs": [
-            [[r["variants"], round(r["started_at"] - wall_started, 1), round(r["seconds"], 1)] for r in runs if r["pid"] == pid]
-            for pid in sorted({r["pid"] for r in runs})
+            [[r["variants"], round(r["started_at"] - wall_started, 1), round(r["seconds"], 1)] for r in by_worker[pid]]
+            for pid in sorted(by_worker)
         ],
-        "tail_s": round(
-            max(r["started_at"] + r["seconds"] for r in runs)
-            - min(max(r["started_at"] + r["seconds"] for r in runs if r["pid"] == pid) for pid in {r["pid"] for r in runs}),
-            1,
-        ),
+        "tail_s": round(max(worker_done) - min(worker_done), 1),
         "event_log_writes_per_variant": round(events / variants, 1),
         # Transactions in the instance's database over the window (event log, runs, shared limits).
         "postgres_transactions_per_variant": round(made[0] / variants, 1) if made else None,
