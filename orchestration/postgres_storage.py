@@ -8,7 +8,7 @@ those calls was a new connection, that is a new Postgres server process with col
 
 These are the same storages (tables, migrations, SQL) with up to `POOL_SIZE` connections
 per storage kept open between calls in each process, AUTOCOMMIT as before, checked before
-use and recycled hourly. A process holds at most three storages x `POOL_SIZE` idle
+use when they sat idle (resources/sql_pool.py) and recycled hourly. A process holds at most three storages x `POOL_SIZE` idle
 connections (docs/deploy.md counts them against `max_connections`). deploy/dagster.yaml and
 its ECS and Kubernetes variants name them in place of `storage: postgres`.
 """
@@ -18,6 +18,8 @@ from typing import Any
 
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+
+from resources.sql_pool import ping_when_idle
 
 POOL_SIZE = 2
 # Connections beyond the pool while a burst needs them (closed when returned).
@@ -29,16 +31,17 @@ def _use_pool(storage: Any) -> None:
     """Swap the storage's per-call engine for a pooled one (as the webserver's storages do)."""
     per_call = storage._engine
     options = per_call.url.query.get("options")
-    storage._engine = create_pg_engine(
-        storage.postgres_url,
-        storage._token_provider,
-        isolation_level="AUTOCOMMIT",
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_recycle=POOL_RECYCLE_S,
-        pool_pre_ping=True,  # a connection the server closed (a restart, a failover) is replaced, not raised
-        **({"connect_args": {"options": options}} if options else {}),
-    )
+    storage._engine = ping_when_idle(
+        create_pg_engine(
+            storage.postgres_url,
+            storage._token_provider,
+            isolation_level="AUTOCOMMIT",
+            pool_size=POOL_SIZE,
+            max_overflow=MAX_OVERFLOW,
+            pool_recycle=POOL_RECYCLE_S,
+            **({"connect_args": {"options": options}} if options else {}),
+        )
+    )  # a connection the server closed while it sat idle (a restart, a failover) is replaced, not raised
     per_call.dispose()
 
 

@@ -12,10 +12,12 @@ import uuid
 
 import psycopg2
 import pytest
+import sqlalchemy as sa
 from psycopg2 import sql
 
 from resources.policies.budget import BudgetExceeded, CampaignBudget
 from resources.policies.shared_limits import RATE_SEND_ALLOWANCE_S, SharedLimits, shared_limits_for
+from resources.sql_pool import ping_when_idle
 
 
 def _server() -> dict:
@@ -203,3 +205,36 @@ def test_processes_share_the_budget_and_a_killed_holders_slots_lapse(url):
     while limits.try_acquire_slot(provider, 2, "me") is None:
         assert time.time() < deadline, "the killed worker's slots were never released"
         time.sleep(0.2)
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(postgres_url, monkeypatch):
+    """Back-to-back checkouts send no ping (a round trip and a server transaction each);
+    a connection the server closed while it sat idle is replaced before the caller sees it."""
+    engine = ping_when_idle(sa.create_engine(postgres_url, pool_size=1, max_overflow=0), idle_s=0.3)
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda connection: (pings.append(1), real_ping(connection))[1])
+    try:
+        first = _backend_pid(engine)
+        for _ in range(20):
+            assert _backend_pid(engine) == first  # the same pooled connection, not pinged
+        assert pings == []
+        time.sleep(0.4)
+        assert _backend_pid(engine) == first  # idle: pinged, alive, kept
+        assert len(pings) == 1
+        admin = psycopg2.connect(dbname=sa.engine.make_url(postgres_url).database, connect_timeout=5, **_server())
+        admin.autocommit = True
+        with admin.cursor() as cursor:  # the server drops it while it sits in the pool (a restart, a failover)
+            cursor.execute("SELECT pg_terminate_backend(%s)", (first,))
+        admin.close()
+        time.sleep(0.4)
+        replacement = _backend_pid(engine)
+        assert replacement != first
+        assert len(pings) == 2
+    finally:
+        engine.dispose()

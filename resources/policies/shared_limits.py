@@ -56,6 +56,7 @@ import sqlalchemy as sa
 from resources.brief_schema import SLUG_PATTERN
 from resources.policies.budget import BudgetExceeded, CampaignBudget
 from resources.settings import studio_home
+from resources.sql_pool import ping_when_idle
 
 SCHEMA = "studio_limits"
 SCHEMA_VERSION = 1
@@ -311,7 +312,7 @@ def _engine(url: str) -> sa.Engine:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock up front: read-then-write is atomic
 
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+                engine = ping_when_idle(sa.create_engine(url, pool_size=4, max_overflow=8))
             _ENGINES[url] = engine
         return _ENGINES[url]
 
