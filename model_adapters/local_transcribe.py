@@ -30,6 +30,11 @@ returns one process-wide instance; its model loads on the first
 ``transcribe``, once, under a lock. ``transcribe`` may be called from many
 threads (CTranslate2 queues concurrent calls on its worker).
 
+A transcript is a function of the WAV's bytes, the model (its version names the compute
+type) and the decoding settings: `transcript_key` hashes all of them, so a caller can keep
+transcripts and never transcribe the same voice twice (the voiceover check keeps them beside
+the artifacts).
+
 Text comparison (`normalize_words`, `word_error_rate`, `align_words`,
 `start_offsets`) is plain Python and needs no model.
 """
@@ -37,6 +42,8 @@ Text comparison (`normalize_words`, `word_error_rate`, `align_words`,
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import os
@@ -44,7 +51,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +67,7 @@ SUPPORTED_LANGUAGES = frozenset({"en"})  # tiny.en is English-only
 DEVICE_ENV_VAR = "STUDIO_DEVICE"  # the same override as model_adapters.devices (which imports torch)
 DEFAULT_BEAM_SIZE = 2
 MAX_NEW_TOKENS = 224
+TRANSCRIPT_FORMAT = 1  # of `Transcript.to_json` and `transcript_key`: bump when either changes
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,19 @@ class Transcript:
     model: str
     model_version: str
     duration_s: float = 0.0  # of the audio that was transcribed
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Transcript:
+        """A transcript `to_json` wrote; ValueError for anything else."""
+        try:
+            fields = json.loads(data)
+            words = tuple(RecognizedWord(**word) for word in fields.pop("words"))
+            return cls(words=words, **fields)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a stored transcript: {exc}") from None
 
 
 def default_model_path() -> Path:
@@ -255,6 +276,25 @@ class WhisperTranscriber:
             max_new_tokens=MAX_NEW_TOKENS,
         )
         return list(segments)  # a generator: decoding happens here
+
+    def transcript_key(self, wav_sha256: str, language: str = "en") -> str:
+        """A sha256 naming everything `transcribe(wav, language)` depends on: the WAV's sha256,
+        the language, the model and its version (loaded for it: the version names the compute
+        type, which changes results) and the decoding settings."""
+        code = supported_language(language)
+        if code is None:
+            raise ValueError(f"{MODEL} transcribes English only, not {language!r} (see supported_language)")
+        self.load()
+        identity = {
+            "format": TRANSCRIPT_FORMAT,
+            "model": self.model,
+            "model_version": self.model_version,
+            "beam_size": self.beam_size,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "language": code,
+            "wav_sha256": wav_sha256,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def transcribe(self, wav: bytes, language: str = "en") -> Transcript:
         """What the speech in a 16-bit PCM WAV says, with word timings (seconds from the start).

@@ -62,7 +62,7 @@ def entry_key(namespace: str, key: str) -> str:
 
 # The router's response cache; the roll-up's drawn contact sheets, by what they show; every
 # version of every stage manifest, by its own sha256 (resources/io_manager.py: history and pins).
-ENTRY_NAMESPACES = ("cache", "contact-sheets", "manifest-versions")
+ENTRY_NAMESPACES = ("cache", "contact-sheets", "manifest-versions", "transcripts")
 
 
 def _verified(ref: ArtifactRef, data: bytes) -> bytes:

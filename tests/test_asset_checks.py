@@ -364,6 +364,53 @@ def test_semantic_alignment_passes_the_scripts_and_fails_an_off_topic_one(campai
     assert "off brief" in metadata["problems"][0]
 
 
+@pytest.mark.e2e
+def test_the_speech_check_transcribes_a_voice_once(campaign, tmp_path, monkeypatch):
+    """Whisper's transcript of a WAV is kept beside the artifacts under its `transcript_key`:
+    a second check of the same bytes reads it back (same verdict, no Whisper); a damaged record is
+    transcribed again. A store of its own: the session's studio is shared."""
+    from assets.stage_kinds.voiceover import SPEECH_INTELLIGIBLE, TRANSCRIPTS, VoiceSettings
+    from assets.stages import StageCheckInput
+    from model_adapters import local_transcribe
+    from resources.artifact_store import FilesystemArtifactStore, entry_key
+
+    key = next(k for k in campaign.keys if manifest(campaign, "brief", k).locale.startswith("en"))
+    in_run = next(
+        e
+        for e in evaluations(campaign.result)
+        if (e.asset_key.to_user_string(), e.check_name, e.partition) == ("voiceover", "speech_intelligible", key)
+    )
+    assert isinstance(in_run.metadata["transcript_reused"].value, bool)
+    voice = manifest(campaign, "voiceover", key)
+    store = FilesystemArtifactStore(root=str(tmp_path / "artifacts"))
+    copied = store.put(read_artifact(voice.artifact), extension=".wav", media_type="audio/wav")
+    assert copied.sha256 == voice.artifact.sha256
+    item = StageCheckInput(
+        store,
+        manifest(campaign, "brief", key),
+        voice.model_copy(update={"artifact": copied}),
+        {"concept": manifest(campaign, "concept", key)},
+        VoiceSettings(),
+    )
+    heard = []
+    transcribe = local_transcribe.WhisperTranscriber.transcribe
+    monkeypatch.setattr(local_transcribe.WhisperTranscriber, "transcribe", lambda self, *a: (heard.append(a), transcribe(self, *a))[1])
+
+    first = SPEECH_INTELLIGIBLE.evaluate(item)
+    second = SPEECH_INTELLIGIBLE.evaluate(item)
+    assert len(heard) == 1 and first.passed and second.passed
+    assert (first.metadata["transcript_reused"], second.metadata["transcript_reused"]) == (False, True)
+    assert second.metadata["word_error_rate"] == first.metadata["word_error_rate"] == in_run.metadata["word_error_rate"]
+    assert second.metadata["transcript"] == first.metadata["transcript"]
+
+    record = store.root_path / entry_key(TRANSCRIPTS, local_transcribe.get_transcriber().transcript_key(voice.artifact.sha256, "en"))
+    record.write_bytes(b'{"text": "truncat')
+    third = SPEECH_INTELLIGIBLE.evaluate(item)
+    assert len(heard) == 2 and third.metadata["transcript_reused"] is False
+    assert third.metadata["word_error_rate"] == first.metadata["word_error_rate"]
+    assert SPEECH_INTELLIGIBLE.evaluate(item).metadata["transcript_reused"] is True  # rewritten whole
+
+
 # --- budget ----------------------------------------------------------------------------------
 
 

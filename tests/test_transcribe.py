@@ -8,6 +8,7 @@ transcribe the speech clean, reversed and shuffled.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import subprocess
 import sys
@@ -304,3 +305,21 @@ def test_transcribe_refuses_other_languages_and_handles_empty_audio():
 
 def test_shared_transcriber_is_one_instance():
     assert get_transcriber() is get_transcriber() is local_transcribe._shared
+
+
+def test_a_transcript_is_kept_by_what_it_depends_on(speech):
+    transcript = speech["clean"]
+    assert Transcript.from_json(transcript.to_json()) == transcript
+    with pytest.raises(ValueError, match="not a stored transcript"):
+        Transcript.from_json(b'{"text": "truncat')
+    with pytest.raises(ValueError, match="not a stored transcript"):
+        Transcript.from_json(b'{"text": "x", "words": [{"word": "x"}]}')
+    transcriber = get_transcriber()
+    sha = hashlib.sha256(speech["voice"].wav).hexdigest()
+    key = transcriber.transcript_key(sha, "en-US")
+    assert key == transcriber.transcript_key(sha, "en") == transcriber.transcript_key(sha, "en-GB")  # one English model
+    assert key != transcriber.transcript_key(hashlib.sha256(b"other").hexdigest(), "en")
+    wider = WhisperTranscriber(beam_size=transcriber.beam_size + 1)
+    assert wider.transcript_key(sha, "en") != key  # another beam can hear other words
+    with pytest.raises(ValueError, match="English only"):
+        transcriber.transcript_key(sha, "de-DE")

@@ -2,6 +2,7 @@
 
 import io
 import wave
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -13,6 +14,9 @@ from model_adapters.received import describe_received, error_text
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import VoiceRequest, VoiceResult
 from resources.manifests import AudioArtifact, ConceptDoc
+
+if TYPE_CHECKING:
+    from model_adapters.local_transcribe import Transcript
 
 # Set from measured distributions (benchmarks/results/voice_wer.md): clean voices stay far below,
 # garbled speech far above.
@@ -168,9 +172,35 @@ def _fits_duration(item: StageCheckInput) -> CheckOutcome:
     )
 
 
+TRANSCRIPTS = "transcripts"  # the artifact store's records of Whisper's transcripts, by `transcript_key`
+
+
+def _heard(item: StageCheckInput, audio: AudioArtifact, language: str) -> tuple["Transcript", bool]:
+    """Whisper's transcript of the voiceover and whether it was read back rather than made now.
+
+    Identical voices are common (the aspect ratios of one locale and length share a script, and
+    the response cache answers the repeated request with the same WAV), and Whisper costs about
+    a CPU second a clip on the CPU; its transcript depends only on the bytes, the model and the
+    settings (`transcript_key`), so one worker's transcript serves every check of the same WAV.
+    """
+    from model_adapters.local_transcribe import Transcript, get_transcriber
+
+    transcriber = get_transcriber()
+    key = transcriber.transcript_key(audio.artifact.sha256, language)
+    stored = item.artifacts.read_entry(TRANSCRIPTS, key)
+    if stored is not None:
+        try:
+            return Transcript.from_json(stored), True
+        except ValueError:
+            pass  # a damaged record is made again and rewritten
+    transcript = transcriber.transcribe(item.artifacts.get(audio.artifact), language)
+    item.artifacts.write_entry(TRANSCRIPTS, key, transcript.to_json())
+    return transcript, False
+
+
 def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
     # Imported here: the definitions load without CTranslate2; the model loads once per process.
-    from model_adapters.local_transcribe import get_transcriber, offset_summary, start_offsets, supported_language, word_error_rate
+    from model_adapters.local_transcribe import offset_summary, start_offsets, supported_language, word_error_rate
 
     audio: AudioArtifact = item.manifest
     language = supported_language(item.brief.locale)
@@ -184,7 +214,7 @@ def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
             },
         )
     script = item.inputs["concept"].script
-    transcript = get_transcriber().transcribe(item.artifacts.get(audio.artifact), language)
+    transcript, reused = _heard(item, audio, language)
     error_rate = word_error_rate(script, transcript.text)
     offsets = offset_summary(start_offsets(audio.words, transcript))
     passed = error_rate <= item.settings.max_word_error_rate
@@ -203,6 +233,7 @@ def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
             "transcript": dg.MetadataValue.md(f"**Heard:** {transcript.text}\n\n**Script:** {script}"),
             "word_error_rate": dg.MetadataValue.float(round(error_rate, 4)),
             "recognizer": f"{transcript.model} {transcript.model_version}",
+            "transcript_reused": reused,  # from an earlier check of the same WAV, model and settings
             "word_start_offset_median_ms": dg.MetadataValue.float(round(offsets["median_abs_s"] * 1000, 1)),
             "word_start_offset_p90_ms": dg.MetadataValue.float(round(offsets["p90_abs_s"] * 1000, 1)),
             "words_matched": offsets["matched"],
