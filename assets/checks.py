@@ -40,7 +40,6 @@ from typing import Any
 import av
 import dagster as dg
 import numpy as np
-from PIL import Image
 
 from assets.dagster_api import latest_materializations, partition_check_evaluation, partitioned_asset_check
 from assets.stages import CheckOutcome, Pipeline
@@ -49,6 +48,7 @@ from model_adapters.loudness import measure
 from model_adapters.media.aspect import ASPECT_RATIOS
 from model_adapters.media.errors import MediaError
 from model_adapters.media.mp4 import mp4_top_level_boxes
+from model_adapters.media.png import decoded_image
 from model_adapters.media.wav import read_wav
 from model_adapters.received import describe_received, error_text
 from model_adapters.types import CaptionCue, WordTiming
@@ -105,9 +105,8 @@ def check_png(
     """The bytes decode as a PNG, at the declared size, at exactly the variant's aspect ratio
     (width * ratio_h == height * ratio_w), with a short side of at least `min_short_side`."""
     try:
-        with Image.open(io.BytesIO(png)) as image:
-            image.load()
-            fmt, (width, height), mode = image.format, image.size, image.mode
+        # A full decode, or what one in this process found for the same bytes (media/png.py).
+        fmt, width, height, mode = decoded_image(png)
     except Exception as exc:  # PIL raises many types for bad data
         return _outcome([f"does not decode as an image: {error_text(exc)}; {describe_received(png)}"], {"bytes": len(png)})
     problems = []
@@ -433,11 +432,19 @@ def brief_text(product: str, audience: str, tone: str) -> str:
 
 
 def semantic_similarity(script: str, reference: str) -> float:
-    from model_adapters.text_embedding import cosine, get_coalescing_embedder  # loads torch: only when a check runs
+    from model_adapters.text_embedding import cosine  # loads torch: only when a check runs
 
-    # Variants' checks run in parallel threads: their texts are embedded in batches.
-    embedder = get_coalescing_embedder()
-    return float(cosine(embedder.embed_one(script), _reference_embedding(reference)))
+    return float(cosine(_script_embedding(script), _reference_embedding(reference)))
+
+
+@functools.lru_cache(maxsize=2048)
+def _script_embedding(script: str):
+    """Scripts repeat across a campaign's variants (the aspect ratios of one locale and length
+    share one): each text is embedded once per process. Variants' checks run in parallel
+    threads: new texts are embedded in batches."""
+    from model_adapters.text_embedding import get_coalescing_embedder
+
+    return get_coalescing_embedder().embed_one(script)
 
 
 @functools.lru_cache(maxsize=256)

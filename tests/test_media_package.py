@@ -221,3 +221,35 @@ def test_both_http_voices_refuse_empty_and_over_long_text_before_any_request(mod
         asyncio.run(adapter.synthesize(VoiceRequest(text="   ", locale="en-US", voice="default")))
     with pytest.raises(UnsupportedInput, match="text of 11 characters is over 10"):
         asyncio.run(adapter.synthesize(VoiceRequest(text="x" * 11, locale="en-US", voice="default")))
+
+
+def test_an_image_decode_is_remembered_by_the_bytes_sha256(monkeypatch):
+    """`decoded_image` decodes bytes it has not seen and answers the same bytes from memory;
+    bytes that fail to decode are never remembered."""
+    import io
+
+    from PIL import Image
+
+    from model_adapters.media import png
+    from model_adapters.simulator.media import broken_png
+
+    def encoded(width: int, height: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    wide, square = encoded(64, 32), encoded(32, 32)
+    opened = []
+    real_open = png.Image.open
+    monkeypatch.setattr(png.Image, "open", lambda *a, **k: (opened.append(1), real_open(*a, **k))[1])
+    assert png.decoded_image(wide) == png.DecodedImage("PNG", 64, 32, "RGB") and len(opened) == 1
+    assert png.decoded_image(wide) == png.DecodedImage("PNG", 64, 32, "RGB") and len(opened) == 1  # remembered
+    with real_open(io.BytesIO(square)) as image:
+        image.load()
+        png.remember_decoded(square, image)  # a decode done elsewhere (the stage that stored it)
+    assert png.decoded_image(square).width == 32 and len(opened) == 1
+    broken = broken_png(16, 16)
+    for _ in range(2):  # a failure is raised each time: nothing remembered
+        with pytest.raises(OSError):
+            png.decoded_image(broken)
+    assert len(opened) == 3

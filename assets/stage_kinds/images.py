@@ -7,6 +7,7 @@ from PIL import Image
 from assets.checks import check_png
 from assets.metadata import artifact_metadata, jpeg_markdown, provenance_metadata, thumbnail_of
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
+from model_adapters.media.png import remember_decoded
 from model_adapters.received import describe_received, error_text
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import ImageRequest, ImageResult, RefineRequest, frame_size
@@ -27,6 +28,7 @@ def checked_png(result: ImageResult, provider: str, expect_size: tuple[int, int]
     try:
         with Image.open(io.BytesIO(result.png)) as image:
             image.load()
+            remember_decoded(result.png, image)  # the png_valid check reads the same bytes next
             size = image.size
             fmt = image.format
             thumbnail = thumbnail_of(image)
