@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model_adapters.concurrency import onnx_session_options
 from model_adapters.local_piper import _Phone, word_timings
 from model_adapters.locales import language_of
 from model_adapters.types import (
@@ -407,7 +408,7 @@ def _load_model() -> _Model:
     providers = _providers()
 
     def session(graph: Any) -> Any:
-        return onnxruntime.InferenceSession(graph.SerializeToString(), sess_options=onnxruntime.SessionOptions(), providers=providers)
+        return onnxruntime.InferenceSession(graph.SerializeToString(), sess_options=onnx_session_options(), providers=providers)
 
     data = _package_data()
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]

@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model_adapters.concurrency import onnx_session_options
 from model_adapters.local_voice import canonical_locale
 from model_adapters.types import (
     AdapterError,
@@ -245,7 +246,7 @@ def _load_voice(model_path: Path, config_path: Path) -> _Voice:
     def session(graph: Any) -> Any:
         return onnxruntime.InferenceSession(
             graph.SerializeToString(),
-            sess_options=onnxruntime.SessionOptions(),
+            sess_options=onnx_session_options(),
             providers=["CPUExecutionProvider"],
         )
 

@@ -286,3 +286,10 @@ def test_the_registry_declares_what_the_adapter_measured():
     kind = adapter_kind("local-piper")
     assert kind.words_per_second == WORDS_PER_SECOND
     assert kind.locales == SUPPORTED_LOCALES
+
+
+def test_onnx_threads_sleep_rather_than_spin_when_idle(adapter, spoken):
+    # Spinning idle threads burn CPU beside run workers and checks (model_adapters/concurrency.py).
+    voice = adapter._loaded_voice()
+    for session in (voice.piper.session, voice.durations):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
