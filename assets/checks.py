@@ -439,8 +439,8 @@ def semantic_similarity(script: str, reference: str) -> float:
 
 @functools.lru_cache(maxsize=2048)
 def _script_embedding(script: str):
-    """Scripts repeat across a campaign's variants (the aspect ratios of one locale and length
-    share one): each text is embedded once per process. Variants' checks run in parallel
+    """Scripts repeat across a campaign's variants (the same brief, locale and length often
+    give the same concept): each text is embedded once per process. Variants' checks run in parallel
     threads: new texts are embedded in batches."""
     from model_adapters.text_embedding import get_coalescing_embedder
 

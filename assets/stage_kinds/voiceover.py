@@ -178,10 +178,10 @@ TRANSCRIPTS = "transcripts"  # the artifact store's records of Whisper's transcr
 def _heard(item: StageCheckInput, audio: AudioArtifact, language: str) -> tuple["Transcript", bool]:
     """Whisper's transcript of the voiceover and whether it was read back rather than made now.
 
-    Identical voices are common (the aspect ratios of one locale and length share a script, and
-    the response cache answers the repeated request with the same WAV), and Whisper costs about
-    a CPU second a clip on the CPU; its transcript depends only on the bytes, the model and the
-    settings (`transcript_key`), so one worker's transcript serves every check of the same WAV.
+    Identical voices are common (variants of a brief whose concepts came out the same ask the
+    same speech, and the response cache answers the repeat with the same WAV), and Whisper costs
+    about a CPU second a clip on the CPU; its transcript depends only on the bytes, the model and
+    the settings (`transcript_key`), so one worker's transcript serves every check of the same WAV.
     """
     from model_adapters.local_transcribe import Transcript, get_transcriber
 
