@@ -434,25 +434,17 @@ def brief_text(product: str, audience: str, tone: str) -> str:
 def semantic_similarity(script: str, reference: str) -> float:
     from model_adapters.text_embedding import cosine  # loads torch: only when a check runs
 
-    return float(cosine(_script_embedding(script), _reference_embedding(reference)))
+    return float(cosine(_embedding(script), _embedding(reference)))
 
 
 @functools.lru_cache(maxsize=2048)
-def _script_embedding(script: str):
-    """Scripts repeat across a campaign's variants (the same brief, locale and length often
-    give the same concept): each text is embedded once per process. Variants' checks run in parallel
-    threads: new texts are embedded in batches."""
+def _embedding(text: str):
+    """Each text embedded once per process: a campaign's brief text is the same for all its
+    variants, and scripts repeat (the same brief, locale and length often give the same
+    concept). Variants' checks run in parallel threads: new texts are embedded in batches."""
     from model_adapters.text_embedding import get_coalescing_embedder
 
-    return get_coalescing_embedder().embed_one(script)
-
-
-@functools.lru_cache(maxsize=256)
-def _reference_embedding(reference: str):
-    """A campaign's brief text is the same for all its variants: embedded once."""
-    from model_adapters.text_embedding import get_coalescing_embedder
-
-    return get_coalescing_embedder().embed_one(reference)
+    return get_coalescing_embedder().embed_one(text)
 
 
 def check_semantic_alignment(

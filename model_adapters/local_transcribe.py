@@ -180,6 +180,14 @@ def _cpu_threads() -> int:
     return max(1, min(4, available))
 
 
+def _english(language: str) -> str:
+    """The Whisper code for `language`; ValueError for what this English-only model cannot hear."""
+    code = supported_language(language)
+    if code is None:
+        raise ValueError(f"{MODEL} transcribes English only, not {language!r} (see supported_language)")
+    return code
+
+
 class WhisperTranscriber:
     """Whisper tiny.en through faster-whisper, loaded lazily; `transcribe` WAV bytes to a `Transcript`."""
 
@@ -281,9 +289,7 @@ class WhisperTranscriber:
         """A sha256 naming everything `transcribe(wav, language)` depends on: the WAV's sha256,
         the language, the model and its version (loaded for it: the version names the compute
         type, which changes results) and the decoding settings."""
-        code = supported_language(language)
-        if code is None:
-            raise ValueError(f"{MODEL} transcribes English only, not {language!r} (see supported_language)")
+        code = _english(language)
         self.load()
         identity = {
             "format": TRANSCRIPT_FORMAT,
@@ -302,17 +308,13 @@ class WhisperTranscriber:
         `language` is a Whisper code or a locale ("en", "en-GB"); anything this
         English-only model cannot transcribe raises ValueError.
         """
-        code = supported_language(language)
-        if code is None:
-            raise ValueError(f"{MODEL} transcribes English only, not {language!r} (see supported_language)")
+        code = _english(language)
         audio = load_wav_16k(wav)
         return self.transcribe_array(audio, code)
 
     def transcribe_array(self, audio: np.ndarray, language: str = "en") -> Transcript:
         """`transcribe` for float32 mono samples already at 16 kHz."""
-        code = supported_language(language)
-        if code is None:
-            raise ValueError(f"{MODEL} transcribes English only, not {language!r} (see supported_language)")
+        code = _english(language)
         self.load()
         duration_s = len(audio) / SAMPLE_RATE
         if len(audio) == 0:

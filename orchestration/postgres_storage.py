@@ -8,9 +8,10 @@ those calls was a new connection, that is a new Postgres server process with col
 
 These are the same storages (tables, migrations, SQL) with up to `POOL_SIZE` connections
 per storage kept open between calls in each process, AUTOCOMMIT as before, checked before
-use when they sat idle (resources/sql_pool.py) and recycled hourly. A process holds at most three storages x `POOL_SIZE` idle
-connections (docs/deploy.md counts them against `max_connections`). deploy/dagster.yaml and
-its ECS and Kubernetes variants name them in place of `storage: postgres`.
+use when they sat idle (resources/sql_pool.py) and recycled hourly. A process holds at most
+three storages x `POOL_SIZE` idle connections (docs/deploy.md counts them against
+`max_connections`). deploy/dagster.yaml and its ECS and Kubernetes variants name them in
+place of `storage: postgres`.
 """
 
 from collections.abc import Mapping

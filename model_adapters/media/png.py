@@ -32,25 +32,29 @@ _decoded: OrderedDict[str, DecodedImage] = OrderedDict()
 _lock = threading.Lock()
 
 
-def remember_decoded(data: bytes, image: Image.Image) -> None:
-    """Record that `data` decoded fully (`image.load()` returned) to `image`."""
+def _remember(key: str, image: Image.Image) -> DecodedImage:
     facts = DecodedImage(str(image.format), image.width, image.height, image.mode)
-    key = hashlib.sha256(data).hexdigest()
     with _lock:
         _decoded[key] = facts
         _decoded.move_to_end(key)
         while len(_decoded) > MAX_REMEMBERED:
             _decoded.popitem(last=False)
+    return facts
+
+
+def remember_decoded(data: bytes, image: Image.Image) -> None:
+    """Record that `data` decoded fully (`image.load()` returned) to `image`."""
+    _remember(hashlib.sha256(data).hexdigest(), image)
 
 
 def decoded_image(data: bytes) -> DecodedImage:
     """The format, size and mode `data` decodes to: remembered, or from a full decode now
     (PIL's errors raised as they come)."""
+    key = hashlib.sha256(data).hexdigest()
     with _lock:
-        known = _decoded.get(hashlib.sha256(data).hexdigest())
+        known = _decoded.get(key)
     if known is not None:
         return known
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        remember_decoded(data, image)
-        return DecodedImage(str(image.format), image.width, image.height, image.mode)
+        return _remember(key, image)
