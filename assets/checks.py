@@ -447,6 +447,12 @@ def _embedding(text: str):
     return get_coalescing_embedder().embed_one(text)
 
 
+def prepare_semantic_alignment(briefs: Sequence[VariantBriefDoc]) -> None:
+    """Loads MiniLM and embeds the briefs' texts ahead of the first script to compare."""
+    for text in dict.fromkeys(brief_text(brief.product, brief.audience, brief.tone) for brief in briefs):
+        _embedding(text)
+
+
 def check_semantic_alignment(
     script: str, product: str, audience: str, tone: str, *, threshold: float = SEMANTIC_ALIGNMENT_THRESHOLD
 ) -> CheckOutcome:

@@ -70,13 +70,18 @@ class CheckKind:
     `judges_answer`: on a routed stage, a blocking failure of this check is a failed
     attempt of the provider that answered (retried with a new seed, then the next
     provider: docs/routing.md). A check of something the provider does not decide
-    (spend, say) sets it False."""
+    (spend, say) sets it False.
+
+    `prepare(briefs)`: loads what `evaluate` will need (a model) for a run making these
+    variants. The step calls it in the background when the stage first makes something, so
+    a cold process loads the model while the provider answers rather than after."""
 
     name: str
     blocking: bool
     describe: Callable[[Any], str]
     evaluate: Callable[[StageCheckInput], CheckOutcome]
     judges_answer: bool = True
+    prepare: Callable[[Sequence[VariantBriefDoc]], None] | None = None
 
 
 class BrokenInput(RuntimeError):

@@ -33,6 +33,7 @@ failed variant, stage and error (its stored calls are cache hits on the retry).
 
 import asyncio
 import dataclasses
+import logging
 import queue
 import threading
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ from assets.stages import BrokenInput, CheckOutcome, Pipeline, PipelineStage, St
 from resources.artifact_store import BaseArtifactStore
 from resources.manifests import HISTORY_LIMIT, Manifest, Provenance, RejectedAnswer, VariantBriefDoc
 from resources.model_router import ModelRouter, NoProviderSucceeded, RouterSession
+
+logger = logging.getLogger(__name__)
 
 VARIANT_MEDIA_STEP = "variant_media"
 ACCELERATOR_TAG = "studio/accelerator"
@@ -132,6 +135,7 @@ class _StageHooks:
         self._rejected: dict[tuple[str, str], list[RejectedAnswer]] = {}
         self._answers: dict[tuple[str, str], list[Provenance]] = {}  # the router's answers to the latest make
         self._history: dict[tuple[str, str], tuple[Provenance, ...]] = {}
+        self._prepared: set[str] = set()  # stages whose checks' models were asked to load
         self.session: RouterSession | None = None
 
     def _fingerprint(self, stage: str, key: str, inputs: Mapping[str, Manifest]) -> str:
@@ -195,6 +199,7 @@ class _StageHooks:
         spec = self.pipeline.stage(stage)
         rejected = self._rejected.get((stage, key), [])
         await self._hold_unapproved(stage, key, inputs)
+        self._prepare_checks(stage)
         call = StageCall(
             self.session,
             self.artifacts,
@@ -230,6 +235,17 @@ class _StageHooks:
                 update["provenance"] = provenance.model_copy(update={"rejected": tuple(rejected)})
                 metadata["rejected_answers"] = rejected_answers_markdown(rejected)
         return manifest.model_copy(update=update), metadata
+
+    def _prepare_checks(self, stage: str) -> None:
+        """On the stage's first make in this run, its checks' models load in a thread of their
+        own while the provider answers (a cold worker's first verdicts waited ~3 CPU s for MiniLM)."""
+        if stage in self._prepared:
+            return
+        self._prepared.add(stage)
+        preparations = [check.kind.prepare for check in self.checks[stage] if check.kind.prepare is not None]
+        if preparations:
+            briefs = list(self.briefs.values())
+            threading.Thread(target=_prepare, args=(preparations, briefs), name=f"prepare-{stage}-checks", daemon=True).start()
 
     async def _reject_input(self, stage: str, inputs: Mapping[str, Manifest], exc: BrokenInput) -> None:
         """A later stage proved an input broken: the answer that made it is never served again,
@@ -310,6 +326,14 @@ def rejected_answers_markdown(rejected: list[RejectedAnswer]) -> dg.MarkdownMeta
     ]
     header = "| provider | seed | answered | rejected by | cost (USD) |\n|---|---|---|---|---|\n"
     return dg.MetadataValue.md(header + "\n".join(row.replace("\n", " ") for row in rows))
+
+
+def _prepare(preparations: list[Any], briefs: list[VariantBriefDoc]) -> None:
+    for prepare in preparations:
+        try:
+            prepare(briefs)
+        except Exception:  # the check meets the same error when it runs and reports it per variant
+            logger.debug("preparing a check failed", exc_info=True)
 
 
 def _run_checks(checks: list[StageCheck], item: StageCheckInput) -> dict[str, CheckOutcome]:

@@ -2,7 +2,13 @@
 
 import dagster as dg
 
-from assets.checks import SEMANTIC_ALIGNMENT_THRESHOLD, banned_terms_in, check_banned_terms, check_semantic_alignment
+from assets.checks import (
+    SEMANTIC_ALIGNMENT_THRESHOLD,
+    banned_terms_in,
+    check_banned_terms,
+    check_semantic_alignment,
+    prepare_semantic_alignment,
+)
 from assets.metadata import provenance_metadata
 from assets.stage_kinds.voiceover import MIN_TAIL_S
 from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, StageKind, StageSettings
@@ -98,6 +104,7 @@ CONCEPT = StageKind(
             True,
             lambda s: f"MiniLM cosine between the script and the brief's product, audience and tone >= {s.on_brief_min_cosine:.2f}.",
             _on_brief,
+            prepare=prepare_semantic_alignment,
         ),
     ),
     kinds=frozenset({"python"}),

@@ -2,6 +2,7 @@
 
 import io
 import wave
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -13,7 +14,7 @@ from assets.stages import CheckKind, CheckOutcome, StageCall, StageCheckInput, S
 from model_adapters.received import describe_received, error_text
 from model_adapters.tasks import TASK_SPECS
 from model_adapters.types import VoiceRequest, VoiceResult
-from resources.manifests import AudioArtifact, ConceptDoc
+from resources.manifests import AudioArtifact, ConceptDoc, VariantBriefDoc
 
 if TYPE_CHECKING:
     from model_adapters.local_transcribe import Transcript
@@ -198,6 +199,14 @@ def _heard(item: StageCheckInput, audio: AudioArtifact, language: str) -> tuple[
     return transcript, False
 
 
+def _load_recognizer(briefs: Sequence[VariantBriefDoc]) -> None:
+    """Loads Whisper when the run has a variant it can judge."""
+    from model_adapters.local_transcribe import get_transcriber, supported_language
+
+    if any(supported_language(brief.locale) for brief in briefs):
+        get_transcriber().load()
+
+
 def _speech_intelligible(item: StageCheckInput) -> CheckOutcome:
     # Imported here: the definitions load without CTranslate2; the model loads once per process.
     from model_adapters.local_transcribe import offset_summary, start_offsets, supported_language, word_error_rate
@@ -251,6 +260,7 @@ SPEECH_INTELLIGIBLE = CheckKind(
         f"are recorded. Other languages are not judged (no local recognizer)."
     ),
     _speech_intelligible,
+    prepare=_load_recognizer,
 )
 
 FITS_DURATION = CheckKind(
