@@ -13,6 +13,11 @@ export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
 # threads (torch, PyAV, numpy) then keep hundreds of MiB of freed memory mapped.
 # Two arenas: the 7-variant demo's peak RSS 1.3 GiB instead of 1.65-2.0, same speed.
 export MALLOC_ARENA_MAX ?= 2
+# OpenMP threads sleep when they run out of work instead of spinning. Whisper's CTranslate2
+# threads (on torch's libgomp) spun in their barriers between transcriptions: a 64-variant run
+# after another in the same process took 53 s and 43 CPU s instead of 35 s and 24 (the demo
+# the same within 3 %). Read when libgomp loads, so it is set before Python starts.
+export OMP_WAIT_POLICY ?= PASSIVE
 # Dagster hands a partition-range output's materializations and a run's planned events to the
 # event log in batches: one transaction each in the local SQLite log (orchestration/sqlite_event_log.py)
 # instead of one per event. An unchanged 64-variant re-run records 384 materializations.

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -328,7 +328,7 @@ def rejected_answers_markdown(rejected: list[RejectedAnswer]) -> dg.MarkdownMeta
     return dg.MetadataValue.md(header + "\n".join(row.replace("\n", " ") for row in rows))
 
 
-def _prepare(preparations: list[Any], briefs: list[VariantBriefDoc]) -> None:
+def _prepare(preparations: list[Callable[[Sequence[VariantBriefDoc]], None]], briefs: list[VariantBriefDoc]) -> None:
     for prepare in preparations:
         try:
             prepare(briefs)

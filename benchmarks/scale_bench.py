@@ -212,6 +212,7 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
         "STUDIO_ROUTING": str(home / "routing.json"),
         cb.BENCH_KEY_ENV: os.environ[cb.BENCH_KEY_ENV],
         "MALLOC_ARENA_MAX": "2",
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
     os.environ.update(environment)
     keys = [f"{brief['campaign_id']}.{v['id']}" for v in brief["variants"]]
@@ -333,6 +334,7 @@ def main() -> int:
     args = parser.parse_args()
     # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     WORKERS, CHUNK = args.workers, args.chunk
     import warnings

@@ -266,6 +266,7 @@ def main() -> int:
     args = parser.parse_args()
     # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": os.getloadavg()}, "rounds": []}
     with tempfile.TemporaryDirectory(prefix="ui-path-") as tmp:
