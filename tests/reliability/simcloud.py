@@ -83,7 +83,15 @@ RATIOS = ("9:16", "1:1", "16:9")
 
 
 def write_brief(
-    folder: Path, campaign_id: str, count: int, *, tiers=("standard", "premium", "draft"), budget_usd: float = 100.0, duration_s: float = 3
+    folder: Path,
+    campaign_id: str,
+    count: int,
+    *,
+    tiers=("standard", "premium", "draft"),
+    budget_usd: float = 100.0,
+    duration_s: float = 3,
+    product: str = "Harbor Kettle",
+    audience: str = "tea drinkers who start early",
 ) -> list[str]:
     """A campaign of `count` variants cycling through locales, ratios and tiers; returns its partition keys."""
     variants = [
@@ -98,8 +106,8 @@ def write_brief(
     ]
     brief = {
         "campaign_id": campaign_id,
-        "product": "Harbor Kettle",
-        "audience": "tea drinkers who start early",
+        "product": product,
+        "audience": audience,
         "tone": "Calm",
         "palette": ["#12355b", "#f2c14e"],
         "banned_terms": ["cheap"],

@@ -77,12 +77,20 @@ def test_every_variant_survives_faults_and_a_dead_provider(studio_home, briefs_f
     for name in KEY_VARIABLES:
         monkeypatch.setenv(name, CANARY_KEY)
     PROCESS_COOLDOWNS.reset()
-    # 4 s spots. At 3 s the simulator's script is cut to "Meet Harbor Kettle, made for tea." (6
-    # words), and on an AMD EPYC host Whisper's int8 kernels hear espeak's en-GB reading of it as
-    # "Meet HarborCattle, made 40." (word error rate 0.67): the draft tier's only voice failed the
-    # speech check whatever the faults. At 4 s (8 words) the same host hears 0.50; at 5 s espeak's
-    # longer line fared worse ("made 14 ringers"). What this test is about is the faults.
-    keys = write_brief(briefs_folder, "stormy-kettle", VARIANTS, tiers=("standard", "premium", "standard", "draft"), duration_s=4)
+    # 4 s spots of a plainly worded brief. The draft tier's only voice is espeak, and Whisper's int8
+    # verdict on espeak's reading of a short script differs by CPU: "Meet Harbor Kettle, made for tea
+    # drinkers who start." was heard as "Meet Harborcattle, made 14-ring kazoo." (word error rate 0.75)
+    # on an Intel Xeon and its 3 s cut as "Meet HarborCattle, made 40." on an AMD EPYC, failing the
+    # speech check whatever the faults. What this test is about is the faults.
+    keys = write_brief(
+        briefs_folder,
+        "stormy-kettle",
+        VARIANTS,
+        tiers=("standard", "premium", "standard", "draft"),
+        duration_s=4,
+        product="Harbor Lamp",
+        audience="people who read at night",
+    )
     endpoints = {group: {"faults": {**FAULTS, "malformed_kind": kind}} for group, kind in MALFORMED_KIND.items()}
     started = time.perf_counter()
     with (
