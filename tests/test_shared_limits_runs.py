@@ -176,8 +176,12 @@ def test_a_campaign_in_four_chunked_runs_on_four_workers_shares_the_providers_li
     )
     assert stats["statuses"] == {"200": 40}, stats["statuses"]  # the provider answered exactly the 40 it was paid for
     # A run whose every variant got its image records them; a run with refused variants records
-    # none (a partition-range output is all or nothing), its paid images wait in the cache.
-    assert made and len(made) % CHUNK == 0 and len(made) <= 40, sorted(made)
+    # none (a partition-range output is all or nothing), its paid images wait in the cache. Which
+    # runs got all 16 depends on how the 40 paid images fell among them (none, when every run was
+    # refused at least once), so the recorded partitions are checked against the runs' outcomes.
+    span_of = {span[0]: span for span in spans}
+    succeeded = [span_of[runs[o["run_id"]].tags["dagster/asset_partition_range_start"]] for o in outcomes if o["success"]]
+    assert set(made) == {key for span in succeeded for key in span} and len(made) <= 40, (sorted(made), len(succeeded))
     # The refused variants failed their runs' model step naming the campaign.
     failed = [o for o in outcomes if not o["success"]]
     assert failed and all(f"campaign '{CAMPAIGN}' budget exceeded" in "".join(o["failures"]) for o in failed), failed[0]["failures"][:1]
