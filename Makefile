@@ -12,6 +12,7 @@ export DAGSTER_HOME ?= $(STUDIO_HOME)/dagster
 # glibc gives each thread that allocates its own malloc arena; the model step's worker
 # threads (torch, PyAV, numpy) then keep hundreds of MiB of freed memory mapped.
 # Two arenas: the 7-variant demo's peak RSS 1.3 GiB instead of 1.65-2.0, same speed.
+# benchmarks/environment.py repeats these exports for benchmarks started without make.
 export MALLOC_ARENA_MAX ?= 2
 # OpenMP threads sleep when they run out of work instead of spinning. Whisper's CTranslate2
 # threads (on torch's libgomp) spun in their barriers between transcriptions: a 64-variant run

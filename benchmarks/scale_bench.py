@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import campaign_bench as cb  # noqa: E402  (the fanout scenario's brief, simulator, routing and bound)
 
 from benchmarks.cpu_accounting import machine_busy_s, postgres_cpu_s, process_cpu_s  # noqa: E402
+from benchmarks.environment import MAKEFILE_EXPORTS, export_makefile_defaults  # noqa: E402
 
 SCALE_LATENCY_MS = {"concept": 1000, "image": 3000, "refine": 2000, "voice": 1000, "video": 3000}
 SCALE_CAP = 8
@@ -211,8 +212,7 @@ def ours(workdir: Path, variants: int, sim: Any, pg_url: str, transactions: Any 
         "DAGSTER_HOME": str(home / "dagster"),
         "STUDIO_ROUTING": str(home / "routing.json"),
         cb.BENCH_KEY_ENV: os.environ[cb.BENCH_KEY_ENV],
-        "MALLOC_ARENA_MAX": "2",
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        **{name: os.environ.get(name, value) for name, value in MAKEFILE_EXPORTS.items()},
     }
     os.environ.update(environment)
     keys = [f"{brief['campaign_id']}.{v['id']}" for v in brief["variants"]]
@@ -332,10 +332,7 @@ def main() -> int:
     )
     parser.add_argument("--chunk", type=int, default=16, help="variants per run (the pipeline's max_variants_per_run)")
     args = parser.parse_args()
-    # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    export_makefile_defaults()
     WORKERS, CHUNK = args.workers, args.chunk
     import warnings
 

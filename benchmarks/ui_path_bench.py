@@ -40,6 +40,7 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from benchmarks.environment import export_makefile_defaults  # noqa: E402
 from tests.webserver_harness import dagster_webserver  # noqa: E402  (the tests' harness: `dagster dev` in its own process group)
 
 SAMPLE_BRIEFS = sorted((PROJECT_ROOT / "briefs").glob("*.yaml"))
@@ -264,10 +265,7 @@ def main() -> int:
         "--rounds", type=int, default=2, help="interleaved rounds of make demo and make ui (medians); the backfill in the last"
     )
     args = parser.parse_args()
-    # What the Makefile exports for demo, ui, test and bench, when the script is run directly.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    export_makefile_defaults()
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": os.getloadavg()}, "rounds": []}
     with tempfile.TemporaryDirectory(prefix="ui-path-") as tmp:
         for number in range(args.rounds):
